@@ -1,0 +1,1 @@
+"""Running a learner under caps and observing it (Docker first; a process fallback)."""

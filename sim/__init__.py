@@ -1,0 +1,1 @@
+"""The world and the experiment: mock web, learner, scenarios, runner and the CLI."""

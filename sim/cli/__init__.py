@@ -1,0 +1,52 @@
+"""The `runaway` command line.
+
+Each area registers its commands from its own module (policy.py, web.py, scenarios.py,
+sandbox.py, run.py). Every user mistake is a `RunawayError`: one line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from policies.errors import RunawayError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="runaway")
+def cli() -> None:
+    """runaway: a containment lab for runaway AI agents.
+
+    Run a scripted self-improving learner in a capped sandbox against a mock web, watch it,
+    and let guard policies detect and contain it.
+    """
+
+
+def _register() -> None:
+    from . import policy, run, sandbox, scenarios, web  # noqa: F401  (each adds its commands)
+
+    for mod in (policy, web, scenarios, sandbox, run):
+        mod.register(cli)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    try:
+        rv = cli.main(args=argv, prog_name="runaway", standalone_mode=False)
+    except RunawayError as e:
+        click.echo(f"runaway: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("runaway: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2 if e.exit_code in (1, 2) else e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("runaway: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    # With standalone_mode off, click hands back ctx.exit(code) as the return value.
+    sys.exit(rv if isinstance(rv, int) else 0)
