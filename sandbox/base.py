@@ -1,0 +1,68 @@
+"""The one small interface every sandbox backend implements.
+
+The runner holds a `Sandbox` and never asks which backend it is: Docker and the process
+fallback differ only in how well they contain, which `is_security_boundary` says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Mapping, Protocol, Sequence
+
+from policies.errors import RunawayError
+from policies.model import Event, Sample
+
+
+class SandboxError(RunawayError):
+    """A sandbox that cannot be made as asked: a refused spec, a missing image, no backend."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """What a containment action did: whether it took effect and how long that took."""
+
+    ok: bool
+    latency_s: float
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Sandbox(Protocol):
+    backend: str  # "docker" | "process"
+    is_security_boundary: bool  # False for the process backend, and said so to the user
+
+    async def prepare(self) -> str:
+        """Create what the run needs before the web starts (network); return the host IP
+        the mock web must bind to so that the learner, and only it, can reach it."""
+
+    async def start(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        learner_dir: Path,
+        hosts: Mapping[str, str],
+        control_file: Path,
+        clock: Callable[[], float],
+    ) -> None:
+        """Start the learner (argv) under the caps. `clock()` gives seconds since the run
+        started; observations are stamped with it."""
+
+    def observations(self) -> AsyncIterator[Sample | Event]:
+        """Samples at the spec's rate, observer and lifecycle events, until the learner ends."""
+
+    def output(self) -> AsyncIterator[tuple[str, str]]:
+        """("stdout" | "stderr", line) from the learner, until it ends."""
+
+    async def throttle(self, cpus: float) -> ActionResult: ...
+
+    async def pause(self) -> ActionResult: ...
+
+    async def resume(self) -> ActionResult: ...
+
+    async def kill(self, evidence_dir: Path) -> ActionResult:
+        """Save evidence (process list, filesystem diff, last log lines) first, then kill."""
+
+    async def disconnect(self) -> ActionResult: ...
+
+    async def close(self) -> None:
+        """Remove everything this sandbox made. Idempotent; safe after a failed start."""
