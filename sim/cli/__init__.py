@@ -24,9 +24,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import policy, run, sandbox, scenarios, web  # noqa: F401  (each adds its commands)
+    from . import experiment, policy, run, sandbox, scenarios, web  # noqa: F401  (each adds its commands)
 
-    for mod in (policy, web, scenarios, sandbox, run):
+    for mod in (policy, web, scenarios, sandbox, run, experiment):
         mod.register(cli)
 
 

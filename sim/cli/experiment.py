@@ -1,0 +1,186 @@
+"""`runaway run`, `runaway demo` and `runaway sweep`: running experiments."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from pathlib import Path
+
+import click
+
+from policies.errors import RunawayError
+
+
+def _run(cfg, live):  # type: ignore[no-untyped-def]
+    from sim.runner import Experiment
+    from sim.view import make_view
+
+    view = make_view(live, cfg.duration)
+    return asyncio.run(Experiment(cfg, view=view).run())
+
+
+def _print_result(res) -> None:  # type: ignore[no-untyped-def]
+    s = res.summary
+    click.echo("")
+    click.echo(f"run {res.run_id} ended: {res.stopped_by}")
+    if s:
+        esc = s.get("escaped") or []
+        click.echo(f"  contained: {s.get('contained')}   escaped: {len(esc)}   "
+                   f"detections: {len(s.get('detections') or [])}")
+    click.echo(f"  trace:   {res.out / 'trace.jsonl'}")
+    click.echo(f"  summary: {res.out / 'summary.json'}")
+    click.echo(f"  report:  {res.out / 'report.html'}")
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise RunawayError(f"expected a positive number, got {value}", field=name)
+
+
+@click.command("run")
+@click.argument("scenario", default="novel")
+@click.option("--backend", type=click.Choice(["auto", "docker", "process"]), default="auto", show_default=True,
+              help="auto: Docker when a daemon answers, else the process fallback (not a security boundary).")
+@click.option("--policy", "policy", type=click.Path(dir_okay=False), default=None,
+              help="Guard policy YAML (default: the shipped default policy).")
+@click.option("--no-guards", is_flag=True, help="Watch only: no guard evaluates, nothing is contained.")
+@click.option("--profile", type=click.Choice(["novel", "laptop", "ci"]), default=None,
+              help="Sandbox caps: novel 4 cpus/8g, laptop 1/1g, ci 0.5/256m (default: the largest that fits).")
+@click.option("--cpus", type=float, default=None, help="Override the profile's CPU cap.")
+@click.option("--memory", default=None, help="Override the profile's memory cap (e.g. 512m, 2g).")
+@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds before the run stops.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the mock web and the learner.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run directory (default runs/<utc-stamp>-<scenario>/).")
+@click.option("--operator-stop-at", type=float, default=None, metavar="T",
+              help="At T seconds, the operator asks the learner to stop (killed if it ignores it).")
+@click.option("--metrics-port", type=int, default=9464, show_default=True,
+              help="Prometheus exporter port on 127.0.0.1 (0: any free port).")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True, help="Exporter bind address.")
+@click.option("--agent", default=None, metavar="CMD",
+              help="Run your own agent command instead of the scripted learner (Python agents get the audit hook).")
+@click.option("--agent-dir", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
+              help="Directory mounted read-only for --agent (its working directory).")
+@click.option("--pages", type=int, default=None, help="Pages in the mock web (default: the scenario's).")
+@click.option("--unsafe", is_flag=True, help="Admit a spec that admission refuses; recorded in the trace.")
+@click.option("--live/--plain", "live", default=None, help="Live terminal view or plain lines (default: live on a terminal).")
+def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duration, seed, out,  # type: ignore[no-untyped-def]
+            operator_stop_at, metrics_port, metrics_host, agent, agent_dir, pages, unsafe, live):
+    """Run SCENARIO (a catalog name or a YAML file) in a sandbox under guards.
+
+    Leaves trace.jsonl, summary.json, report.html, learner.log and evidence/ in the run
+    directory. Ctrl-C stops the run cleanly (the trace and report are still written).
+    """
+    from sim.runner import RunConfig
+
+    _positive("--duration", duration)
+    _positive("--cpus", cpus)
+    if pages is not None and pages < 1:
+        raise RunawayError(f"expected at least 1 page, got {pages}", field="--pages")
+    if metrics_port is not None and not 0 <= metrics_port <= 65535:
+        raise RunawayError(f"expected a port 0-65535, got {metrics_port}", field="--metrics-port")
+    agent_argv = shlex.split(agent) if agent else None
+    if agent is not None and not agent_argv:
+        raise RunawayError("expected a command", field="--agent")
+    cfg = RunConfig(
+        scenario=scenario, backend=backend, policy=policy, guards=not no_guards, profile=profile, cpus=cpus,
+        memory=memory, duration=duration, seed=seed, out=out, operator_stop_at=operator_stop_at,
+        metrics_host=metrics_host, metrics_port=metrics_port, agent=agent_argv, agent_dir=agent_dir,
+        unsafe=unsafe, pages=pages, live=live,
+    )
+    res = _run(cfg, live)
+    _print_result(res)
+    if res.stopped_by == "interrupted":
+        raise click.exceptions.Exit(130)
+
+
+@click.command("demo")
+@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds the story runs.")
+@click.option("--live/--plain", "live", default=None, help="Live terminal view or plain lines.")
+def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
+    """Set up and run the `novel` scenario on the best backend here, then say where the report is.
+
+    Builds the learner image first when Docker answers and the image is missing.
+    """
+    from sandbox import docker_available
+    from sim.runner import RunConfig
+
+    _positive("--duration", duration)
+    backend = "process"
+    if docker_available() is None:
+        from sandbox.image import ensure_image
+
+        click.echo("Docker answers: making sure the learner image is built (first time: a few minutes)...")
+        ensure_image(echo=click.echo)
+        backend = "docker"
+    else:
+        click.echo("No Docker daemon answers: using the process sandbox, which is NOT a security boundary.")
+    cfg = RunConfig(scenario="novel", backend=backend, duration=duration, metrics_port=0, live=live)
+    res = _run(cfg, live)
+    _print_result(res)
+    click.echo(f"\nOpen the report: {res.out / 'report.html'}")
+
+
+@click.command("sweep")
+@click.option("--scenario", "scenarios", multiple=True, help="A scenario to run (repeatable; default: novel).")
+@click.option("--policy", "policies", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              help="A policy file (repeatable; default: the shipped default policy).")
+@click.option("--seeds", default="0", show_default=True, help="Seeds, e.g. 0,1,2 or 0-4.")
+@click.option("--duration", type=float, default=30.0, show_default=True, help="Seconds per run.")
+@click.option("--profile", type=click.Choice(["novel", "laptop", "ci"]), default="ci", show_default=True)
+@click.option("--backend", type=click.Choice(["auto", "docker", "process"]), default="auto", show_default=True)
+@click.option("--parallel", type=int, default=0, help="Runs at once (default: as many as the host's CPUs fit).")
+@click.option("--replay", "replay", multiple=True, type=click.Path(exists=True),
+              help="Run nothing: re-evaluate the policies over this recorded run dir or trace (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the runs and sweep.csv / sweep.html go (default runs/sweep-<utc-stamp>/).")
+def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, replay, out):  # type: ignore[no-untyped-def]
+    """Scenarios x policies x seeds in one table (CSV and HTML): contained rate, escapes,
+    median time to detect and to contain, usefulness, false alarms."""
+    import os
+
+    from sandbox import PROFILES
+    from sim.runner import _stamp
+    from sim.sweep import live_sweep, replay_sweep, table, write_table
+
+    pols = list(policies) or [None]
+    out = out or Path("runs") / f"sweep-{_stamp()}"
+    if replay:
+        cells = replay_sweep([Path(r) for r in replay], pols)
+    else:
+        seed_list = _parse_seeds(seeds)
+        _positive("--duration", duration)
+        if parallel <= 0:
+            cap = PROFILES[profile].cpus or 1.0
+            parallel = max(1, int(len(os.sched_getaffinity(0)) // cap) - 1)
+        cells = asyncio.run(live_sweep(list(scenarios) or ["novel"], pols, seed_list, out=out, duration=duration,
+                                       profile=profile, backend=backend, parallel=parallel, echo=click.echo))
+    rows = table(cells)
+    csv_path, html_path = write_table(rows, out)
+    for r in rows:
+        click.echo("  ".join(f"{k}={v}" for k, v in r.items()))
+    click.echo(f"table: {csv_path}  {html_path}")
+
+
+def _parse_seeds(text: str) -> list[int]:
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                a, b = part.split("-", 1)
+                seeds.extend(range(int(a), int(b) + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise RunawayError(f"expected seeds like 0,1,2 or 0-4, got {text!r}", field="--seeds") from None
+    if not seeds:
+        raise RunawayError("expected at least one seed", field="--seeds")
+    return seeds
+
+
+def register(group: click.Group) -> None:
+    """Adds run, demo and sweep to the `runaway` group."""
+    group.add_command(run_cmd)
+    group.add_command(demo_cmd)
+    group.add_command(sweep_cmd)
