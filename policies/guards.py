@@ -396,7 +396,7 @@ class EventGuard(_Latching):
         self.count = spec.count
         self.within = spec.within_s
         self.times: deque[float] = deque(maxlen=spec.count)
-        self.describe = spec.describe()
+        self.describe = " or ".join(m.describe() for m in spec.matches)
 
     def event(self, e: Event) -> Verdict | None:
         t = e.t
@@ -423,7 +423,7 @@ class EventGuard(_Latching):
             if self.state is FIRING:
                 return None
             self.state = FIRING
-            return self.verdict(t, "firing", f"{n} matches of {self.describe.split(' within')[0]} within "
+            return self.verdict(t, "firing", f"{n} matches of ({self.describe}) within "
                                              f"{format_duration(self.within)}; last {e.source} {e.category}/{e.kind}")
         return self.tick(t) if t > self.deadline else None
 
