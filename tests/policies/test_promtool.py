@@ -137,3 +137,12 @@ def test_exported_rate_rules_fire_when_the_engine_does(tmp_path, case):
     ok, out = promtool_agrees(tmp_path, policy, values, engine_firing_counter(policy, values),
                               metric="runaway_sandbox_cpu_seconds_total")
     assert ok, f"promtool disagrees for {policy.guards[0].describe()} over {values}:\n{out}"
+
+
+def test_the_default_policy_exports_rules_promtool_accepts(tmp_path):
+    from policies import default_policy
+    from policies.promql import rules_yaml
+
+    (tmp_path / "rules.yaml").write_text(rules_yaml(default_policy(), interval="250ms"))
+    r = subprocess.run([PROMTOOL, "check", "rules", "rules.yaml"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0 and "SUCCESS: 4 rules found" in r.stdout, r.stdout + r.stderr
