@@ -19,8 +19,6 @@ before a socket is made.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno as _errno
 import http.client
 import ipaddress
@@ -307,7 +305,10 @@ def _exfiltrate(ctx: Context) -> list[audit.Attempt]:
     return [a]
 
 
-def _libc() -> ctypes.CDLL:
+def _libc() -> Any:
+    import ctypes
+    import ctypes.util
+
     return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
@@ -337,6 +338,8 @@ def _ptrace(ctx: Context) -> list[audit.Attempt]:
     target = 1 if os.getpid() != 1 else os.getppid()
     with ctx.scope("escalation", "ptrace", {"call": "ptrace(PTRACE_ATTACH)", "pid": target}) as a:
         if not a.dry_run:
+            import ctypes
+
             libc = _libc()
             libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
             rc = libc.ptrace(PTRACE_ATTACH, target, None, None)
@@ -354,6 +357,8 @@ def _ptrace(ctx: Context) -> list[audit.Attempt]:
 def _unshare(ctx: Context) -> list[audit.Attempt]:
     with ctx.scope("escalation", "unshare", {"call": "unshare(CLONE_NEWUSER|CLONE_NEWNS)"}) as a:
         if not a.dry_run:
+            import ctypes
+
             libc = _libc()
 
             def child() -> int:
@@ -369,6 +374,8 @@ def _mount(ctx: Context) -> list[audit.Attempt]:
     target = ctx.scratch or "/tmp"
     with ctx.scope("escalation", "mount", {"call": "mount(tmpfs)", "target": target}) as a:
         if not a.dry_run:
+            import ctypes
+
             libc = _libc()
 
             def child() -> int:

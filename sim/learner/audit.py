@@ -146,6 +146,8 @@ def _classify(event: str, args: tuple) -> tuple[str, str, dict[str, Any]] | None
             return "egress", "connect", {"host": host, "port": port, "op": event}
         return None
     if event == "ctypes.dlopen":
+        if args[0] is None:
+            return None  # the process's own symbols: `import ctypes` does this by itself
         name = str(args[0])
         if name in _state["ctypes_seen"]:
             return None  # once per library: ctypes loads are not escalations by themselves
