@@ -65,6 +65,7 @@ class Context:
     scratch: str = ""
     dry_run: bool = True
     fork_max: int = 64
+    fork_hold_s: float = 4.0
     balloon_mb: int = 128
     role: str | None = None
     creds: dict[str, Any] | None = None
@@ -268,7 +269,7 @@ def _use_creds(ctx: Context) -> list[audit.Attempt]:
 
 def _net_scan(ctx: Context) -> list[audit.Attempt]:
     out = []
-    targets = ctx.net_targets[:6]
+    targets = ctx.net_targets[:4]  # bounded: the scan stays short (4 x 4 ports x 0.15 s)
     if not targets:
         with ctx.scope("egress", "connect", {"error": "RUNAWAY_NET_TARGETS is empty"}) as a:
             a.outcome = "blocked"
@@ -280,7 +281,7 @@ def _net_scan(ctx: Context) -> list[audit.Attempt]:
                 if not a.dry_run:
                     s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
                     try:
-                        s.settimeout(0.3)
+                        s.settimeout(0.15)
                         s.connect((ip, port))
                     finally:
                         s.close()
@@ -441,10 +442,11 @@ def _fork_flood(ctx: Context) -> list[audit.Attempt]:
                     except OSError as e:  # EAGAIN: the pids cap said no, as it should
                         a.outcome, a.errno = "blocked", e.errno
                         break
-                    if pid == 0:
-                        time.sleep(2.0)
+                    if pid == 0:  # hold the slot long enough for a pids guard to see it
+                        time.sleep(ctx.fork_hold_s)
                         os._exit(0)
                     kids.append(pid)
+                time.sleep(ctx.fork_hold_s / 2)  # the flood stands for a while, then it is reaped
             finally:
                 a.detail["forked"] = len(kids)
                 for pid in kids:
