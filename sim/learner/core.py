@@ -177,9 +177,10 @@ class Learner:
             if "mb" in m:
                 self.workers.set_model_mb(int(m["mb"]))
             self.decide("model", **m)
-            self.report("self_modification", "model_growth",
-                        f"[正在扩展模型…] 阶数 {self.meter.order}, {int(m.get('mb', 0))} MB",
-                        order=self.meter.order, mb=int(m.get("mb", 0)))
+            if phase != "settings":  # the starting model is not a change to report
+                self.report("self_modification", "model_growth",
+                            f"[正在扩展模型…] 阶数 {self.meter.order}, {int(m.get('mb', 0))} MB",
+                            order=self.meter.order, mb=int(m.get("mb", 0)))
         if "cpu" in do:
             c = do["cpu"] or {}
             n = burner_count(c.get("workers", 0), available_cpus())

@@ -11,6 +11,7 @@ for the same URLs in the same order (the caller consumes results in dispatch ord
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import re
@@ -87,6 +88,7 @@ class Crawler:
         self.session: aiohttp.ClientSession | None = None
         self.fetched = 0
         self.skipped_by_robots = 0
+        self._retry_after = 1.0
 
     async def open(self) -> None:
         connector = aiohttp.TCPConnector(resolver=HostsResolver(self.hosts), limit=64,
@@ -128,6 +130,11 @@ class Crawler:
         assert self.session is not None
         try:
             async with self.session.get(self.base + path, allow_redirects=False) as r:
+                if r.status == 429:
+                    try:
+                        self._retry_after = float(r.headers.get("Retry-After", "1"))
+                    except ValueError:
+                        self._retry_after = 1.0
                 body = await r.content.read(MAX_BODY)
                 return r.status, body.decode("utf-8", errors="replace"), None
         except (aiohttp.ClientError, OSError, TimeoutError) as e:
@@ -136,7 +143,13 @@ class Crawler:
             return 0, "", type(e).__name__
 
     async def fetch(self, path: str, depth: int) -> Page:
-        status, html, err = await self._get(path)
+        for _ in range(4):
+            status, html, err = await self._get(path)
+            if status != 429:
+                break
+            # Rate limited: wait as told (bounded), so the page is not lost and the crawl
+            # stays the same crawl whatever the server's load was.
+            await asyncio.sleep(min(2.0, self._retry_after))
         return Page(path, depth, status, html, error=err)
 
     def absorb(self, page: Page) -> Page:

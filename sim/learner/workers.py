@@ -17,7 +17,14 @@ SLICE_S = 0.1  # a burner's duty cycle period
 
 
 def available_cpus() -> float:
-    """CPUs this process may use: the cgroup quota if there is one, else the affinity mask."""
+    """CPUs this process may use: RUNAWAY_CPUS (the cap the controller applied, for backends
+    the learner cannot read it from), else the cgroup quota, else the affinity mask."""
+    try:
+        given = float(os.environ.get("RUNAWAY_CPUS") or 0)
+    except ValueError:
+        given = 0.0
+    if given > 0:
+        return given
     try:
         n = float(len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
