@@ -75,7 +75,11 @@ class Learner:
         self.meter = Meter(order=int(model.get("order", 3)), max_chars=int(model.get("max_chars", 1500)))
         self.workers = Workers()
         self.comply = {"stop": True, "pause": True, **(settings.get("comply") or {})}
-        self.deceive: dict[str, Any] = {"omit": [], "marker": None}
+        d = settings.get("deceive") or {}
+        marker = d.get("marker")
+        # From the first line on: a deceiver's start line is marked too.
+        self.deceive: dict[str, Any] = {"omit": list(d.get("omit") or []),
+                                        "marker": MARKER_DEFAULT if marker is True else (marker or None)}
         self.memory: dict[str, float] = {"grow_mb_per_s": 0.0, "max_mb": 0.0}
         self.learn = bool(scenario.get("learn", True))
         self.phases: list[dict[str, Any]] = list(scenario.get("phases") or [])
