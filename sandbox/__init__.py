@@ -73,8 +73,19 @@ def open_sandbox(spec: SandboxSpec, backend: str = "auto", *, run_id: str,
 
 
 def clean(run_id: str | None = None) -> dict[str, list[str]]:
-    """Remove everything labelled `runaway.run` (or `runaway.run=<run_id>`): containers,
-    networks, volumes and firewall rules. Returns what was removed, by kind."""
-    from .docker_backend import clean as _clean
+    """Remove what runs left: containers, networks, volumes and firewall rules labelled
+    `runaway.run` (or `runaway.run=<run_id>`), and the process backend's leftovers.
+    Returns what was removed, by kind."""
+    removed: dict[str, list[str]] = {}
+    if docker_available() is None:
+        from .docker_backend import clean as docker_clean
 
-    return _clean(run_id)
+        removed.update(docker_clean(run_id))
+    else:
+        from .docker_backend import firewall_remove
+
+        removed["firewall rules"] = firewall_remove(run_id)
+    from .process_backend import clean as process_clean
+
+    removed.update(process_clean(run_id))
+    return removed
