@@ -23,6 +23,7 @@ import collections
 import dataclasses
 import hashlib
 import json
+import os
 import re
 import shlex
 import shutil
@@ -41,6 +42,9 @@ from .image import LEARNER_DIR, ensure_image
 from .spec import NETWORK_NONE, SandboxSpec
 
 LABEL = "runaway.run"
+# Who made it: "<pid>:<start ticks>" of the controller, so `clean` can tell a live run's
+# things from an interrupted run's leftovers (the start ticks defeat pid reuse).
+OWNER_LABEL = "runaway.owner"
 CONTROL_DIR = "/run/runaway/control"
 # The names the learner resolves to the mock web (the metadata name never reaches 169.254.169.254).
 WEB_NAMES = ("web.internal", "metadata.internal", "cloud.internal")
@@ -65,6 +69,20 @@ def _client():
         return docker.from_env(timeout=60)
     except Exception as e:  # no daemon: one line for the user
         raise SandboxError(f"no Docker daemon answers: {e}", field="backend") from None
+
+
+def _owner() -> str:
+    st = procfs.read_stat(os.getpid())
+    return f"{os.getpid()}:{st.start_ticks if st else 0}"
+
+
+def _owner_alive(owner: str | None) -> bool:
+    try:
+        pid, ticks = (int(x) for x in (owner or "").split(":"))
+    except ValueError:
+        return False
+    st = procfs.read_stat(pid)
+    return st is not None and st.start_ticks == ticks and st.state != "Z"
 
 
 def _run_tag(run_id: str) -> str:
@@ -109,8 +127,9 @@ def firewall_allow(run_id: str, bridge: str, ip: str, port: int) -> None:
         raise SandboxError(f"cannot open port {port} for the sandbox: {r.stderr.strip()}", field="network")
 
 
-def firewall_remove(run_id: str | None = None) -> list[str]:
-    """Delete the INPUT rules tagged runaway.run (=run_id); returns the rules removed."""
+def firewall_remove(run_id: str | None = None, keep: set[str] = frozenset()) -> list[str]:
+    """Delete the INPUT rules tagged runaway.run (=run_id, and not in `keep`); returns the
+    rules removed."""
     removed: list[str] = []
     for b in _firewall_binaries():
         r = _iptables(b, "-S", "INPUT")
@@ -123,7 +142,7 @@ def firewall_remove(run_id: str | None = None) -> list[str]:
                 continue
             comment = args[args.index("--comment") + 1] if "--comment" in args[:-1] else ""
             tag, _, rid = comment.partition("=")
-            if tag != LABEL or (run_id is not None and rid != _run_tag(run_id)):
+            if tag != LABEL or (run_id is not None and rid != _run_tag(run_id)) or rid in keep:
                 continue
             if _iptables(b, "-D", *args[1:]).returncode == 0:
                 removed.append(f"{b} {line}")
@@ -156,7 +175,7 @@ class DockerSandbox:
         self.notice = ""
         self._client = client
         self._image = image
-        self.labels = {LABEL: run_id}
+        self.labels = {LABEL: run_id, OWNER_LABEL: _owner()}
         self.name = f"runaway-{_run_tag(run_id)}"
         self.bridge = bridge_name(run_id)
         self.network = None
@@ -710,31 +729,54 @@ class DockerSandbox:
                 pass
 
 
-def clean(run_id: str | None = None, client=None) -> dict[str, list[str]]:
-    """Remove containers, networks, volumes labelled runaway.run (=run_id) and the
-    firewall rules tagged with it; returns what was removed, by kind."""
+def clean(run_id: str | None = None, client=None, *, include_live: bool = False) -> dict[str, list[str]]:
+    """Remove containers, networks, volumes labelled runaway.run (=run_id) and the firewall
+    rules tagged with it; returns what was removed, by kind.
+
+    Without a run id, only leftovers are removed: things whose controller process is gone
+    (a run still going on this host is skipped, listed under "skipped (live)") unless
+    `include_live`. A run id names what to remove, live or not."""
     client = client or _client()
     docker = _docker()
     flt = {"label": f"{LABEL}={run_id}" if run_id else LABEL}
     removed: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": [], "firewall rules": []}
+    live: set[str] = set()
+
+    def keep(labels: Mapping[str, str] | None) -> bool:
+        labels = labels or {}
+        if run_id is None and not include_live and _owner_alive(labels.get(OWNER_LABEL)):
+            live.add(labels.get(LABEL, "?"))
+            return True
+        return False
+
     for c in client.containers.list(all=True, filters=flt):
+        if keep(c.labels):
+            continue
         try:
             c.remove(force=True)
             removed["containers"].append(c.name)
         except docker.errors.NotFound:
             pass
     for n in client.networks.list(filters=flt):
+        if keep(n.attrs.get("Labels")):
+            continue
         try:
             n.remove()
             removed["networks"].append(n.name)
         except docker.errors.NotFound:
             pass
+        except docker.errors.APIError:  # still has endpoints: a live container we kept
+            live.add((n.attrs.get("Labels") or {}).get(LABEL, "?"))
     for v in client.volumes.list(filters=flt):
+        if keep(v.attrs.get("Labels")):
+            continue
         try:
             v.remove(force=True)
             removed["volumes"].append(v.name)
         except docker.errors.NotFound:
             pass
-    removed["firewall rules"] = firewall_remove(run_id)
+    removed["firewall rules"] = firewall_remove(run_id, keep={_run_tag(r) for r in live})
+    if live:
+        removed["skipped (live)"] = sorted(live)
     client.close()
     return removed

@@ -23,7 +23,7 @@ import pytest
 
 from policies.model import Event, Sample
 from sandbox import PROFILES, SandboxSpec, admit, open_sandbox
-from sandbox.docker_backend import LABEL, DockerSandbox, bridge_name
+from sandbox.docker_backend import LABEL, OWNER_LABEL, DockerSandbox, _owner_alive, bridge_name
 from sandbox.image import build_image
 
 pytestmark = pytest.mark.docker
@@ -433,13 +433,17 @@ def test_clean_removes_what_a_sigkilled_controller_left(learner_image: str, run_
     proc = subprocess.Popen(
         [sys.executable, "-c", CONTROLLER, run_id, str(LEARNER_DIR), str(tmp_path / "c" / "control")],
         stdout=subprocess.PIPE, env=env, text=True)
+    client = docker.from_env()
+    flt = {"label": f"{LABEL}={run_id}"}
     try:
         assert proc.stdout.readline().strip() == "ready"
+        # While its controller lives, a run is not a leftover: a bare `runaway clean` skips it.
+        owner = client.containers.list(filters=flt)[0].labels[OWNER_LABEL]
+        assert owner.startswith(f"{proc.pid}:") and _owner_alive(owner)
     finally:
         proc.kill()  # SIGKILL: no close(), no finally blocks in the controller
         proc.wait()
-    client = docker.from_env()
-    flt = {"label": f"{LABEL}={run_id}"}
+    assert not _owner_alive(owner)
     assert client.containers.list(all=True, filters=flt)  # left behind, as a crash would
     assert client.networks.list(filters=flt)
     rules = subprocess.run(["iptables", "-S", "INPUT"], capture_output=True, text=True).stdout
