@@ -22,6 +22,7 @@ import asyncio
 import collections
 import dataclasses
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -197,6 +198,7 @@ class DockerSandbox:
         self._killed = False
         self._exited = asyncio.Event()
         self._fs_seen: set[str] = set()
+        self._fallback_members: list[int] = []
         self._ident: dict[int, tuple[int, int, int]] = {}
         self._base_ids: tuple[int, int, int] | None = None
         self._reported: set[tuple[int, str]] = set()
@@ -265,6 +267,15 @@ class DockerSandbox:
                     "image": self._image, "user": self.spec.user, "security_boundary": True}))
         self._tasks = [loop.create_task(self._monitor()), loop.create_task(self._wait_exit())]
 
+    def _net_targets(self) -> list[str]:
+        """What the learner may scan: its network's gateway and first few addresses (its
+        own Docker network, never beyond)."""
+        if not (self.gateway and self.subnet):
+            return []
+        net = ipaddress.ip_network(self.subnet, strict=False)
+        hosts = [str(net.network_address + i) for i in range(1, 5) if net.network_address + i in net]
+        return [self.gateway, *[h for h in hosts if h != self.gateway]]
+
     def _create_and_start(self, argv: list[str], env: dict[str, str], learner_dir: Path,
                           hosts: dict[str, str], control_file: Path, loop: asyncio.AbstractEventLoop) -> None:
         docker = _docker()
@@ -282,7 +293,7 @@ class DockerSandbox:
             "RUNAWAY_CONTROL": f"{CONTROL_DIR}/{control_file.name}",
             "RUNAWAY_HOSTS": "{}",
             "RUNAWAY_ATTEMPTS": "real",
-            "RUNAWAY_NET_TARGETS": json.dumps([self.gateway] if self.gateway else []),
+            "RUNAWAY_NET_TARGETS": json.dumps(self._net_targets()),
         }
         full_env.update(env)
         # Docker's extra_hosts: every web name goes to the gateway, where the mock web listens.
@@ -402,22 +413,31 @@ class DockerSandbox:
 
     # -- observing ----------------------------------------------------------------------
 
-    def _read(self) -> CgroupReading | None:
+    async def _read(self) -> CgroupReading | None:
+        """The cgroup counters (a few small files, read inline), else one stats API answer
+        (a daemon round trip, so in a thread)."""
         if self.cgroup is not None:
             r = self.cgroup.read()
             if r is not None:
                 return r
         if self.container is None or self._exited.is_set():
             return None
-        try:  # the fallback: one stats answer (slower; the daemon samples about once a second)
-            return reading_from_stats(self.container.stats(stream=False))
-        except Exception:
+        try:
+            stats = await asyncio.to_thread(self.container.stats, stream=False, one_shot=True)
+            return reading_from_stats(stats)
+        except Exception:  # gone between the check and the call
             return None
 
-    def _members(self) -> list[int]:
+    def _members(self, full: bool) -> list[int]:
+        """The container's processes: its cgroup's member list, or without readable cgroup
+        files, its init and init's descendants (a /proc scan, so only when `full`)."""
         if self.cgroup is not None:
             return procfs.pids_of_cgroup(self.cgroup.procs_file_dir)
-        return [self.pid] if self.pid else []
+        if not self.pid:
+            return []
+        if full:
+            self._fallback_members = [self.pid, *procfs.descendants(self.pid)]
+        return self._fallback_members
 
     def _check_identity(self, pids: Sequence[int]) -> list[Event]:
         """An escalation event for any process whose uid, euid or effective capabilities
@@ -477,12 +497,12 @@ class DockerSandbox:
         try:
             while True:
                 now = time.monotonic()
-                pids = self._members()
-                for ev in self._check_identity(pids):
+                full = now >= next_sample
+                for ev in self._check_identity(self._members(full)):
                     self._obs.put_nowait(ev)
-                if now >= next_sample:
+                if full:
                     next_sample = max(next_sample + every, now)
-                    r = self._read()
+                    r = await self._read()
                     if r is not None and prev is not None:
                         r = _monotonic(r, prev[1])
                     if r is not None:
@@ -507,22 +527,21 @@ class DockerSandbox:
             if diff_task is not None:
                 await asyncio.gather(diff_task, return_exceptions=True)
             await self._diff_events()
-            self._final(ooms, prev)
+            await self._final(ooms, prev)
         finally:
             self._obs.put_nowait(None)
 
-    def _final(self, ooms: int, prev: tuple[float, CgroupReading] | None) -> None:
+    async def _final(self, ooms: int, prev: tuple[float, CgroupReading] | None) -> None:
         attrs = {}
         try:
-            self.container.reload()
+            await asyncio.to_thread(self.container.reload)
             attrs = self.container.attrs.get("State", {})
         except Exception:  # removed already (close raced us)
             pass
         oom_killed = bool(attrs.get("OOMKilled"))
         if prev is not None:
             now = time.monotonic()
-            r = self._read() or prev[1]
-            r = _monotonic(r, prev[1])
+            r = _monotonic(await self._read() or prev[1], prev[1])
             self._obs.put_nowait(self._sample(r, prev, now))
             ooms = max(ooms, r.oom_kills)
         if oom_killed and ooms == 0:
@@ -664,7 +683,7 @@ class DockerSandbox:
     def _save_evidence(self, evidence_dir: Path) -> list[str]:
         evidence_dir.mkdir(parents=True, exist_ok=True)
         procs = evidence_dir / "processes.json"
-        procs.write_text(json.dumps(procfs.process_list(self._members()), indent=1) + "\n")
+        procs.write_text(json.dumps(procfs.process_list(self._members(True)), indent=1) + "\n")
         diff = evidence_dir / "filesystem_diff.json"
         try:
             changes = self.container.diff() or []

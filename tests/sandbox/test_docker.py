@@ -255,11 +255,29 @@ async def test_a_busy_loop_pegs_at_its_cap_not_the_host(make_sandbox, tmp_path: 
     samples = run.samples()
     assert len(samples) >= 8  # 4 Hz for 4 s
     steady = [s.cpu_ratio for s in samples if 1.0 <= s.t - samples[0].t <= 3.5]
-    # Against the cap a pegged loop reads ~1.0; against the host it would read ~0.25.
-    assert 0.75 <= statistics.median(steady) <= 1.15, steady
+    # Against the cap a pegged loop reads ~1.0; against the host it would read ~0.25 (the
+    # lower bound leaves room for a busy shared machine; the cap itself is the upper one).
+    assert 0.6 <= statistics.median(steady) <= 1.15, steady
     assert samples[-1].extra["nr_throttled"] > 0, [s.extra for s in samples]  # the CFS quota is what held it
     wall = samples[-1].t - samples[0].t
     assert samples[-1].cpu_seconds < 0.5 * wall * 1.3 + 0.3
+
+
+async def test_without_cgroup_files_samples_come_from_the_stats_api(make_sandbox, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    import sandbox.docker_backend as backend
+
+    monkeypatch.setattr(backend.Cgroup, "of_pid", classmethod(lambda cls, pid: None))
+    sb = make_sandbox()
+    await sb.prepare()
+    run = await Run(sb).start(BUSY.replace("< 4", "< 2.5"), tmp_path)
+    await run.finish()
+    await sb.close()
+    assert sb.cgroup is None
+    samples = run.samples()
+    assert samples[-1].cpu_seconds > 0.3 and max(s.mem_bytes for s in samples) > 1 << 20
+    assert max(s.pids for s in samples) >= 1 and samples[-1].mem_limit_bytes == 256 << 20
+    assert max(s.cpu_ratio for s in samples) > 0.3
 
 
 async def test_memory_past_the_limit_is_an_oom_kill_event(make_sandbox, tmp_path: Path) -> None:
