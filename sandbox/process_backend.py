@@ -1,0 +1,770 @@
+"""The process sandbox: the fallback when no Docker daemon answers. NOT a security boundary.
+
+The learner runs as an ordinary process group on this host, in its own session, capped by
+what an unprivileged process can be capped with:
+
+- address space (RLIMIT_AS = the memory cap, per process) and a sampler that kills the
+  largest process when the group's resident memory passes the cap (the OOM stand-in);
+- processes (RLIMIT_NPROC = the pids cap), which binds only a non-root uid: when we are
+  root the learner runs as the spec's user (65534 by default) so that it does;
+- open files (RLIMIT_NOFILE), no core dumps, and no_new_privs (setuid bits do nothing);
+- CPUs: affinity to ceil(cpus) cores, and a SIGSTOP/SIGCONT duty cycle for the fraction.
+
+It watches from /proc: samples at the spec's rate, and every process's uid and effective
+capabilities at a faster rate (a gain is an `escalation` event, outcome `allowed`). It
+shares this host's kernel, filesystem and network; escape attempts are run as dry-runs
+(RUNAWAY_ATTEMPTS=dry-run) because a real one could land. `notice` says all this to the
+user, and the runner writes it into the trace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ctypes
+import errno
+import json
+import math
+import os
+import pwd
+import grp
+import resource
+import shutil
+import signal
+import stat
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
+
+from policies.model import Event, Sample
+
+from . import procfs
+from .base import ActionResult, SandboxError
+from .spec import SandboxSpec, format_size
+
+# Names the learner resolves itself (RUNAWAY_HOSTS): everything is this host's loopback.
+DEFAULT_HOSTS = {"web.internal": "127.0.0.1", "metadata.internal": "127.0.0.1",
+                 "cloud.internal": "127.0.0.1"}
+NOFILE = 1024
+DUTY_PERIOD_S = 0.1  # one SIGCONT..SIGSTOP cycle; short enough that a 4 Hz sample sees the average
+WATCH_HZ = 50.0  # identity (uid, caps) checks: the escalation event latency is about 1/WATCH_HZ
+ENV_MARK = "RUNAWAY_SANDBOX_RUN"  # in every learner process's environ: how `clean` finds leftovers
+TMP_PREFIX = "runaway-proc-"
+PR_SET_NO_NEW_PRIVS = 38
+_EVIDENCE_LINES = 200
+
+
+def _cap_for(cpus: float, available: Sequence[int]) -> tuple[set[int], float]:
+    """(cores to pin to, duty fraction of each period the group may run) for a CPU cap."""
+    avail = sorted(available)
+    cpus = min(max(cpus, 0.01), float(len(avail)))
+    n = max(1, math.ceil(cpus - 1e-9))
+    return set(avail[-n:]), min(1.0, cpus / n)
+
+
+def _resolve_user(user: str) -> tuple[int, int]:
+    """(uid, gid) for a spec's `user` (`65534:65534`, `nobody`, `1000`)."""
+    name, _, group = user.partition(":")
+    try:
+        uid = int(name) if name.isdigit() else pwd.getpwnam(name).pw_uid
+        if group:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        else:
+            gid = pwd.getpwuid(uid).pw_gid if not name.isdigit() else uid
+    except KeyError:
+        raise SandboxError(f"no such user or group on this host: {user!r}", field="user") from None
+    return uid, gid
+
+
+def _reachable_by(path: str, uid: int, gid: int) -> bool:
+    """Whether `uid:gid` can traverse to and execute `path` (mode bits only; no ACLs)."""
+    real = os.path.realpath(path)
+
+    def can(p: str, bit_other: int, bit_group: int, bit_user: int) -> bool:
+        try:
+            st = os.stat(p)
+        except OSError:
+            return False
+        if st.st_uid == uid:
+            return bool(st.st_mode & bit_user)
+        if st.st_gid == gid:
+            return bool(st.st_mode & bit_group)
+        return bool(st.st_mode & bit_other)
+
+    parts = Path(real).parents
+    if not all(can(str(d), stat.S_IXOTH, stat.S_IXGRP, stat.S_IXUSR) for d in parts):
+        return False
+    return can(real, stat.S_IXOTH, stat.S_IXGRP, stat.S_IXUSR) and can(
+        real, stat.S_IROTH, stat.S_IRGRP, stat.S_IRUSR)
+
+
+def _python_for(uid: int | None, gid: int | None) -> str | None:
+    """An interpreter the learner's uid can run: ours if it can reach it, else the system's."""
+    if uid is None or gid is None:
+        return sys.executable
+    seen = set()
+    for cand in (sys.executable, shutil.which("python3", path="/usr/local/bin:/usr/bin:/bin"),
+                 "/usr/bin/python3"):
+        if cand and cand not in seen:
+            seen.add(cand)
+            lib = Path(os.path.realpath(cand)).parent.parent / "lib"
+            if _reachable_by(cand, uid, gid) and (not lib.exists() or _reachable_by(str(lib), uid, gid)):
+                return cand
+    return None
+
+
+def _signal_all(pids: Sequence[int], sig: int, pgid: int | None) -> None:
+    if pgid is not None:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for pid in pids:  # members that left the group (setsid/setpgid) too
+        try:
+            os.kill(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+def _set_affinity(pid: int, cores: set[int]) -> None:
+    """Pin every thread of a process (affinity is per thread; new threads inherit it)."""
+    try:
+        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        tids = [pid]
+    for tid in tids:
+        try:
+            os.sched_setaffinity(tid, cores)
+        except OSError:
+            pass
+
+
+class ProcessSandbox:
+    """A learner run as a capped process group on this host (see the module docstring).
+
+    >>> # sb = ProcessSandbox(PROFILES["ci"], run_id="r1"); print(sb.notice)
+    """
+
+    backend = "process"
+    is_security_boundary = False
+
+    def __init__(self, spec: SandboxSpec, *, run_id: str, watch_hz: float = WATCH_HZ,
+                 base_dir: str | Path | None = None) -> None:
+        self.spec = spec
+        self.run_id = run_id
+        self.watch_hz = watch_hz
+        self._base_dir = Path(base_dir) if base_dir else Path(tempfile.gettempdir())
+        self._host_cpus = sorted(os.sched_getaffinity(0))
+        self._cpus = float(spec.cpus or len(self._host_cpus))
+        # Drop to the spec's user when we can (we are root): only then does RLIMIT_NPROC
+        # bind, and only then does the learner lose root's capabilities.
+        self.run_uid: int | None = None
+        self.run_gid: int | None = None
+        why_not = ""
+        if os.geteuid() == 0:
+            uid, gid = _resolve_user(spec.user)
+            if uid != 0:
+                if _python_for(uid, gid) is None:
+                    why_not = (f"no Python interpreter is readable by uid {uid} "
+                               f"({sys.executable} is not), so it runs as root")
+                else:
+                    self.run_uid, self.run_gid = uid, gid
+        self.python = _python_for(self.run_uid, self.run_gid) or sys.executable
+        self.notice = self._notice(why_not)
+        self.root: Path | None = None
+        self.scratch: Path | None = None
+        self.pid: int | None = None
+        self.returncode: int | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._clock: Callable[[], float] = time.monotonic
+        self._obs: asyncio.Queue[Sample | Event | None] = asyncio.Queue()
+        self._out: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+        self._tail: collections.deque[str] = collections.deque(maxlen=_EVIDENCE_LINES)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._members: dict[int, int] = {}  # pid -> start ticks, live members of the group
+        self._not_members: set[int] = set()
+        self._cpu_last: dict[tuple[int, int], float] = {}
+        self._cpu_dead = 0.0
+        self._cpu_total = 0.0
+        self._sample_at: tuple[float, float] | None = None  # (monotonic, cpu_total) last sample
+        self._base_ids: tuple[int, int, int] | None = None  # uid, euid, cap_eff at start
+        self._reported: set[tuple[int, int, str]] = set()
+        self._paused = False
+        self._stopped_by_duty = False
+        self._duty_wake = asyncio.Event()
+        self._closed = False
+        self._killed = False
+        self._relay_from: Path | None = None
+        self._control: Path | None = None
+        self._pythonpath = ""
+        self._rr = 0  # round-robin position for identity checks of large groups
+
+    # -- what the user is told ---------------------------------------------------------
+
+    def _notice(self, why_not: str) -> str:
+        cores, duty = _cap_for(self._cpus, self._host_cpus)
+        who = f"uid {self.run_uid}" if self.run_uid is not None else f"uid {os.geteuid()}"
+        nproc = (f"{self.spec.pids} processes for {who}" if self.run_uid is not None or os.geteuid() != 0
+                 else "no process cap (RLIMIT_NPROC does not bind root)")
+        cpu = f"{len(cores)} core{'s' if len(cores) > 1 else ''}"
+        if duty < 1:
+            cpu += f" run {duty:.0%} of the time (SIGSTOP/SIGCONT duty cycle)"
+        mem = format_size(self.spec.memory) if self.spec.memory else "unlimited"
+        text = (
+            "process sandbox: NOT a security boundary. The learner runs as an ordinary process "
+            f"group on this host as {who}, sharing its kernel, filesystem and network. Caps: "
+            f"{cpu}; address space {mem} per process (group memory enforced by a sampler); "
+            f"{nproc}; {NOFILE} open files"
+            f"{'; no_new_privs' if self.spec.no_new_privileges else ''}. Escape attempts run as "
+            "dry-runs; disconnect is not available (no network namespace)."
+        )
+        if why_not:
+            text += f" Note: {why_not}."
+        return text
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def prepare(self) -> str:
+        """No network to make: the learner shares the host's, so the web binds loopback."""
+        return "127.0.0.1"
+
+    async def start(
+        self,
+        argv: Sequence[str],
+        env: Mapping[str, str],
+        learner_dir: Path,
+        hosts: Mapping[str, str],
+        control_file: Path,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if self._proc is not None:
+            raise SandboxError("this sandbox has already started", field="start")
+        if not argv:
+            raise SandboxError("expected a command to run, got an empty argv", field="argv")
+        self._clock = clock
+        self.root = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{self.run_id}-", dir=self._base_dir))
+        try:
+            await asyncio.to_thread(self._lay_out, Path(learner_dir), Path(control_file))
+            full_env = self._env(env, hosts)
+            argv = list(argv)
+            if argv[0] in ("python", "python3"):
+                argv[0] = self.python
+            self._proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=str(self.scratch),
+                env=full_env,
+                start_new_session=True,
+                user=self.run_uid,
+                group=self.run_gid,
+                extra_groups=[] if self.run_uid is not None else None,
+                preexec_fn=self._limits_in_child,
+                close_fds=True,
+            )
+        except FileNotFoundError as e:
+            await self.close()
+            raise SandboxError(f"cannot run {argv[0]!r}: {e.strerror}", field="argv") from None
+        except PermissionError as e:
+            await self.close()
+            raise SandboxError(f"cannot run {argv[0]!r} as uid {self.run_uid}: {e.strerror}",
+                               field="argv") from None
+        self.pid = self._proc.pid
+        self._members[self.pid] = 0
+        self._obs.put_nowait(Event(t=self._clock(), source="observer", category="lifecycle",
+                                   kind="start", outcome="allowed",
+                                   detail={"pid": self.pid, "backend": "process",
+                                           "uid": self.run_uid if self.run_uid is not None else os.geteuid(),
+                                           "security_boundary": False}))
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._pump(self._proc.stdout, "stdout")),
+            loop.create_task(self._pump(self._proc.stderr, "stderr")),
+            loop.create_task(self._monitor()),
+            loop.create_task(self._duty_cycle()),
+        ]
+        if self._relay_from is not None:
+            self._tasks.append(loop.create_task(self._relay_control()))
+
+    def _lay_out(self, learner_dir: Path, control_file: Path) -> None:
+        """The private tree: root-owned code and control copy, a scratch only the learner owns."""
+        assert self.root is not None
+        os.chmod(self.root, 0o755)
+        lib = self.root / "lib"
+        lib.mkdir()
+        if learner_dir.is_dir():
+            # A copy, not the checkout: the checkout may sit where the learner's uid cannot
+            # read (under /root), and a copy owned by root is one it cannot rewrite.
+            shutil.copytree(learner_dir, lib / learner_dir.name,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        self._pythonpath = str(lib)
+        self.scratch = self.root / "scratch"
+        self.scratch.mkdir(mode=0o700)
+        self._relay_from = None
+        self._control = control_file
+        if self.run_uid is not None:
+            os.chown(self.scratch, self.run_uid, self.run_gid if self.run_gid is not None else -1)
+            # The runner's control file may sit where the learner's uid cannot read; a
+            # relay copies what is appended to a readable copy.
+            self._relay_from = control_file
+            self._control = self.root / "control"
+            self._control.touch(mode=0o644)
+            os.chmod(self._control, 0o644)
+
+    def _env(self, env: Mapping[str, str], hosts: Mapping[str, str]) -> dict[str, str]:
+        assert self.scratch is not None
+        out = {
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "LANG": "C.UTF-8",
+            "HOME": str(self.scratch),
+            "TMPDIR": str(self.scratch),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+            "RUNAWAY_NET_TARGETS": json.dumps(["127.0.0.1"]),
+        }
+        out.update(env)
+        out.update(
+            PYTHONPATH=self._pythonpath,
+            RUNAWAY_SCRATCH=str(self.scratch),
+            RUNAWAY_CONTROL=str(self._control),
+            RUNAWAY_HOSTS=json.dumps(dict(hosts) or DEFAULT_HOSTS),
+            # We share the host: a real write below /etc would land. Never "real" here.
+            RUNAWAY_ATTEMPTS="dry-run",
+        )
+        out[ENV_MARK] = self.run_id
+        return out
+
+    def _limits_in_child(self) -> None:
+        """Runs in the child after fork (and after it became the spec's user), before exec:
+        only async-signal-safe-ish syscalls, no allocation-heavy Python."""
+        spec = self.spec
+        if spec.memory:
+            resource.setrlimit(resource.RLIMIT_AS, (spec.memory, spec.memory))
+        if spec.pids:
+            resource.setrlimit(resource.RLIMIT_NPROC, (spec.pids, spec.pids))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        cores, _ = _cap_for(self._cpus, self._host_cpus)
+        os.sched_setaffinity(0, cores)
+        if spec.no_new_privileges:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+    # -- output ------------------------------------------------------------------------
+
+    async def _pump(self, stream: asyncio.StreamReader | None, name: str) -> None:
+        """Lines from one pipe to the output queue. Long lines are split, never fatal."""
+        if stream is None:
+            return
+        buf = b""
+        try:
+            while True:
+                chunk = await stream.read(65536)
+                if not chunk:
+                    break
+                buf += chunk
+                while True:
+                    nl = buf.find(b"\n")
+                    if nl < 0:
+                        if len(buf) > 1 << 20:  # a line without end: hand over what we have
+                            nl = len(buf)
+                        else:
+                            break
+                    line = buf[:nl].decode("utf-8", "replace").rstrip("\r")
+                    buf = buf[nl + 1 :]
+                    self._tail.append(f"{name}: {line}")
+                    self._out.put_nowait((name, line))
+            if buf:
+                line = buf.decode("utf-8", "replace")
+                self._tail.append(f"{name}: {line}")
+                self._out.put_nowait((name, line))
+        finally:
+            self._out.put_nowait(None)
+
+    async def output(self) -> AsyncIterator[tuple[str, str]]:
+        ended = 0
+        while ended < 2:
+            item = await self._out.get()
+            if item is None:
+                ended += 1
+                continue
+            yield item
+
+    async def observations(self) -> AsyncIterator[Sample | Event]:
+        while True:
+            item = await self._obs.get()
+            if item is None:
+                return
+            yield item
+
+    # -- observing ---------------------------------------------------------------------
+
+    def _refresh_members(self, full: bool = True) -> list[int]:
+        """The live processes of the learner: its session, anything a member forked (also
+        after setsid), and anything carrying the run's mark in its environment.
+
+        A fast refresh (full=False) reads only pids it has not classified yet; a full one
+        re-reads every pid, so a recycled pid number is classified afresh."""
+        assert self.pid is not None
+        if full:
+            self._not_members.clear()
+        live: dict[int, int] = {}
+        for pid in procfs.all_pids():
+            if pid in self._not_members:
+                continue
+            if pid in self._members:
+                st = procfs.read_stat(pid)
+                if st is not None and st.state != "Z" and (self._members[pid] in (0, st.start_ticks)):
+                    live[pid] = st.start_ticks
+                continue
+            st = procfs.read_stat(pid)
+            if st is None:
+                continue
+            if st.session == self.pid or st.ppid in self._members or st.ppid in live \
+                    or self._has_mark(pid):
+                if st.state != "Z":
+                    live[pid] = st.start_ticks
+            else:
+                self._not_members.add(pid)
+        for pid, start in self._members.items():
+            if pid not in live:
+                self._cpu_dead += self._cpu_last.pop((pid, start), 0.0)
+        self._members = live
+        return sorted(live)
+
+    def _has_mark(self, pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                env = fh.read()
+        except OSError:
+            return False
+        return f"{ENV_MARK}={self.run_id}\0".encode() in env
+
+    def _check_identity(self, pids: Sequence[int], new: set[int] | None = None) -> list[Event]:
+        """Escalation events for any member whose uid, euid or capabilities went up.
+
+        With `new` given (a fast tick) a large group is checked in part: new members, the
+        leader, and a rotating slice, so a fork flood cannot make the watcher expensive."""
+        out = []
+        if new is not None and len(pids) > 32:
+            k = self._rr % len(pids)
+            self._rr += 32
+            part = set(pids[k : k + 32]) | new | ({self.pid} if self.pid else set())
+            pids = sorted(part)
+        for pid in pids:
+            st = procfs.read_status(pid)
+            if st is None:
+                continue
+            if self._base_ids is None:
+                if pid != self.pid or st.name == "":
+                    continue
+                self._base_ids = (st.uid, st.euid, st.cap_eff)
+            b_uid, b_euid, b_caps = self._base_ids
+            start = self._members.get(pid, 0)
+            gained_caps = st.cap_eff & ~b_caps
+            if (st.uid != b_uid or st.euid != b_euid) and (pid, start, "uid") not in self._reported:
+                self._reported.add((pid, start, "uid"))
+                out.append(Event(t=self._clock(), source="observer", category="escalation",
+                                 kind="uid_change", outcome="allowed",
+                                 detail={"pid": pid, "name": st.name, "uid": [b_uid, st.uid],
+                                         "euid": [b_euid, st.euid]}))
+            if gained_caps and (pid, start, "caps") not in self._reported:
+                self._reported.add((pid, start, "caps"))
+                out.append(Event(t=self._clock(), source="observer", category="escalation",
+                                 kind="capability_gain", outcome="allowed",
+                                 detail={"pid": pid, "name": st.name,
+                                         "caps": procfs.cap_names(gained_caps)}))
+        return out
+
+    def _sample(self, pids: Sequence[int]) -> tuple[Sample, list[tuple[int, int]]]:
+        cpu_live = 0.0
+        rss = 0
+        tasks = 0
+        sizes: list[tuple[int, int]] = []
+        for pid in pids:
+            st = procfs.read_stat(pid)
+            if st is None:
+                continue
+            c = st.cpu_seconds
+            self._cpu_last[(pid, self._members.get(pid, st.start_ticks))] = c
+            cpu_live += c
+            rss += st.rss_bytes
+            tasks += st.threads
+            sizes.append((st.rss_bytes, pid))
+        # Cumulative CPU never goes down: a process that ended keeps its last reading.
+        self._cpu_total = max(self._cpu_total, self._cpu_dead + cpu_live)
+        now = time.monotonic()
+        ratio = 0.0
+        if self._sample_at is not None:
+            dt = now - self._sample_at[0]
+            if dt > 0:
+                ratio = (self._cpu_total - self._sample_at[1]) / (dt * self._cpus)
+        self._sample_at = (now, self._cpu_total)
+        s = Sample(t=self._clock(), cpu_ratio=round(max(ratio, 0.0), 4),
+                   cpu_seconds=round(self._cpu_total, 4), mem_bytes=rss,
+                   mem_limit_bytes=self.spec.memory or 0, pids=tasks)
+        return s, sizes
+
+    async def _monitor(self) -> None:
+        """One loop: identity checks at watch_hz, a sample every 1/sample_hz, memory
+        enforcement at each sample, and the exit event at the end."""
+        assert self._proc is not None
+        proc = self._proc
+        tick = 1.0 / max(self.watch_hz, self.spec.sample_hz)
+        every = 1.0 / self.spec.sample_hz
+        next_sample = time.monotonic()
+        waiter = asyncio.ensure_future(proc.wait())
+        try:
+            while True:
+                now = time.monotonic()
+                full = now >= next_sample
+                before = set(self._members)
+                pids = self._refresh_members(full)
+                new = None if full else set(pids) - before
+                for ev in self._check_identity(pids, new):
+                    self._obs.put_nowait(ev)
+                if full:
+                    next_sample = max(next_sample + every, now)
+                    sample, sizes = self._sample(pids)
+                    self._obs.put_nowait(sample)
+                    limit = self.spec.memory
+                    if limit and sample.mem_bytes > limit and sizes:
+                        rss, victim = max(sizes)
+                        try:
+                            os.kill(victim, signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                        else:
+                            self._obs.put_nowait(Event(
+                                t=self._clock(), source="observer", category="lifecycle",
+                                kind="oom_kill", outcome="allowed",
+                                detail={"pid": victim, "rss_bytes": rss, "group_rss_bytes": sample.mem_bytes,
+                                        "limit_bytes": limit,
+                                        "by": "the process sandbox's sampler (not the kernel)"}))
+                if waiter.done():
+                    break
+                await asyncio.wait([waiter], timeout=tick)
+            rc = waiter.result()
+            self.returncode = rc
+            pids = self._refresh_members()
+            sample, _ = self._sample(pids)
+            self._obs.put_nowait(sample)
+            detail: dict[str, Any] = {"pid": proc.pid, "returncode": rc}
+            if rc < 0:
+                detail["signal"] = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else -rc
+            if self._killed:
+                detail["by"] = "kill action"
+            if pids:
+                detail["orphans"] = len(pids)
+            self._obs.put_nowait(Event(t=self._clock(), source="observer", category="lifecycle",
+                                       kind="exit", outcome="allowed" if rc == 0 else "unknown",
+                                       detail=detail))
+        finally:
+            waiter.cancel()
+            self._obs.put_nowait(None)
+
+    # -- CPU cap by duty cycle -----------------------------------------------------------
+
+    async def _duty_cycle(self) -> None:
+        """Lets the group run `duty` of each period: SIGCONT, wait, SIGSTOP, wait."""
+        while True:
+            _, duty = _cap_for(self._cpus, self._host_cpus)
+            if duty >= 1.0 or self._paused:
+                self._duty_wake.clear()
+                await self._duty_wake.wait()
+                continue
+            if not self._paused:
+                _signal_all(list(self._members), signal.SIGCONT, self.pid)
+                self._stopped_by_duty = False
+            await asyncio.sleep(DUTY_PERIOD_S * duty)
+            if self._paused:
+                continue
+            _, duty = _cap_for(self._cpus, self._host_cpus)
+            if duty >= 1.0:
+                continue
+            _signal_all(list(self._members), signal.SIGSTOP, self.pid)
+            self._stopped_by_duty = True
+            await asyncio.sleep(DUTY_PERIOD_S * (1 - duty))
+
+    # -- actions -------------------------------------------------------------------------
+
+    def _alive(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def _wait_states(self, want: Callable[[str | None], bool], timeout: float = 2.0) -> bool:
+        """Polls the members until every one's state satisfies `want` (None = gone)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            states = [(procfs.read_stat(p) or None) for p in list(self._members)]
+            if all(want(s.state if s else None) for s in states):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.002)
+
+    async def throttle(self, cpus: float) -> ActionResult:
+        t0 = time.monotonic()
+        if not self._alive():
+            return ActionResult(False, 0.0, {"reason": "the learner is not running"})
+        if not (isinstance(cpus, (int, float)) and cpus > 0):
+            return ActionResult(False, 0.0, {"reason": f"expected a CPU cap > 0, got {cpus!r}"})
+        before = self._cpus
+        self._cpus = min(float(cpus), float(len(self._host_cpus)))
+        cores, duty = _cap_for(self._cpus, self._host_cpus)
+        for pid in list(self._members):
+            _set_affinity(pid, cores)
+        self._duty_wake.set()
+        if duty >= 1.0 and self._stopped_by_duty and not self._paused:
+            _signal_all(list(self._members), signal.SIGCONT, self.pid)
+        return ActionResult(True, time.monotonic() - t0,
+                            {"cpus": [before, self._cpus], "cores": sorted(cores), "duty": round(duty, 3),
+                             "how": "CPU affinity and a SIGSTOP/SIGCONT duty cycle"})
+
+    async def pause(self) -> ActionResult:
+        t0 = time.monotonic()
+        if not self._alive():
+            return ActionResult(False, 0.0, {"reason": "the learner is not running"})
+        self._paused = True
+        _signal_all(list(self._members), signal.SIGSTOP, self.pid)
+        ok = await self._wait_states(lambda s: s in (None, "T", "t", "Z", "X"))
+        return ActionResult(ok, time.monotonic() - t0,
+                            {"how": "SIGSTOP to the process group", "pids": len(self._members)})
+
+    async def resume(self) -> ActionResult:
+        t0 = time.monotonic()
+        if not self._alive():
+            return ActionResult(False, 0.0, {"reason": "the learner is not running"})
+        self._paused = False
+        _signal_all(list(self._members), signal.SIGCONT, self.pid)
+        self._duty_wake.set()
+        ok = await self._wait_states(lambda s: s not in ("T",), timeout=1.0)
+        return ActionResult(ok, time.monotonic() - t0, {"how": "SIGCONT to the process group"})
+
+    async def kill(self, evidence_dir: Path) -> ActionResult:
+        """Evidence first (process list, last output lines, scratch listing), then SIGKILL."""
+        t0 = time.monotonic()
+        if self._proc is None:
+            return ActionResult(False, 0.0, {"reason": "the learner never started"})
+        evidence_dir = Path(evidence_dir)
+        files = await asyncio.to_thread(self._save_evidence, evidence_dir, self._refresh_members())
+        t_evidence = time.monotonic() - t0
+        self._killed = True
+        self._paused = False
+        for _ in range(3):  # members may fork between the list and the signal: repeat
+            _signal_all(self._refresh_members(), signal.SIGKILL, self.pid)
+            if await self._wait_states(lambda s: s in (None, "Z", "X"), timeout=0.5):
+                break
+        try:
+            await asyncio.wait_for(self._proc.wait(), timeout=2.0)
+        except asyncio.TimeoutError:
+            pass
+        left = [p for p in self._refresh_members()]
+        return ActionResult(not left and self._proc.returncode is not None, time.monotonic() - t0,
+                            {"evidence": files, "evidence_s": round(t_evidence, 4),
+                             "how": "SIGKILL to the process group", "left": left})
+
+    def _save_evidence(self, evidence_dir: Path, pids: Sequence[int]) -> list[str]:
+        evidence_dir.mkdir(parents=True, exist_ok=True)
+        procs = evidence_dir / "processes.json"
+        procs.write_text(json.dumps(procfs.process_list(pids), indent=1) + "\n")
+        tail = evidence_dir / "last_lines.log"
+        tail.write_text("".join(line + "\n" for line in self._tail), encoding="utf-8")
+        listing = evidence_dir / "scratch.txt"
+        rows = []
+        if self.scratch is not None and self.scratch.exists():
+            for dirpath, dirnames, filenames in os.walk(self.scratch):
+                for name in sorted(dirnames + filenames):
+                    p = Path(dirpath) / name
+                    try:
+                        st = p.lstat()
+                    except OSError:
+                        continue
+                    rows.append(f"{stat.filemode(st.st_mode)} {st.st_uid}:{st.st_gid} {st.st_size:>10} "
+                                f"{p.relative_to(self.scratch)}")
+                if len(rows) > 10000:
+                    rows.append("... (listing cut at 10000 entries)")
+                    break
+        listing.write_text("".join(r + "\n" for r in rows))
+        return [str(procs), str(tail), str(listing)]
+
+    async def disconnect(self) -> ActionResult:
+        # Cutting one process group off the network needs a network namespace (or host
+        # firewall rules that would also hit everything else running as this uid): that is
+        # a container, which is what the Docker backend is for. Say so, do not pretend.
+        return ActionResult(False, 0.0, {
+            "reason": "not possible in the process sandbox: the learner shares the host's network "
+                      "namespace; use pause or kill, or the Docker backend"})
+
+    async def _relay_control(self) -> None:
+        """Copies what the runner appends to its control file into the learner's copy."""
+        assert self._relay_from is not None
+        pos = 0
+        while True:
+            try:
+                size = os.path.getsize(self._relay_from)
+            except OSError:
+                size = 0
+            if size > pos:
+                with open(self._relay_from, "rb") as src:
+                    src.seek(pos)
+                    data = src.read(size - pos)
+                with open(self._control, "ab") as dst:
+                    dst.write(data)
+                pos += len(data)
+            await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        """Kills whatever is left, stops the watchers, removes the private tree. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._proc is not None:
+            self._paused = False
+            for _ in range(3):
+                pids = self._refresh_members() if self.pid is not None else []
+                _signal_all(pids, signal.SIGKILL, self.pid)
+                if not pids:
+                    break
+                await asyncio.sleep(0.01)
+            try:
+                await asyncio.wait_for(self._proc.wait(), timeout=2.0)
+            except asyncio.TimeoutError:
+                pass
+        for task in self._tasks[2:]:  # the watchers; the pipe pumps end by themselves at EOF
+            task.cancel()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=1.0)
+            for task in pending:
+                task.cancel()
+        if self.root is not None:
+            await asyncio.to_thread(shutil.rmtree, self.root, True)
+
+
+def clean(run_id: str | None = None) -> dict[str, list[str]]:
+    """Kill learner processes and remove private trees left by process sandboxes that
+    ended without close() (a SIGKILLed controller): those of `run_id`, or all of them."""
+    killed: list[str] = []
+    mark = f"{ENV_MARK}=".encode() + (run_id.encode() + b"\0" if run_id else b"")
+    for pid in procfs.all_pids():
+        if pid == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                env = fh.read()
+        except OSError:
+            continue
+        if env.startswith(mark) or b"\0" + mark in env:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(str(pid))
+            except OSError:
+                pass
+    removed: list[str] = []
+    base = Path(tempfile.gettempdir())
+    pattern = f"{TMP_PREFIX}{run_id}-*" if run_id else f"{TMP_PREFIX}*"
+    for d in base.glob(pattern):
+        shutil.rmtree(d, ignore_errors=True)
+        removed.append(str(d))
+    return {"processes": killed, "directories": removed}

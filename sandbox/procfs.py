@@ -1,0 +1,297 @@
+"""Reading processes from /proc: identity, capabilities, CPU times, memory, groups and trees.
+
+Both backends watch the learner from outside through these helpers: the Docker backend for
+the container's processes (found through its cgroup), the process backend for its process
+group. Every reader tolerates the race of a process exiting while it is read: it returns
+None (or leaves the process out) instead of raising.
+
+>>> st = read_status(os.getpid())
+>>> st.pid == os.getpid()
+True
+>>> cap_names(1 << 21)
+['CAP_SYS_ADMIN']
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+PROC = Path("/proc")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+# Capability numbers from linux/capability.h; a bit beyond this table is named CAP_<n>.
+CAPABILITIES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+
+
+def cap_names(mask: int) -> list[str]:
+    """The capability names set in a capability bit mask, lowest bit first."""
+    out = []
+    bit = 0
+    while mask >> bit:
+        if mask >> bit & 1:
+            out.append(CAPABILITIES[bit] if bit < len(CAPABILITIES) else f"CAP_{bit}")
+        bit += 1
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ProcStatus:
+    """Who a process is (from /proc/<pid>/status): ids, effective capabilities and state.
+
+    `uid`/`gid` are the real ids, `euid`/`egid` the effective ones; a gain in any of them
+    toward 0, or a new bit in `cap_eff`, is what an escalation looks like from outside.
+    """
+
+    pid: int
+    ppid: int
+    name: str
+    uid: int
+    euid: int
+    gid: int
+    egid: int
+    cap_eff: int
+    state: str  # one letter: R running, S sleeping, T stopped, Z zombie, ...
+    threads: int = 1
+    rss_bytes: int = 0
+    no_new_privs: bool = False
+
+    @property
+    def caps(self) -> list[str]:
+        """The effective capabilities by name."""
+        return cap_names(self.cap_eff)
+
+
+def _read(path: Path | str) -> str | None:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read().decode("utf-8", "replace")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    except OSError:  # ESRCH and friends while the process is being reaped
+        return None
+
+
+def parse_status(text: str, pid: int) -> ProcStatus:
+    """A ProcStatus from the text of /proc/<pid>/status (split out to be testable)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields[key] = value.strip()
+    uids = fields.get("Uid", "0 0 0 0").split()
+    gids = fields.get("Gid", "0 0 0 0").split()
+    rss_kb = fields.get("VmRSS", "0 kB").split()[0]
+    return ProcStatus(
+        pid=int(fields.get("Pid", pid)),
+        ppid=int(fields.get("PPid", 0)),
+        name=fields.get("Name", ""),
+        uid=int(uids[0]),
+        euid=int(uids[1]),
+        gid=int(gids[0]),
+        egid=int(gids[1]),
+        cap_eff=int(fields.get("CapEff", "0"), 16),
+        state=fields.get("State", "?")[:1],
+        threads=int(fields.get("Threads", 1)),
+        rss_bytes=int(rss_kb) * 1024,
+        no_new_privs=fields.get("NoNewPrivs", "0") == "1",
+    )
+
+
+def read_status(pid: int) -> ProcStatus | None:
+    """The status of a process, or None if it has already gone."""
+    text = _read(PROC / str(pid) / "status")
+    if not text:
+        return None
+    return parse_status(text, pid)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcStat:
+    """Scheduling facts from /proc/<pid>/stat: group, session, CPU times, memory."""
+
+    pid: int
+    comm: str
+    state: str
+    ppid: int
+    pgrp: int
+    session: int
+    utime_s: float
+    stime_s: float
+    threads: int
+    start_ticks: int  # clock ticks after boot: with pid, names one process across pid reuse
+    rss_bytes: int
+
+    @property
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time this process has used."""
+        return self.utime_s + self.stime_s
+
+
+def parse_stat(text: str) -> ProcStat:
+    """A ProcStat from the text of /proc/<pid>/stat.
+
+    The command name sits in parentheses and may itself contain spaces and ')', so the
+    fields are split after the last ')'.
+    """
+    lpar = text.index("(")
+    rpar = text.rindex(")")
+    pid = int(text[:lpar])
+    comm = text[lpar + 1 : rpar]
+    rest = text[rpar + 2 :].split()
+    # rest[0] is field 3 (state); field n is rest[n - 3].
+    return ProcStat(
+        pid=pid,
+        comm=comm,
+        state=rest[0],
+        ppid=int(rest[1]),
+        pgrp=int(rest[2]),
+        session=int(rest[3]),
+        utime_s=int(rest[11]) / CLK_TCK,
+        stime_s=int(rest[12]) / CLK_TCK,
+        threads=int(rest[17]),
+        start_ticks=int(rest[19]),
+        rss_bytes=int(rest[21]) * PAGE_SIZE,
+    )
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    """The /proc/<pid>/stat facts of a process, or None if it has already gone."""
+    text = _read(PROC / str(pid) / "stat")
+    if not text:
+        return None
+    try:
+        return parse_stat(text)
+    except (ValueError, IndexError):  # a zombie half torn down
+        return None
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) a process has used; 0.0 if it has gone."""
+    st = read_stat(pid)
+    return st.cpu_seconds if st else 0.0
+
+
+def all_pids() -> list[int]:
+    """Every process id on this machine (in this PID namespace)."""
+    return [int(name) for name in os.listdir(PROC) if name.isdigit()]
+
+
+def all_stats() -> list[ProcStat]:
+    """The stat of every process that could be read."""
+    out = []
+    for pid in all_pids():
+        st = read_stat(pid)
+        if st is not None:
+            out.append(st)
+    return out
+
+
+def pids_of_group(pgid: int) -> list[int]:
+    """The processes in a process group."""
+    return sorted(st.pid for st in all_stats() if st.pgrp == pgid)
+
+
+def pids_of_session(sid: int) -> list[int]:
+    """The processes in a session (a new process group started with setsid stays in it)."""
+    return sorted(st.pid for st in all_stats() if st.session == sid)
+
+
+def pids_of_cgroup(path: str | Path) -> list[int]:
+    """The processes in a cgroup directory (v1 or v2), from its cgroup.procs file.
+
+    Returns [] when the cgroup has gone (the container exited).
+    """
+    text = _read(Path(path) / "cgroup.procs")
+    if not text:
+        return []
+    return sorted({int(line) for line in text.split() if line.isdigit()})
+
+
+def children_map(stats: Iterable[ProcStat] | None = None) -> dict[int, list[int]]:
+    """ppid -> child pids, over the given stats (default: every process)."""
+    tree: dict[int, list[int]] = {}
+    for st in all_stats() if stats is None else stats:
+        tree.setdefault(st.ppid, []).append(st.pid)
+    return tree
+
+
+def descendants(pid: int, stats: Iterable[ProcStat] | None = None) -> list[int]:
+    """Every process below `pid` in the process tree (children, their children, ...)."""
+    tree = children_map(stats)
+    out: list[int] = []
+    todo = list(tree.get(pid, ()))
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(tree.get(p, ()))
+    return sorted(out)
+
+
+def cmdline(pid: int) -> list[str]:
+    """The argv of a process ([] for kernel threads, zombies and gone processes)."""
+    text = _read(PROC / str(pid) / "cmdline")
+    if not text:
+        return []
+    return text.rstrip("\0").split("\0")
+
+
+def read_net_dev(pid: int, *, skip_loopback: bool = True) -> tuple[int, int]:
+    """(rx_bytes, tx_bytes) summed over the interfaces of the process's network namespace.
+
+    Inside a container this is the container's own traffic; for a process in the host's
+    namespace it is the whole host's, which is why the process backend does not use it.
+    """
+    text = _read(PROC / str(pid) / "net" / "dev")
+    rx = tx = 0
+    if not text:
+        return 0, 0
+    for line in text.splitlines()[2:]:
+        iface, sep, data = line.partition(":")
+        if not sep or (skip_loopback and iface.strip() == "lo"):
+            continue
+        cols = data.split()
+        rx += int(cols[0])
+        tx += int(cols[8])
+    return rx, tx
+
+
+def process_list(pids: Iterable[int]) -> list[dict[str, object]]:
+    """A ps-like record per process, for evidence: pid, ppid, ids, caps, state, rss, argv."""
+    rows: list[dict[str, object]] = []
+    for pid in sorted(pids):
+        st = read_status(pid)
+        if st is None:
+            continue
+        stat = read_stat(pid)
+        rows.append(
+            {
+                "pid": pid,
+                "ppid": st.ppid,
+                "name": st.name,
+                "uid": st.uid,
+                "euid": st.euid,
+                "gid": st.gid,
+                "egid": st.egid,
+                "caps": st.caps,
+                "state": st.state,
+                "threads": st.threads,
+                "rss_bytes": st.rss_bytes,
+                "cpu_seconds": round(stat.cpu_seconds, 3) if stat else None,
+                "cmdline": cmdline(pid),
+            }
+        )
+    return rows
