@@ -1,4 +1,4 @@
-"""`runaway` commands of the sandbox area: selftest (and image, clean)."""
+"""`runaway` commands of the sandbox area: image (build the learner image), clean, selftest."""
 
 from __future__ import annotations
 
@@ -10,7 +10,65 @@ import click
 
 def register(group: click.Group) -> None:
     """Adds this area's commands to the `runaway` group."""
+    _register_image(group)
+    _register_clean(group)
     _register_selftest(group)
+
+
+# --- image and clean (sandbox/image.py, sandbox/docker_backend.py) ---------------------
+
+def _register_image(group: click.Group) -> None:
+    @group.group("image")
+    def image() -> None:
+        """Build or show the learner image (Debian, python3, aiohttp; no registry needed)."""
+
+    @image.command("build")
+    @click.option("--force", is_flag=True, help="Rebuild even if the image for this recipe exists.")
+    @click.option("--via", type=click.Choice(["auto", "dockerfile", "debootstrap"]), default="auto",
+                  show_default=True, help="Dockerfile when a registry answers, else debootstrap.")
+    @click.option("--mirror", default=None, metavar="URL",
+                  help="Debian mirror for debootstrap (default $RUNAWAY_DEBIAN_MIRROR or deb.debian.org).")
+    def build(force: bool, via: str, mirror: str | None) -> None:
+        """Build the learner image, unless the one for this recipe is already there."""
+        from sandbox.image import build_image
+
+        res = build_image(force=force, via=via, mirror=mirror, log=lambda m: click.echo(m, err=True))
+        word = "present" if res.how == "cached" else f"built via {res.how}"
+        click.echo(f"{res.tag}: {word} in {res.seconds:.1f}s, {res.size_bytes / 1e6:.0f} MB")
+
+    @image.command("show")
+    def show() -> None:
+        """Print the learner image's tag and whether it is built (exit 1 if not)."""
+        import docker
+
+        from sandbox.image import image_tag
+
+        tag = image_tag()
+        try:
+            docker.from_env(timeout=10).images.get(tag)
+        except docker.errors.ImageNotFound:
+            click.echo(f"{tag}: not built (run `runaway image build`)")
+            raise click.exceptions.Exit(1)
+        click.echo(f"{tag}: built")
+
+
+def _register_clean(group: click.Group) -> None:
+    @group.command("clean")
+    @click.option("--run", "run_id", default=None, metavar="ID",
+                  help="Only what run ID left (default: every run's leftovers).")
+    def clean(run_id: str | None) -> None:
+        """Remove containers, networks, volumes and firewall rules labelled runaway.run."""
+        from sandbox import clean as clean_all
+
+        removed = clean_all(run_id)
+        total = sum(len(v) for v in removed.values())
+        if not total:
+            click.echo("nothing to clean")
+            return
+        for kind, names in removed.items():
+            if names:
+                click.echo(f"removed {len(names)} {kind}: {', '.join(names)}")
+
 
 
 # -- selftest --------------------------------------------------------------------------
