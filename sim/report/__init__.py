@@ -10,28 +10,36 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from policies.errors import TraceError
+from policies.errors import RunawayError, TraceError
 from policies.model import Meta, Record, read_trace
 
 from .html import render_html
 from .plots import Run, render_all
 from .scorecard import SUMMARY_VERSION, headline, is_escape, scorecard
 
-__all__ = ["build_report", "is_benign", "load_trace", "scorecard", "headline", "is_escape", "SUMMARY_VERSION"]
+__all__ = ["REPORT_NAME", "SUMMARY_NAME", "TRACE_NAME", "build_report", "trace_path", "is_benign", "load_trace", "scorecard", "headline", "is_escape", "SUMMARY_VERSION"]
 
 TRACE_NAME = "trace.jsonl"
 SUMMARY_NAME = "summary.json"
 REPORT_NAME = "report.html"
 
 
-def load_trace(run_dir: str | os.PathLike[str]) -> list[Record]:
-    """All records of RUN_DIR/trace.jsonl; TraceError (one line for the user) when it is
-    missing, empty or has a bad line."""
-    path = Path(run_dir) / TRACE_NAME
-    if not Path(run_dir).is_dir():
+def trace_path(run_dir: str | os.PathLike[str]) -> Path:
+    """RUN_DIR/trace.jsonl, or the trace file itself when given one."""
+    p = Path(run_dir)
+    if p.is_file():
+        return p
+    if not p.is_dir():
         raise TraceError("not a run directory (expected a directory holding trace.jsonl)", file=str(run_dir))
-    if not path.is_file():
+    if not (p / TRACE_NAME).is_file():
         raise TraceError("no trace.jsonl here (is this a run directory?)", file=str(run_dir))
+    return p / TRACE_NAME
+
+
+def load_trace(run_dir: str | os.PathLike[str]) -> list[Record]:
+    """All records of RUN_DIR/trace.jsonl (or of a trace file); TraceError (one line for
+    the user) when it is missing, empty or has a bad line."""
+    path = trace_path(run_dir)
     records = list(read_trace(str(path)))
     if not records:
         raise TraceError("empty trace: no record to report on", file=str(path))
@@ -56,7 +64,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def build_report(run_dir: str | os.PathLike[str], *, benign: bool | None = None) -> dict:
-    """Read RUN_DIR/trace.jsonl, write summary.json and report.html beside it, and return
+    """Read RUN_DIR/trace.jsonl (or a trace file), write summary.json and report.html beside it, and return
     the scorecard. `benign` None: decided by `is_benign`."""
     records = load_trace(run_dir)
     if benign is None:
@@ -64,7 +72,10 @@ def build_report(run_dir: str | os.PathLike[str], *, benign: bool | None = None)
     card = scorecard(records, benign=benign)
     run = Run.of(records)
     html = render_html(run, card, render_all(run))
-    out = Path(run_dir)
-    _write_atomic(out / SUMMARY_NAME, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
-    _write_atomic(out / REPORT_NAME, html)
+    out = trace_path(run_dir).parent
+    try:
+        _write_atomic(out / SUMMARY_NAME, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+        _write_atomic(out / REPORT_NAME, html)
+    except OSError as e:
+        raise RunawayError(f"cannot write the report: {e.strerror}", file=str(out)) from None
     return card
