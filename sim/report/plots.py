@@ -74,6 +74,11 @@ def _png(fig: plt.Figure) -> bytes:
     return buf.getvalue()
 
 
+def _plain(text: str) -> str:
+    # Names come from policies and traces; a `$` would switch matplotlib to math mode.
+    return text.replace("$", r"\$")
+
+
 def _xmax(run: Run) -> float:
     # A little room after the last record, so a kill at the very end is visible.
     return max(run.end * 1.03 + 0.5, 1.0)
@@ -82,7 +87,7 @@ def _xmax(run: Run) -> float:
 def _label(ax: Axes, text: str, t: float, y: float, dy: float, colour: str, **kw: Any) -> None:
     """A label beside a vertical mark; on the right side of the plot it goes to the left."""
     right = t > 0.75 * ax.get_xlim()[1]
-    ax.annotate(text, (t, y), xytext=(-3 if right else 3, dy), textcoords="offset points",
+    ax.annotate(_plain(text), (t, y), xytext=(-3 if right else 3, dy), textcoords="offset points",
                 ha="right" if right else "left", fontsize=8, color=colour,
                 bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.8}, **kw)
 

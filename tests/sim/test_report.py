@@ -204,9 +204,12 @@ def test_report_is_one_self_contained_file_with_plots_and_scorecard(tmp_path):
     # A learner writes part of the trace: its text must be shown, never run.
     recs.append(ev(40.0, "deception", "covert_marker", "unknown", source="self_report",
                    text='<script>alert("x")</script><img src="https://example.invalid/x.png">'))
+    recs.append(Verdict(t=40.0, guard="<i>$cost", state="firing", severity="warning", action="alert",
+                        reason="<script>steal()</script>"))
     run_dir = write_trace(tmp_path / "run", recs)
     card = build_report(run_dir)
     html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert "&lt;i&gt;$cost" in html and "<i>" not in html
     assert json.loads((run_dir / "summary.json").read_text()) == card
     # Nothing fetched from anywhere: no http(s) src or href, no <script> at all.
     assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.I)
