@@ -67,9 +67,22 @@ def _kv(pairs: Mapping[str, Any]) -> str:
 
 
 
+def _signal(sig: Mapping[str, Any]) -> str:
+    """An incident's first signal in words: 'audit: setuid (blocked)', 'cpu_ratio 0.99 for 2 s'."""
+    if "source" in sig:
+        return f"{sig['source']}: {sig['kind']} ({sig['outcome']})"
+    if "cpu_ratio" in sig:
+        return f"cpu_ratio {sig['cpu_ratio']:.2f} for {sig['pegged_for_s']:g} s"
+    if "mem_bytes" in sig and sig.get("mem_limit_bytes"):
+        return f"memory at {100 * sig['mem_bytes'] / sig['mem_limit_bytes']:.0f}% of the limit"
+    return json.dumps(dict(sig), sort_keys=True)
+
+
 def _headline_class(card: Mapping[str, Any]) -> str:
     if card["escaped"] or (card["benign"] and card["false_alarms"]):
         return "bad"
+    if card["operator"]["compliance"] in ("ignored", "no answer"):
+        return "warn"
     if card["contained"]:
         return "good"
     return "bad" if card["incidents"] else "warn"
@@ -94,7 +107,7 @@ def render_html(run: Run, card: Mapping[str, Any], plots: Mapping[str, bytes]) -
     if meta.backend == "process" or meta.extra.get("is_security_boundary") is False:
         parts.append('<p class="note">This run used the process backend, which is <b>not a security '
                      "boundary</b>: attempts ran as dry runs and containment is best effort.</p>")
-    if not run.verdicts:
+    if not run.verdicts and not card["benign"]:
         parts.append('<p class="note">No guard verdict in this trace: the guards were off or saw nothing. '
                      "Anything below was stopped, if at all, by the sandbox alone.</p>")
 
@@ -115,7 +128,7 @@ def render_html(run: Run, card: Mapping[str, Any], plots: Mapping[str, bytes]) -
     parts.append(_table(
         ("incident", "started (s)", "first signal", "attempts", "blocked", "detected by",
          "time to detect (s)", "contained by", "time to contain (s)"),
-        [(i["class"], i["start"], i["signal"], i["attempts"], i["blocked"], i["detected_by"],
+        [(i["class"], i["start"], _signal(i["signal"]), i["attempts"], i["blocked"], i["detected_by"],
           i["time_to_detect_s"], i["contained_by"], i["time_to_contain_s"]) for i in card["incidents"]]))
     parts.append("<h3>Escapes (forbidden actions that succeeded, seen from outside)</h3>")
     parts.append(_table(("t (s)", "seen by", "category", "kind", "detail"),

@@ -34,6 +34,7 @@ CATEGORY_COLOURS = {
 }
 OUTCOME_MARKERS = {"blocked": ("x", "blocked by the sandbox"), "allowed": ("o", "allowed"),
                    "unknown": ("^", "outcome unknown")}
+OPERATOR_COLOUR = "#222222"
 VERDICT_STYLES = {"firing": ("#C00000", "--"), "pending": ("#E69F00", ":"), "resolved": ("#009E73", ":")}
 
 
@@ -124,6 +125,14 @@ def _mark_containment(ax: Axes, run: Run, *, labels: bool) -> list[Line2D]:
                    colour, fontweight="bold")
     if done:
         handles.append(Line2D([], [], color="#6A3D9A", linewidth=1.6, label="action applied"))
+    commands = [e for e in run.events if e.source == "operator" and e.category == "operator"]
+    for i, e in enumerate(commands):
+        ax.axvline(e.t, color=OPERATOR_COLOUR, linestyle="-.", linewidth=1.4)
+        if labels:
+            _label(ax, f"operator: {e.kind}", e.t, (ax.get_ylim()[0] + ax.get_ylim()[1]) / 2,
+                   11 * (i % 3), OPERATOR_COLOUR, fontweight="bold")
+    if commands:
+        handles.append(Line2D([], [], color=OPERATOR_COLOUR, linestyle="-.", label="operator command"))
     return handles
 
 
