@@ -20,6 +20,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from policies.errors import RunawayError
 from policies.model import Action, Event, Meta, Record, Sample, Verdict
 
 # A port for users who want a fixed address to scrape (grafana/prometheus.yml uses it).
@@ -178,10 +179,14 @@ class RunMetrics:
 
     def serve(self, host: str = "127.0.0.1", port: int = DEFAULT_METRICS_PORT) -> int:
         """Serve /metrics on host:port in a background thread; port 0 picks a free one.
-        Returns the bound port. OSError if the port is taken."""
+        Returns the bound port. A port that cannot be bound is a RunawayError (one line)."""
         if self._server is not None:
             raise RuntimeError("RunMetrics is already serving")
-        self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as e:
+            raise RunawayError(f"cannot serve metrics on {host}:{port}: {e.strerror or e} "
+                               "(pick another port, or 0 for any free one)", field="--metrics-port") from None
         return int(self._server.server_port)
 
     def stop(self) -> None:

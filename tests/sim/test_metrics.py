@@ -9,6 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
+from policies.errors import RunawayError
 from policies.model import Action, Event, Meta, Sample, Verdict
 from sim.metrics import EXPORTED, SIGNAL_METRICS, RunMetrics
 from sim.report.synthetic import novel_like
@@ -146,3 +147,13 @@ def test_each_run_has_its_own_registry_unless_given_one():
 def test_a_non_record_is_refused():
     with pytest.raises(TypeError, match="not a trace record"):
         RunMetrics("r1", "novel").observe({"type": "sample"})  # type: ignore[arg-type]
+
+
+def test_a_taken_port_is_a_one_line_user_error():
+    a, b = RunMetrics("a", "novel"), RunMetrics("b", "novel")
+    port = a.serve(port=0)
+    try:
+        with pytest.raises(RunawayError, match=rf"--metrics-port: cannot serve metrics on 127.0.0.1:{port}"):
+            b.serve(port=port)
+    finally:
+        a.stop()

@@ -272,3 +272,14 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
         assert p.returncode == 2, (path, p.stderr)
         assert p.stderr.count("\n") == 1 and p.stderr.startswith("runaway: ") and message in p.stderr, p.stderr
         assert not (path / "report.html").exists()
+
+
+def test_sweep_row_aggregates_scorecards():
+    from sim.report.sweep import aggregate
+
+    cards = [scorecard(novel_like("a"), benign=False), scorecard(novel_like("b", guards=False), benign=False)]
+    row = aggregate(cards)
+    assert row["runs"] == 2 and row["contained_rate"] == 0.5 and row["escapes"] == 0
+    assert row["incidents"] == 10 and row["undetected_incidents"] == 5
+    assert row["median_time_to_detect_s"] == 0.0 and row["false_alarms"] is None
+    assert aggregate([scorecard(benign_like(), benign=True)])["false_alarms"] == 0
