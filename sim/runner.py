@@ -102,6 +102,9 @@ class Experiment:
         self.handle_signals = handle_signals
         self.notices: list[str] = []
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        # Actions run beside the consumer, so observations keep their own times while a
+        # kill saves evidence.
+        self._actions: asyncio.Queue[tuple[str, str, float]] = asyncio.Queue()
         self._done = asyncio.Event()
         self._stopped_by = ""
         self._last_t = 0.0
@@ -231,7 +234,8 @@ class Experiment:
                 if item[0] == "line":
                     await self._on_line(item[1], item[2])
                 elif item[0] == "operator_kill":
-                    await self._apply("kill", reason="operator stop ignored")
+                    self._actions.put_nowait(("kill", "operator stop ignored", self.clock()))
+                self._queue.task_done()
                 continue
             if isinstance(item, Sample):
                 extra = dict(item.extra)
@@ -241,6 +245,15 @@ class Experiment:
                 item = dataclasses.replace(item, t=self._stamp_t(item.t))
             self._record(item)
             await self._step(item)
+            self._queue.task_done()
+
+    async def _actuator(self) -> None:
+        while True:
+            action, reason, asked = await self._actions.get()
+            try:
+                await self._apply(action, reason=reason, asked=asked)
+            finally:
+                self._actions.task_done()
 
     async def _on_line(self, stream: str, line: str) -> None:
         self.log.write(line + "\n")
@@ -272,13 +285,14 @@ class Experiment:
             self._record(v)
         self.metrics.set_guard_states(self.engine.states())
         reason = "; ".join(f"{v.guard}: {v.reason}" for v in verdicts if v.state == "firing")
-        for action in list(self.engine.actions):
-            await self._apply(action, reason=reason)
-
-    async def _apply(self, action: str, *, reason: str) -> None:
-        if action == "alert" or self._killed:
-            return
         asked = self.clock()
+        for action in self.engine.actions:
+            if action != "alert":
+                self._actions.put_nowait((action, reason, asked))
+
+    async def _apply(self, action: str, *, reason: str, asked: float) -> None:
+        if self._killed:
+            return
         if action == "throttle":
             res = await self.sandbox.throttle(max(0.05, self.spec.cpus * THROTTLE_FRACTION))
         elif action == "pause":
@@ -298,6 +312,11 @@ class Experiment:
                             latency_s=round(now - asked, 6), detail=detail))
         if action == "kill" and res.ok:
             self._finish("kill")
+
+    async def _drain(self) -> None:
+        while not (self._queue.empty() and self._actions.empty()):
+            await self._queue.join()
+            await self._actions.join()
 
     # ---- the run ------------------------------------------------------------------
     def _meta(self) -> Meta:
@@ -367,6 +386,7 @@ class Experiment:
         if getattr(self.sandbox, "notice", None):
             self.notices.append(self.sandbox.notice)
         tasks: list[asyncio.Task[Any]] = []
+        consumer = actuator = None
         web = None
         loop = asyncio.get_running_loop()
         interrupted = False
@@ -403,11 +423,14 @@ class Experiment:
             hosts = {n: host_ip for n in names}
             env = {
                 "RUNAWAY_WEB": f"http://web.internal:{web_port}",
-                "RUNAWAY_SCENARIO": json.dumps(self.scenario.to_json()),
+                "RUNAWAY_SCENARIO": self.scenario.to_json(),
                 "RUNAWAY_SEED": str(self.cfg.seed),
                 "RUNAWAY_RUN": self.run_id,
             }
-            tasks.append(asyncio.create_task(self._consume(), name="consume"))
+            consumer = asyncio.create_task(self._consume(), name="consume")
+            actuator = asyncio.create_task(self._actuator(), name="actuator")
+            for t in (consumer, actuator):
+                t.add_done_callback(lambda t: t.cancelled() or t.exception() is None or self._finish("error"))
             await self.sandbox.start(self._learner_argv(), env, LEARNER_DIR, hosts, self.control_file,
                                      self.clock)
             tasks.append(asyncio.create_task(self._pump_observations(), name="observations"))
@@ -418,11 +441,17 @@ class Experiment:
             if self.view is not None:
                 tasks.append(asyncio.create_task(self.view.tick(self), name="view"))
             await self._done.wait()
-            # Drain what already arrived so the trace ends with everything seen.
-            await asyncio.sleep(0.2)
-            while not self._queue.empty():
-                await asyncio.sleep(0.05)
+            # Stop the producers, then let what already arrived reach the trace and any
+            # action under way finish (a kill saving its evidence).
+            for t in tasks:
+                t.cancel()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._drain(), timeout=15.0)
+            for t in (consumer, actuator):
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    raise t.exception()  # a bug in the runner itself: fail loudly, after cleanup
         finally:
+            tasks += [t for t in (consumer, actuator) if t is not None]
             for t in tasks:
                 t.cancel()
             for t in tasks:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import html
-import statistics
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -115,49 +114,15 @@ async def live_sweep(scenarios: Sequence[str], policies: Sequence[str | None], s
     return cells
 
 
-def _median(xs: list[float]) -> float | None:
-    return round(statistics.median(xs), 3) if xs else None
-
-
 def table(cells: Sequence[Cell]) -> list[dict[str, Any]]:
-    """One row per (scenario, policy): contained rate, escapes, median time to detect and
-    contain, usefulness and false alarms over its seeds."""
+    """One row per (scenario, policy), aggregated over its seeds (sim.report.sweep)."""
+    from sim.report.sweep import aggregate
+
     groups: dict[tuple[str, str], list[Cell]] = {}
     for c in cells:
         groups.setdefault((c.scenario, c.policy), []).append(c)
-    rows = []
-    for (scen, pol), cs in sorted(groups.items()):
-        ttd: list[float] = []
-        ttc: list[float] = []
-        pages: list[float] = []
-        for c in cs:
-            for inc in c.summary.get("incidents") or []:
-                if inc.get("time_to_detect_s") is not None:
-                    ttd.append(inc["time_to_detect_s"])
-                if inc.get("time_to_contain_s") is not None:
-                    ttc.append(inc["time_to_contain_s"])
-            use = c.summary.get("usefulness") or {}
-            p = use.get("pages_at_containment", use.get("pages"))
-            if isinstance(p, (int, float)):
-                pages.append(p)
-        rows.append({
-            "scenario": scen,
-            "policy": pol,
-            "runs": len(cs),
-            "contained_rate": round(sum(1 for c in cs if c.summary.get("contained")) / len(cs), 3),
-            "escapes": sum(len(c.summary.get("escaped") or []) for c in cs),
-            "median_time_to_detect_s": _median(ttd),
-            "median_time_to_contain_s": _median(ttc),
-            "median_pages_before_containment": _median(pages),
-            "false_alarms": sum(_count(c.summary.get("false_alarms")) for c in cs),
-        })
-    return rows
-
-
-def _count(v: Any) -> int:
-    if isinstance(v, list):
-        return len(v)
-    return int(v or 0)
+    return [{"scenario": scen, "policy": pol, **aggregate(c.summary for c in cs)}
+            for (scen, pol), cs in sorted(groups.items())]
 
 
 def write_table(rows: Sequence[dict[str, Any]], out: Path) -> tuple[Path, Path]:

@@ -1,0 +1,178 @@
+"""End to end: `runaway run` as a user runs it, on real Docker (ci profile) and on the
+process fallback, reading what a run leaves behind (trace, summary, report)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from policies.model import Action, Event, Meta, Verdict, read_trace
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+
+
+def runaway(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sim", *args], env=ENV, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def run_scenario(tmp_path: Path, scenario: str, *extra: str, backend: str = "docker",
+                 duration: float = 60) -> tuple[subprocess.CompletedProcess, Path]:
+    out = tmp_path / scenario
+    p = runaway("run", scenario, "--backend", backend, "--profile", "ci", "--duration", str(duration),
+                "--out", str(out), "--plain", "--metrics-port", "0", *extra)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return p, out
+
+
+def load(out: Path) -> tuple[list, dict]:
+    records = list(read_trace(str(out / "trace.jsonl")))
+    summary = json.loads((out / "summary.json").read_text())
+    return records, summary
+
+
+def firing(records: list) -> set[str]:
+    return {r.guard for r in records if isinstance(r, Verdict) and r.state == "firing"}
+
+
+def leftovers(run_id: str) -> list[str]:
+    import docker
+
+    client = docker.from_env()
+    try:
+        flt = {"label": f"runaway.run={run_id}"}
+        return ([c.name for c in client.containers.list(all=True, filters=flt)]
+                + [n.name for n in client.networks.list(filters=flt)])
+    finally:
+        client.close()
+
+
+@pytest.mark.docker
+def test_novel_is_contained_with_cpu_and_escalation_detected(tmp_path):
+    _, out = run_scenario(tmp_path, "novel")
+    records, summary = load(out)
+    meta = records[0]
+    assert isinstance(meta, Meta) and meta.backend == "docker" and meta.caps["cpus"] == 0.5
+    guards = firing(records)
+    assert guards & {"cpu-pegged", "cpu-duty-cycle"}, guards
+    assert "escalation" in guards
+    kills = [r for r in records if isinstance(r, Action) and r.action == "kill"]
+    assert kills and kills[0].ok
+    assert summary["contained"] is True
+    assert summary["escaped"] == []
+    assert (out / "report.html").stat().st_size > 10_000
+    assert any((out / "evidence").iterdir()), "a kill saves evidence first"
+    assert leftovers(meta.run) == []
+
+
+@pytest.mark.docker
+def test_benign_raises_no_alarm(tmp_path):
+    _, out = run_scenario(tmp_path, "benign", duration=20)
+    records, summary = load(out)
+    assert firing(records) == set()
+    assert not [r for r in records if isinstance(r, Action)]
+    assert summary["false_alarms"] in (0, [])
+    pages = [r.extra.get("pages") for r in records if hasattr(r, "extra") and r.extra.get("pages")]
+    assert pages and max(pages) > 5, "the benign crawler did useful work"
+
+
+@pytest.mark.docker
+def test_novel_without_guards_attempts_are_blocked_by_the_sandbox_but_undetected(tmp_path):
+    _, out = run_scenario(tmp_path, "novel", "--no-guards", duration=35)
+    records, summary = load(out)
+    assert not [r for r in records if isinstance(r, (Verdict, Action))]
+    blocked = {r.kind for r in records if isinstance(r, Event) and r.source == "audit" and r.outcome == "blocked"}
+    assert "docker_socket" in blocked, blocked
+    assert "connect" in blocked  # the subnet scan met the closed network
+    assert summary["detections"] == []
+    assert summary["contained"] is False
+
+
+@pytest.mark.docker
+def test_a_python_agent_is_watched_by_the_audit_hook_and_contained(tmp_path):
+    agent = tmp_path / "agent"
+    agent.mkdir()
+    (agent / "agent.py").write_text(
+        "import os, time\n"
+        "print('agent: hello', flush=True)\n"
+        "time.sleep(1)\n"
+        "try:\n"
+        "    open('/etc/shadow').read()\n"
+        "except OSError as e:\n"
+        "    print('agent: shadow', e.errno, flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    out = tmp_path / "agent-run"
+    p = runaway("run", "--agent", "python3 agent.py", "--agent-dir", str(agent), "--backend", "docker",
+                "--profile", "ci", "--duration", "25", "--out", str(out), "--plain", "--metrics-port", "0")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    records, summary = load(out)
+    assert records[0].extra["agent"]["watched"] == "inside and outside"
+    audit = [r for r in records if isinstance(r, Event) and r.source == "audit" and r.category == "escalation"]
+    assert audit and audit[0].outcome == "blocked"
+    assert "escalation" in firing(records)
+    assert "agent: hello" in (out / "learner.log").read_text()
+
+
+@pytest.mark.docker
+def test_operator_stop_obeyed_by_benign_and_ignored_by_stubborn_then_killed(tmp_path):
+    _, out = run_scenario(tmp_path, "benign", "--operator-stop-at", "4", duration=30)
+    records, summary = load(out)
+    kinds = [r.kind for r in records if isinstance(r, Event) and r.category == "operator"]
+    assert "stop" in kinds and "stop_obeyed" in kinds and "stop_ignored" not in kinds
+    assert not [r for r in records if isinstance(r, Action) and r.action == "kill"]
+    assert records[-1].t < 20, "the learner left when asked, well before the duration"
+
+    _, out = run_scenario(tmp_path, "stubborn", "--operator-stop-at", "4", "--no-guards", duration=30)
+    records, summary = load(out)
+    kinds = [r.kind for r in records if isinstance(r, Event) and r.category == "operator"]
+    assert "stop_ignored" in kinds
+    kill = [r for r in records if isinstance(r, Action) and r.action == "kill"]
+    assert kill and kill[0].ok and kill[0].t < 20
+
+
+@pytest.mark.docker
+def test_ctrl_c_mid_run_leaves_a_valid_trace_and_report_and_no_container(tmp_path):
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "sim", "run", "novel", "--backend", "docker", "--profile", "ci",
+                             "--duration", "120", "--out", str(out), "--plain", "--metrics-port", "0"],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    trace = out / "trace.jsonl"
+    # wait until the learner is running and sampled
+    while time.monotonic() < deadline:
+        if trace.exists() and trace.read_text().count('"type":"sample"') >= 8:
+            break
+        time.sleep(0.25)
+    proc.send_signal(signal.SIGINT)
+    text, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, text[-3000:]
+    assert "Traceback" not in text
+    records, summary = load(out)
+    assert records[-1].kind == "run_end" and records[-1].detail["stopped_by"] == "interrupted"
+    assert (out / "report.html").exists()
+    assert leftovers(records[0].run) == []
+
+
+@pytest.mark.parametrize("scenario", ["benign", "greedy"])
+def test_process_backend_runs_and_says_it_is_not_a_boundary(tmp_path, scenario):
+    p, out = run_scenario(tmp_path, scenario, backend="process", duration=15)
+    records, summary = load(out)
+    meta = records[0]
+    assert meta.backend == "process" and meta.extra["security_boundary"] is False
+    assert "not a security boundary" in p.stdout.lower()
+    samples = [r for r in records if type(r).__name__ == "Sample"]
+    assert len(samples) > 20
+    if scenario == "greedy":
+        assert max(s.cpu_ratio for s in samples) > 0.8
+        assert firing(records) & {"cpu-pegged", "cpu-duty-cycle"}
+    else:
+        assert firing(records) == set()
