@@ -283,3 +283,11 @@ def test_sweep_row_aggregates_scorecards():
     assert row["incidents"] == 10 and row["undetected_incidents"] == 5
     assert row["median_time_to_detect_s"] == 0.0 and row["false_alarms"] is None
     assert aggregate([scorecard(benign_like(), benign=True)])["false_alarms"] == 0
+
+
+def test_a_run_interrupted_at_once_still_gets_a_report(tmp_path):
+    run_dir = write_trace(tmp_path / "run", [Meta(run="r0", scenario="novel", backend="process")])
+    card = build_report(run_dir)
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert card["contained"] is True and card["incidents"] == [] and card["duration_s"] == 0
+    assert html.count("data:image/png;base64,") == 5 and "not a security boundary" in html
