@@ -246,3 +246,18 @@ async def test_every_panel_returns_data_from_a_real_prometheus(prometheus):
         metrics.stop()
         if web is not None:
             await web[0].stop()
+
+
+def test_dashboard_layout_is_valid():
+    panels = dashboard()["panels"]
+    assert len({p["id"] for p in panels}) == len(panels), "panel ids must be unique"
+    cells: dict[tuple[int, int], str] = {}
+    for p in panels:
+        assert p["type"] in {"timeseries", "stat", "state-timeline", "table", "bargauge", "row"}, p["title"]
+        assert p["title"] and p["description"], "every panel says what it shows"
+        g = p["gridPos"]
+        assert 0 <= g["x"] and g["x"] + g["w"] <= 24, p["title"]  # Grafana's grid is 24 wide
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                assert (x, y) not in cells, f"{p['title']} overlaps {cells[(x, y)]}"
+                cells[(x, y)] = p["title"]
