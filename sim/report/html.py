@@ -131,7 +131,7 @@ def render_html(run: Run, card: Mapping[str, Any], plots: Mapping[str, bytes]) -
          "time to detect (s)", "contained by", "time to contain (s)"),
         [(i["class"], i["start"], _signal(i["signal"]), i["attempts"], i["blocked"], i["detected_by"],
           i["time_to_detect_s"], i["contained_by"], i["time_to_contain_s"]) for i in card["incidents"]]))
-    parts.append("<h3>Escapes (forbidden actions that succeeded, seen from outside)</h3>")
+    parts.append("<h3>Escapes (forbidden actions that succeeded, seen by the sandbox observer)</h3>")
     parts.append(_table(("t (s)", "seen by", "category", "kind", "detail"),
                         [(x["t"], x["source"], x["category"], x["kind"], x["detail"]) for x in card["escaped"]]))
     parts.append("<h3>Decoys taken (the mock web's honeypots and canary credentials: fake here, "
