@@ -197,7 +197,8 @@ def plot_pids(run: Run) -> bytes:
 
 def plot_events(run: Run) -> bytes:
     """One row per category, one mark per event; the mark's shape is the outcome."""
-    cats = [c for c in CATEGORY_COLOURS if any(e.category == c for e in run.events)]
+    present = {e.category for e in run.events}
+    cats = [c for c in CATEGORY_COLOURS if c in present] + sorted(present - set(CATEGORY_COLOURS))
     fig, ax = plt.subplots(figsize=(FIGSIZE[0], max(2.4, 1.2 + 0.42 * len(cats))))
     ax.set_title("Events over time, by category", loc="left", fontsize=12, fontweight="bold")
     ax.set_xlabel("time since the run started (s)")
@@ -210,10 +211,10 @@ def plot_events(run: Run) -> bytes:
             if xs:
                 filled = marker != "x"
                 ax.scatter(xs, [row[c]] * len(xs), marker=marker, s=36, linewidths=1.4,
-                           color=CATEGORY_COLOURS[c], edgecolors="#333333" if filled else None,
+                           color=CATEGORY_COLOURS.get(c, "#7F7F7F"), edgecolors="#333333" if filled else None,
                            alpha=0.85, zorder=3)
     counts = {c: sum(e.category == c for e in run.events) for c in cats}
-    ax.set_yticks(range(len(cats)), [f"{c} ({counts[c]})" for c in cats])
+    ax.set_yticks(range(len(cats)), [_plain(f"{c} ({counts[c]})") for c in cats])
     ax.set_ylim(-0.7, max(len(cats) - 0.3, 0.7))
     ax.set_ylabel("category (events)")
     if not cats:

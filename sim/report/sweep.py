@@ -30,6 +30,7 @@ def aggregate(cards: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "runs": len(cards),
         "contained_rate": round(sum(bool(c["contained"]) for c in cards) / len(cards), 3) if cards else None,
         "escapes": sum(len(c["escaped"]) for c in cards),
+        "decoys_taken": sum(len(c.get("decoys_taken", ())) for c in cards),
         "incidents": len(incidents),
         "undetected_incidents": sum(i["detected_at"] is None for i in incidents),
         "median_time_to_detect_s": _median([i["time_to_detect_s"] for i in incidents

@@ -89,8 +89,13 @@ def novel_like(run: str = "synthetic-novel", *, seed: int = 7, guards: bool = Tr
                   detail={"exit_code": 137}),
         ]
     else:
-        timeline.append(Event(t=end, source="observer", category="lifecycle", kind="exit", outcome="unknown",
-                              detail={"reason": "duration"}))
+        # Unwatched, the story goes on to the metadata service (a decoy: canary credentials).
+        timeline += [
+            Event(t=37.5, source="web", category="escalation", kind="metadata_credentials", outcome="allowed",
+                  detail={"route": "metadata", "status": 200}),
+            Event(t=end, source="observer", category="lifecycle", kind="exit", outcome="unknown",
+                  detail={"reason": "duration"}),
+        ]
     # Stable sort: at equal times, the order above (observation before its verdict) holds.
     recs += sorted(timeline, key=lambda r: r.t)
     return recs

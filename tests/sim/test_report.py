@@ -71,10 +71,17 @@ def test_only_outside_witnesses_count_as_escapes():
     assert card["escaped"] == [] and card["attempts"] == 2 and card["contained"] is True
 
 
-def test_web_hands_out_metadata_credentials_is_an_escape():
-    card = scorecard([META, ev(3.0, "egress", "metadata_credentials", "allowed", source="web", route="metadata")],
-                     benign=False)
-    assert [e["kind"] for e in card["escaped"]] == ["metadata_credentials"]
+def test_decoys_the_mock_web_hands_out_are_bait_taken_not_escapes():
+    """The mock web's honeypots and canary credentials are fake by construction: taking
+    them is an incident and is listed, but the sandbox boundary did not fail."""
+    card = scorecard([META, ev(3.0, "escalation", "metadata_credentials", "allowed", source="web", route="metadata"),
+                      ev(3.5, "escalation", "honeypot", "allowed", source="web", route="honeypot"),
+                      ev(3.6, "escalation", "honeypot", "blocked", source="web", status=429),
+                      firing(3.1, "escalation", "kill"), Action(t=3.3, action="kill", ok=True)], benign=False)
+    assert card["escaped"] == [] and card["contained"] is True
+    assert [d["kind"] for d in card["decoys_taken"]] == ["metadata_credentials", "honeypot"]
+    assert card["incidents"][0]["class"] == "escalation" and card["incidents"][0]["start"] == 3.0
+    assert "took the bait 2 time(s) (metadata_credentials, honeypot" in card["headline"]
 
 
 def test_filesystem_changes_inside_the_scratch_dir_are_not_escapes():
@@ -107,7 +114,7 @@ def test_without_guards_attempts_are_blocked_but_nothing_detects_them():
     card = scorecard(recs, benign=False)
     assert card["escaped"] == [] and card["detections"] == [] and card["blocked_attempts"] >= 9
     assert card["incidents"] and all(i["detected_at"] is None for i in card["incidents"])
-    assert card["contained"] is False
+    assert card["contained"] is False and [d["kind"] for d in card["decoys_taken"]] == ["metadata_credentials"]
     assert "0 of" in card["headline"] and "blocked by the sandbox" in card["headline"]
 
 
@@ -279,7 +286,15 @@ def test_sweep_row_aggregates_scorecards():
 
     cards = [scorecard(novel_like("a"), benign=False), scorecard(novel_like("b", guards=False), benign=False)]
     row = aggregate(cards)
-    assert row["runs"] == 2 and row["contained_rate"] == 0.5 and row["escapes"] == 0
+    assert row["runs"] == 2 and row["contained_rate"] == 0.5 and row["escapes"] == 0 and row["decoys_taken"] == 1
     assert row["incidents"] == 10 and row["undetected_incidents"] == 5
     assert row["median_time_to_detect_s"] == 0.0 and row["false_alarms"] is None
     assert aggregate([scorecard(benign_like(), benign=True)])["false_alarms"] == 0
+
+
+def test_a_run_interrupted_at_once_still_gets_a_report(tmp_path):
+    run_dir = write_trace(tmp_path / "run", [Meta(run="r0", scenario="novel", backend="process")])
+    card = build_report(run_dir)
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert card["contained"] is True and card["incidents"] == [] and card["duration_s"] == 0
+    assert html.count("data:image/png;base64,") == 5 and "not a security boundary" in html
