@@ -330,6 +330,7 @@ class Experiment:
 
         caps = {**self.spec.caps(), "profile": self.profile}
         extra: dict[str, Any] = {
+            "benign": not self.cfg.agent and self.scenario.name == "benign",
             "guards": self.cfg.guards,
             "duration_s": self.cfg.duration,
             "security_boundary": self.sandbox.is_security_boundary,
@@ -407,7 +408,7 @@ class Experiment:
             web = MockWeb(
                 self.cfg.seed, self.cfg.pages or getattr(self.scenario, "pages", 2000),
                 on_event=self._put, clock=self.clock,
-                labels={"run": self.run_id, "scenario": scen_name}, registry=self.metrics.registry,
+                labels=self.metrics.labels, registry=self.metrics.registry,
             )
             web_port = await web.start(host_ip, 0)
             self.sandbox.allow_port(web_port)
@@ -417,6 +418,8 @@ class Experiment:
             meta = self._meta()
             self.trace.write(meta)
             self.records.append(meta)
+            if self.engine is not None:
+                self.metrics.set_guard_states(self.engine.states())
             if self.view is not None:
                 self.view.start(self, meta)
             names = ("web.internal", "metadata.internal", "cloud.internal")
