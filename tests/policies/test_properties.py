@@ -229,3 +229,10 @@ guards:
 
 
 TestEngineMachine = EngineMachine.TestCase
+
+
+@given(sample_streams("cpu_ratio", values=st.floats(0, 0.5)))
+def test_a_quiet_learner_is_left_alone_by_the_default_policy(samples):
+    """A learner that never uses more than half its CPU raises nothing under the default policy (the docs' example)."""
+    eng = Engine(default_policy())
+    assert not [v for s in samples for v in eng.step(s)]
