@@ -14,7 +14,7 @@ import math
 import os
 from typing import Any, Callable, Iterable, Iterator
 
-from .errors import PolicyError
+from .errors import PolicyError, TraceError
 from .guards import (
     INACTIVE,
     AggregateGuard,
@@ -144,7 +144,7 @@ class Engine:
         """Verdicts this observation causes (state changes only); sets `self.actions`."""
         t = obs.t
         if t < self.t:
-            raise ValueError(f"time goes backwards: {t} after {self.t}")
+            raise TraceError(f"time goes backwards: {t} after {self.t} (t must never decrease)", field="t")
         self.t = t
         out: list[Verdict] = []
         if t > self._next_deadline:

@@ -14,6 +14,7 @@ policies.errors.PolicyError: <policy>:2: guards[0].for: expected a duration like
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import math
 import os
@@ -570,6 +571,7 @@ def default_policy_path() -> str:
     return os.path.join(os.path.dirname(__file__), "default.yaml")
 
 
+@functools.cache
 def default_policy() -> Policy:
-    """The shipped default policy (policies/default.yaml)."""
+    """The shipped default policy (policies/default.yaml); parsed once (a Policy is frozen)."""
     return load_policy(default_policy_path())
