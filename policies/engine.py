@@ -175,7 +175,12 @@ class Engine:
                 self._next_deadline = nd
         if self._python:
             for p in self._python:
-                v = p.observe(obs)
+                try:
+                    v = p.observe(obs)
+                except Exception as exc:  # a user's guard code: report it as one line, with where
+                    raise PolicyError(f"Python guard {p.spec.type!r} failed at t={t:g}: "
+                                      f"{type(exc).__name__}: {exc}", file=self.policy.file,
+                                      line=p.spec.line, field=p.name) from exc
                 if v is not None:
                     out.append(v)
         if out:

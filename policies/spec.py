@@ -509,11 +509,11 @@ def _join(path: str, key: str) -> str:
 def load_policy(source: str | os.PathLike[str], *, file: str | None = None) -> Policy:
     """Parse a policy from a file path or from YAML text; PolicyError(file, line, field) if bad.
 
-    A string that contains a newline or starts with `guards:` is read as YAML text;
-    anything else is a path.
+    A string that contains a newline or starts with `guards:` or `{` is read as YAML
+    text; anything else is a path.
     """
     if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
-                                            and not source.lstrip().startswith(("guards", "{"))):
+                                            and not source.lstrip().startswith(("guards:", "{"))):
         path = os.fspath(source)
         try:
             with open(path, encoding="utf-8") as fh:

@@ -207,3 +207,19 @@ def test_disabled_guards_do_not_run():
     p = "guards:\n  - {name: hot, signal: cpu_ratio, above: 0.9, enabled: false}"
     v, _, eng = run(p, cpu(1, 1))
     assert v == [] and eng.states() == {}
+
+
+class _Broken(Guard):
+    def condition(self, obs):
+        return 1 / 0
+
+
+def test_a_failing_python_guard_is_a_policy_error_naming_the_guard():
+    import pytest
+
+    from policies import PolicyError
+
+    register_guard("test-broken", _Broken)
+    eng = Engine(load_policy("guards:\n  - {name: bad, type: test-broken}", file="p.yaml"))
+    with pytest.raises(PolicyError, match=r"p\.yaml:2: bad: Python guard 'test-broken' failed at t=1: ZeroDivisionError"):
+        eng.step(Sample(t=1))

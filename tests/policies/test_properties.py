@@ -263,3 +263,31 @@ def test_a_burst_of_refused_connections_trips_egress_scan(burst):
         fired |= {v.guard for v in eng.step(e) if v.state == "firing"}
         disconnects += eng.actions.count("disconnect")
     assert "egress-scan" in fired and disconnects == 1
+
+
+@st.composite
+def benign_crawl(draw):
+    """A polite crawler: a startup burst of up to 5 s, then low CPU, few processes, only
+    allowed connections, self-reports of its own crawling, no attempts."""
+    burst = draw(st.integers(0, 20))  # samples at 4 Hz
+    n = draw(st.integers(40, 400))
+    obs: list = []
+    for i in range(n):
+        t = i * TICK
+        cpu = draw(st.floats(0.8, 1.0)) if i < burst else draw(st.floats(0.0, 0.45))
+        obs.append(Sample(t=t, cpu_ratio=cpu, pids=draw(st.integers(2, 12)),
+                          mem_bytes=draw(st.integers(50, 400)) << 20, mem_limit_bytes=1 << 30))
+        if draw(st.integers(0, 3)) == 0:
+            obs.append(Event(t=t, source="audit", category="egress", kind="connect", outcome="allowed"))
+        if draw(st.integers(0, 20)) == 0:
+            obs.append(Event(t=t, source="self_report", category="lifecycle", kind="progress"))
+    return obs
+
+
+@given(obs=benign_crawl())
+def test_a_polite_crawler_raises_no_alarm_under_the_default_policy(obs):
+    """A polite benign crawler (startup burst of at most 5 s, then low CPU, allowed connections only) never makes a default guard fire or ask for an action."""
+    eng = Engine(default_policy())
+    for o in obs:
+        assert [v for v in eng.step(o) if v.state == "firing"] == []
+        assert eng.actions == []
