@@ -107,6 +107,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"engine   (Engine.step, default policy): {args.n / best:>12,.0f} obs/s  ({best * 1e9 / args.n:6.1f} ns/obs)")
     with_gc = min(timed(run_engine, obs, collector=True)[0] for _ in range(args.repeat))
     print(f"engine   (same, garbage collector on):  {args.n / with_gc:>12,.0f} obs/s  ({with_gc * 1e9 / args.n:6.1f} ns/obs)")
+    samples = [o for o in obs if type(o) is Sample]
+    evs = [o for o in obs if type(o) is Event]
+    s_t = min(timed(run_engine, samples)[0] for _ in range(args.repeat))
+    e_t = min(timed(run_engine, evs)[0] for _ in range(args.repeat))
+    print(f"  of which: samples alone {s_t * 1e9 / len(samples):6.1f} ns/sample, "
+          f"events alone {e_t * 1e9 / max(1, len(evs)):6.1f} ns/event")
     print(f"engine cost over baseline: {(best - base) * 1e9 / args.n:.1f} ns/obs; "
           f"{verdicts:,} verdicts, {actions:,} actions asked for")
     sys.stdout.flush()

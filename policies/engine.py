@@ -65,7 +65,21 @@ def _compile_samples(guards: list[ThresholdGuard]) -> Callable[[Sample, list], N
         if not (g.spec.signal in SAMPLE_FIELDS):
             lines.append(f"    if {var} is not None:")
             ind = "        "
-        if isinstance(g, AggregateGuard):
+        if isinstance(g, AggregateGuard) and g.agg == "avg":
+            # AggregateGuard.push's avg, inlined: the window deques are bound as constants
+            # (a guard keeps its deques for life) and the running sum lives on the guard.
+            ns[f"TS{i}"], ns[f"VS{i}"], ns[f"O{i}"] = g.ts, g.vs, g.over
+            lines += [f"{ind}TS{i}.append(t); VS{i}.append({var})",
+                      f"{ind}tot = G{i}.total + {var}",
+                      f"{ind}lo = t - O{i}",
+                      f"{ind}while TS{i}[0] < lo:",
+                      f"{ind}    TS{i}.popleft(); tot -= VS{i}.popleft()",
+                      f"{ind}n = len(TS{i})",
+                      f"{ind}if n == 1: tot = {var}",
+                      f"{ind}G{i}.total = tot",
+                      f"{ind}x = tot / n"]
+            val = "x"
+        elif isinstance(g, AggregateGuard):
             lines.append(f"{ind}x = G{i}.push(t, {var})")
             val = "x"
         else:
