@@ -170,8 +170,8 @@ class Engine:
             self._rearm()
         if type(obs) is Sample:
             self._on_sample(obs, out)
-        else:
-            e: Event = obs  # type: ignore[assignment]
+        elif type(obs) is Event:
+            e: Event = obs
             if e.source == "operator" and is_resume(e):
                 out.extend(self.resume(t))
             gs = self._by_category.get(e.category, self._any_category)
@@ -187,6 +187,8 @@ class Engine:
                     if g.deadline < nd:
                         nd = g.deadline
                 self._next_deadline = nd
+        else:
+            raise TypeError(f"Engine.step takes a Sample or an Event, not {type(obs).__name__}")
         if self._python:
             for p in self._python:
                 try:
