@@ -28,12 +28,12 @@ from .model import (
     record_to_dict,
 )
 from .spec import Policy, default_policy, default_policy_path, load_policy, parse_duration
-from .text import covert_chars
+from .text import covert_chars, covert_marker_event
 
 __all__ = [
     "ACTION_RANK", "ACTIONS", "Action", "Engine", "Event", "Guard", "Meta", "Observation", "Policy",
     "PolicyError", "Record", "RunawayError", "Sample", "TraceError", "TraceWriter", "Verdict",
-    "covert_chars", "default_policy", "default_policy_path", "guard_types", "load_policy",
+    "covert_chars", "covert_marker_event", "default_policy", "default_policy_path", "guard_types", "load_policy",
     "observations", "parse_duration", "read_trace", "record_from_dict", "record_to_dict",
     "register_guard", "replay",
 ]

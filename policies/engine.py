@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from .errors import PolicyError
+from .errors import PolicyError, TraceError
 from .guards import (
+    INACTIVE,
+    AggregateGuard,
     DeceptionGuard,
     EventGuard,
     PythonGuard,
@@ -24,11 +26,71 @@ from .guards import (
     build,
     match_categories,
 )
-from .model import ACTION_RANK, Event, Observation, Record, Sample, Verdict, read_trace
+from .model import ACTION_RANK, SAMPLE_FIELDS, Event, Observation, Record, Sample, Verdict, read_trace
 from .spec import Policy, load_policy
 
 _LADDER = sorted(ACTION_RANK, key=ACTION_RANK.__getitem__)  # alert, throttle, pause, kill
 INF = math.inf
+
+
+def _compile_samples(guards: list[ThresholdGuard]) -> Callable[[Sample, list], None]:
+    """One generated function that runs every sample guard on a sample, in policy order.
+
+    The hot path of the engine: most samples change nothing, so each guard's quiet case
+    (inactive and not over its threshold) is one comparison inline, with no call. Signal
+    names come from SAMPLE_FIELDS or are bound as constants; thresholds are constants.
+    """
+    ns: dict[str, Any] = {"INACTIVE": INACTIVE, "VERDICTLESS": None}
+    lines = ["def on_sample(s, out):", "    t = s.t"]
+    read: dict[str, str] = {}
+    for i, g in enumerate(guards):
+        sig = g.spec.signal
+        if sig not in read:
+            var = f"s{len(read)}"
+            read[sig] = var
+            if sig in SAMPLE_FIELDS:
+                lines.append(f"    {var} = s.{sig}")
+            elif sig == "mem_ratio":
+                lines.append("    lim = s.mem_limit_bytes")
+                lines.append(f"    {var} = s.mem_bytes / lim if lim > 0 else None")
+            else:
+                ns[f"N{var}"] = sig
+                lines.append(f"    {var} = s.extra.get(N{var})")
+                lines.append(f"    if type({var}) is not float and type({var}) is not int: {var} = None")
+    for i, g in enumerate(guards):
+        var = read[g.spec.signal]
+        ns[f"G{i}"], ns[f"T{i}"] = g, g.thr
+        op = ">" if g.above else "<"
+        ind = "    "
+        if not (g.spec.signal in SAMPLE_FIELDS):
+            lines.append(f"    if {var} is not None:")
+            ind = "        "
+        if isinstance(g, AggregateGuard) and g.agg == "avg":
+            # AggregateGuard.push's avg, inlined: the window deques are bound as constants
+            # (a guard keeps its deques for life) and the running sum lives on the guard.
+            ns[f"TS{i}"], ns[f"VS{i}"], ns[f"O{i}"] = g.ts, g.vs, g.over
+            lines += [f"{ind}TS{i}.append(t); VS{i}.append({var})",
+                      f"{ind}tot = G{i}.total + {var}",
+                      f"{ind}lo = t - O{i}",
+                      f"{ind}while TS{i}[0] < lo:",
+                      f"{ind}    TS{i}.popleft(); tot -= VS{i}.popleft()",
+                      f"{ind}n = len(TS{i})",
+                      f"{ind}if n == 1: tot = {var}",
+                      f"{ind}G{i}.total = tot",
+                      f"{ind}x = tot / n"]
+            val = "x"
+        elif isinstance(g, AggregateGuard):
+            lines.append(f"{ind}x = G{i}.push(t, {var})")
+            val = "x"
+        else:
+            val = var
+        lines.append(f"{ind}if G{i}.state is not INACTIVE or {val} {op} T{i}:")
+        lines.append(f"{ind}    v = G{i}.check(t, {val})")
+        lines.append(f"{ind}    if v is not None: out.append(v)")
+    if not guards:
+        lines.append("    return")
+    exec("\n".join(lines) + "\n", ns)  # noqa: S102 (see docstring)
+    return ns["on_sample"]
 
 
 def is_resume(e: Event) -> bool:
@@ -82,6 +144,7 @@ class Engine:
             # keep policy order among guards that see the same category
             merged = [g for g in self.guards if g in gs or g in self._any_category]
             self._by_category[c] = merged  # type: ignore[assignment]
+        self._on_sample = _compile_samples(self._samples)
         self._next_deadline = INF
         self.t = 0.0
         self.actions: list[str] = []
@@ -95,7 +158,7 @@ class Engine:
         """Verdicts this observation causes (state changes only); sets `self.actions`."""
         t = obs.t
         if t < self.t:
-            raise ValueError(f"time goes backwards: {t} after {self.t}")
+            raise TraceError(f"time goes backwards: {t} after {self.t} (t must never decrease)", field="t")
         self.t = t
         out: list[Verdict] = []
         if t > self._next_deadline:
@@ -106,24 +169,34 @@ class Engine:
                         out.append(v)
             self._rearm()
         if type(obs) is Sample:
-            for g in self._samples:
-                v = g.sample(obs)
-                if v is not None:
-                    out.append(v)
-        else:
-            e: Event = obs  # type: ignore[assignment]
+            self._on_sample(obs, out)
+        elif type(obs) is Event:
+            e: Event = obs
             if e.source == "operator" and is_resume(e):
                 out.extend(self.resume(t))
             gs = self._by_category.get(e.category, self._any_category)
             if gs:
+                # A guard only ever moves its deadline at its own event or tick, so the
+                # minimum over the guards just run is enough here; a deadline that later
+                # moves away leaves `_next_deadline` early, costing one idle tick pass.
+                nd = self._next_deadline
                 for g in gs:
                     v = g.event(e)
                     if v is not None:
                         out.append(v)
-                self._rearm()
+                    if g.deadline < nd:
+                        nd = g.deadline
+                self._next_deadline = nd
+        else:
+            raise TypeError(f"Engine.step takes a Sample or an Event, not {type(obs).__name__}")
         if self._python:
             for p in self._python:
-                v = p.observe(obs)
+                try:
+                    v = p.observe(obs)
+                except Exception as exc:  # a user's guard code: report it as one line, with where
+                    raise PolicyError(f"Python guard {p.spec.type!r} failed at t={t:g}: "
+                                      f"{type(exc).__name__}: {exc}", file=self.policy.file,
+                                      line=p.spec.line, field=p.name) from exc
                 if v is not None:
                     out.append(v)
         if out:

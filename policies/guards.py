@@ -32,7 +32,7 @@ from operator import attrgetter
 from typing import Any, Callable, Mapping
 
 from .model import SAMPLE_FIELDS, Event, Sample, Verdict
-from .spec import DeceptionSpec, EventSpec, Match, PythonSpec, ThresholdSpec, format_duration
+from .spec import EVENT_FIELDS, DeceptionSpec, EventSpec, Match, PythonSpec, ThresholdSpec, format_duration
 
 INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
 INF = math.inf
@@ -260,11 +260,15 @@ class AggregateGuard(ThresholdGuard):
         v = self.get(s)
         if v is None:
             return None
-        t = s.t
+        return self.check(s.t, self.push(s.t, v))
+
+    def push(self, t: float, v: float) -> float:
+        """Add a value at time t; the aggregate over [t - over, t] (rate: -inf/inf when
+        there are fewer than two points, so the condition is false, as in PromQL)."""
         lo = t - self.over
         agg = self.agg
-        ts, vs = self.ts, self.vs
         if agg == "avg":
+            ts, vs = self.ts, self.vs
             ts.append(t)
             vs.append(v)
             self.total += v
@@ -273,8 +277,8 @@ class AggregateGuard(ThresholdGuard):
                 self.total -= vs.popleft()
             if len(ts) == 1:  # re-anchor the running sum so rounding never accumulates
                 self.total = v
-            x = self.total / len(ts)
-        elif agg == "max" or agg == "min":
+            return self.total / len(ts)
+        if agg == "max" or agg == "min":
             mt, mv = self.mono_t, self.mono_v
             if agg == "max":
                 while mv and mv[-1] <= v:
@@ -289,12 +293,11 @@ class AggregateGuard(ThresholdGuard):
             while mt[0] < lo:
                 mt.popleft()
                 mv.popleft()
-            x = mv[0]
-        else:
-            x = self._rate(t, v, lo)
-            if x is None:  # fewer than two points: no result, as in PromQL (condition false)
-                return self.check(t, -INF if self.above else INF)
-        return self.check(t, x)
+            return mv[0]
+        x = self._rate(t, v, lo)
+        if x is None:
+            return -INF if self.above else INF
+        return x
 
     def _rate(self, t: float, v: float, lo: float) -> float | None:
         ts, vs, corr = self.ts, self.vs, self.corr
@@ -337,17 +340,28 @@ class AggregateGuard(ThresholdGuard):
 
 
 def _compile(matches: tuple[Match, ...]) -> Callable[[Event], bool]:
-    """A fast predicate for any-of matches (plain attribute tests, detail keys last)."""
-    if len(matches) == 1 and all(not n.startswith("detail.") for n, _ in matches[0].fields):
-        getters = tuple((attrgetter(n), vals) for n, vals in matches[0].fields)
+    """A predicate for any-of matches, generated as one expression.
 
-        def one(e: Event) -> bool:
-            for get, vals in getters:
-                if get(e) not in vals:
-                    return False
-            return True
-        return one
-    return lambda e: any(m.matches(e) for m in matches)
+    Hot path: every event runs it. Field names come from a fixed set (spec.EVENT_FIELDS)
+    and the allowed values are bound as constants, never spliced into the source.
+    """
+    ns: dict[str, Any] = {}
+    alts = []
+    for i, m in enumerate(matches):
+        terms = []
+        for j, (name, allowed) in enumerate(m.fields):
+            const = f"V{i}_{j}"
+            ns[const] = allowed
+            if name.startswith("detail."):
+                key = f"K{i}_{j}"
+                ns[key] = name[7:]
+                terms.append(f"e.detail.get({key}) in {const}")
+            else:
+                assert name in EVENT_FIELDS
+                terms.append(f"e.{name} in {const}")
+        alts.append("(" + (" and ".join(terms) or "True") + ")")
+    exec(f"def match(e):\n    return {' or '.join(alts)}\n", ns)  # noqa: S102 (see docstring)
+    return ns["match"]
 
 
 def match_categories(matches: tuple[Match, ...]) -> frozenset | None:

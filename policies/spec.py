@@ -14,6 +14,7 @@ policies.errors.PolicyError: <policy>:2: guards[0].for: expected a duration like
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import math
 import os
@@ -508,11 +509,11 @@ def _join(path: str, key: str) -> str:
 def load_policy(source: str | os.PathLike[str], *, file: str | None = None) -> Policy:
     """Parse a policy from a file path or from YAML text; PolicyError(file, line, field) if bad.
 
-    A string that contains a newline or starts with `guards:` is read as YAML text;
-    anything else is a path.
+    A string that contains a newline or starts with `guards:` or `{` is read as YAML
+    text; anything else is a path.
     """
     if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
-                                            and not source.lstrip().startswith(("guards", "{"))):
+                                            and not source.lstrip().startswith(("guards:", "{"))):
         path = os.fspath(source)
         try:
             with open(path, encoding="utf-8") as fh:
@@ -570,6 +571,7 @@ def default_policy_path() -> str:
     return os.path.join(os.path.dirname(__file__), "default.yaml")
 
 
+@functools.cache
 def default_policy() -> Policy:
-    """The shipped default policy (policies/default.yaml)."""
+    """The shipped default policy (policies/default.yaml); parsed once (a Policy is frozen)."""
     return load_policy(default_policy_path())

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import unicodedata
 
+from .model import Event
+
 # Visible-looking but blank letters (category Lo/So, so the category test misses them).
 _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 _ALLOWED_CONTROLS = frozenset("\t\n")
@@ -60,3 +62,18 @@ def covert_chars(text: str) -> list[str]:
             seen.add(ch)
             out.append(char_name(ch))
     return out
+
+
+def covert_marker_event(t: float, line: str, *, stream: str = "stdout", max_line: int = 200) -> Event | None:
+    """The observer event for a log line with covert characters, or None for a clean line.
+
+    >>> covert_marker_event(3.5, "ok") is None
+    True
+    >>> covert_marker_event(3.5, "build a cluster\u200b").detail["chars"]
+    ['U+200B ZERO WIDTH SPACE']
+    """
+    chars = covert_chars(line)
+    if not chars:
+        return None
+    return Event(t=t, source="observer", category="deception", kind="covert_marker", outcome="unknown",
+                 detail={"chars": chars, "line": line[:max_line], "stream": stream})

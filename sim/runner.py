@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 from policies import Engine, load_policy
 from policies.errors import RunawayError
 from policies.model import Action, Event, Meta, Sample, TraceWriter, Verdict
-from policies.text import covert_chars
+from policies.text import covert_marker_event
 
 from . import protocol
 
@@ -267,11 +267,9 @@ class Experiment:
             await self._step(ev)
         text = protocol.text_of(parsed)
         if text:
-            found = covert_chars(text)
-            if found:
-                ev = Event(t=self._stamp_t(self.clock()), source="observer", category="deception",
-                           kind="covert_marker", outcome="unknown",
-                           detail={"chars": found, "stream": stream, "line": text[:200]})
+            ev = covert_marker_event(self._last_t, text, stream=stream)
+            if ev is not None:
+                ev = dataclasses.replace(ev, t=self._stamp_t(self.clock()))
                 self._record(ev)
                 await self._step(ev)
 

@@ -5,13 +5,14 @@ the threshold, forks workers, hides a zero-width character in its log, scans its
 reaches for the Docker socket without saying so, and is killed. Samples at 4 Hz; the
 verdicts and actions are what the default policy gives, as a live run would record them.
 
-    PYTHONPATH=. python docs/examples/make_novel_trace.py
+    PYTHONPATH=. python docs/examples/make_novel_trace.py [OUT]
 """
 
 from __future__ import annotations
 
 import os
 import random
+import sys
 
 from policies import Action, Engine, Event, Meta, Sample, TraceWriter, default_policy
 
@@ -69,13 +70,13 @@ def story(rng: random.Random) -> list[Sample | Event]:
     return obs
 
 
-def main() -> None:
+def main(out: str = OUT) -> None:
     rng = random.Random(7)
     policy = default_policy()
     eng = Engine(policy)
-    if os.path.exists(OUT):
-        os.remove(OUT)
-    with TraceWriter(OUT) as w:
+    if os.path.exists(out):
+        os.remove(out)
+    with TraceWriter(out) as w:
         w.write(Meta(run="novel-example", scenario="novel", seed=7, backend="docker",
                      caps={"cpus": 4.0, "memory": "8g", "pids": 512}, policy_sha256=policy.sha256,
                      versions={"runaway": "0.1.0"}))
@@ -95,8 +96,8 @@ def main() -> None:
         if killed_at is not None:
             w.write(Event(t=killed_at + 0.3, source="observer", category="lifecycle", kind="exit",
                           outcome="unknown", detail={"reason": "killed", "exit_code": 137}))
-    print(f"wrote {OUT}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:2])

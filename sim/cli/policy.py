@@ -108,7 +108,8 @@ def check_cmd(file: str | None, plugins: tuple[str, ...]) -> None:
               help="Write the rules to this file instead of standard output.")
 @click.option("--interval", default=None, metavar="DURATION",
               help="Evaluation interval of the rule group (e.g. 250ms to match the sampler).")
-def rules_cmd(file: str | None, output: str | None, interval: str | None) -> None:
+@plugin_option
+def rules_cmd(file: str | None, output: str | None, interval: str | None, plugins: tuple[str, ...]) -> None:
     """Print FILE's guards (default: the shipped policy) as Prometheus alerting rules.
 
     Threshold and aggregate guards export exactly; windowed event guards approximately;
@@ -117,6 +118,7 @@ def rules_cmd(file: str | None, output: str | None, interval: str | None) -> Non
     from policies.promql import rules_yaml
     from policies.spec import format_duration, parse_duration
 
+    _plugins(plugins)
     if interval is not None:
         try:
             interval = format_duration(parse_duration(interval))

@@ -111,3 +111,14 @@ def test_a_python_guard_plugin_is_usable_from_yaml(tmp_path):
     assert (first["guard"], first["state"]) == ("pages", "firing")
     r = runaway("policy", "check", "p.yaml", cwd=tmp_path)  # without the plugin: the type is unknown
     assert r.returncode == 2 and "p.yaml:2: guards[0].type: unknown guard type 'many-pages'" in r.stderr
+
+
+def test_the_shipped_example_trace_is_what_its_generator_writes(tmp_path):
+    # The example records the default policy's verdicts: if the policy changes, regenerate it.
+    out = tmp_path / "novel.jsonl"
+    r = subprocess.run([sys.executable, str(ROOT / "docs" / "examples" / "make_novel_trace.py"), str(out)],
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    shipped = EXAMPLE.read_text().splitlines()
+    fresh = out.read_text().splitlines()
+    assert fresh == shipped, "regenerate: PYTHONPATH=. python docs/examples/make_novel_trace.py"

@@ -207,3 +207,32 @@ def test_disabled_guards_do_not_run():
     p = "guards:\n  - {name: hot, signal: cpu_ratio, above: 0.9, enabled: false}"
     v, _, eng = run(p, cpu(1, 1))
     assert v == [] and eng.states() == {}
+
+
+class _Broken(Guard):
+    def condition(self, obs):
+        return 1 / 0
+
+
+def test_a_failing_python_guard_is_a_policy_error_naming_the_guard():
+    import pytest
+
+    from policies import PolicyError
+
+    register_guard("test-broken", _Broken)
+    eng = Engine(load_policy("guards:\n  - {name: bad, type: test-broken}", file="p.yaml"))
+    with pytest.raises(PolicyError, match=r"p\.yaml:2: bad: Python guard 'test-broken' failed at t=1: ZeroDivisionError"):
+        eng.step(Sample(t=1))
+
+
+def test_step_refuses_records_that_are_not_observations_and_time_going_back():
+    import pytest
+
+    from policies import TraceError
+
+    eng = Engine(load_policy(HOT))
+    with pytest.raises(TypeError, match="Sample or an Event"):
+        eng.step(Verdict(t=1, guard="g", state="firing", severity="warning", action="alert"))
+    eng.step(Sample(t=5))
+    with pytest.raises(TraceError, match="t: time goes backwards"):
+        eng.step(Sample(t=4))

@@ -10,7 +10,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from policies import ACTION_RANK, Engine, Event, Sample, TraceWriter, default_policy, load_policy, replay
 from policies.model import parse_trace_lines
-from policies.testing import TICK, duty_cycling, event_streams, observation_streams, sample_streams
+from policies.testing import (TICK, adversarial_samples, bursts, duty_cycling, event_streams, just_under,
+                              observation_streams, sample_streams)
 
 fors = st.sampled_from([0.25, 0.5, 1.0, 2.0, 5.0])
 thresholds = st.sampled_from([0.5, 0.75, 0.9, 0.95])
@@ -229,3 +230,64 @@ guards:
 
 
 TestEngineMachine = EngineMachine.TestCase
+
+
+@given(sample_streams("cpu_ratio", values=st.floats(0, 0.5)))
+def test_a_quiet_learner_is_left_alone_by_the_default_policy(samples):
+    """A learner that never uses more than half its CPU raises nothing under the default policy (the docs' example)."""
+    eng = Engine(default_policy())
+    assert not [v for s in samples for v in eng.step(s)]
+
+
+@given(samples=adversarial_samples(0.95, 2.0))
+def test_adversarial_streams_fire_exactly_when_the_condition_lasts(samples):
+    """On adversarial streams (duty-cycling, just under, values at the threshold with gaps and repeats) a threshold guard fires exactly when some run of samples above it lasts `for`."""
+    fired = firing_times(threshold_policy(0.95, 2.0), samples)
+    assert bool(fired) == (longest_held_span(samples, 0.95) >= 2.0)
+
+
+@given(samples=just_under(0.95))
+def test_just_under_the_threshold_never_fires(samples):
+    """A signal held just under cpu-pegged's threshold never fires it, however long."""
+    eng = Engine(default_policy())
+    assert "cpu-pegged" not in {v.guard for s in samples for v in eng.step(s)}
+
+
+@given(burst=bursts(size=(5, 12), spread=2.0, categories=("egress",), outcomes=("blocked",)))
+def test_a_burst_of_refused_connections_trips_egress_scan(burst):
+    """Any burst of five or more refused connections within two seconds fires egress-scan and asks for disconnect once."""
+    eng = Engine(default_policy())
+    disconnects = 0
+    fired = set()
+    for e in burst:
+        fired |= {v.guard for v in eng.step(e) if v.state == "firing"}
+        disconnects += eng.actions.count("disconnect")
+    assert "egress-scan" in fired and disconnects == 1
+
+
+@st.composite
+def benign_crawl(draw):
+    """A polite crawler: a startup burst of up to 5 s, then low CPU, few processes, only
+    allowed connections, self-reports of its own crawling, no attempts."""
+    burst = draw(st.integers(0, 20))  # samples at 4 Hz
+    n = draw(st.integers(40, 400))
+    obs: list = []
+    for i in range(n):
+        t = i * TICK
+        cpu = draw(st.floats(0.8, 1.0)) if i < burst else draw(st.floats(0.0, 0.45))
+        obs.append(Sample(t=t, cpu_ratio=cpu, pids=draw(st.integers(2, 12)),
+                          mem_bytes=draw(st.integers(50, 400)) << 20, mem_limit_bytes=1 << 30))
+        if draw(st.integers(0, 3)) == 0:
+            obs.append(Event(t=t, source="audit", category="egress", kind="connect", outcome="allowed"))
+        if draw(st.integers(0, 20)) == 0:
+            obs.append(Event(t=t, source="self_report", category="lifecycle", kind="progress"))
+    return obs
+
+
+@given(obs=benign_crawl())
+def test_a_polite_crawler_raises_no_alarm_under_the_default_policy(obs):
+    """A polite benign crawler (startup burst of at most 5 s, then low CPU, allowed connections only) never makes a default guard fire or ask for an action."""
+    eng = Engine(default_policy())
+    for o in obs:
+        assert [v for v in eng.step(o) if v.state == "firing"] == []
+        assert eng.actions == []

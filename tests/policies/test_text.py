@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policies import covert_chars
+from policies import Engine, covert_chars, covert_marker_event, default_policy
 
 
 @pytest.mark.parametrize("text, names", [
@@ -37,3 +37,12 @@ def test_an_inserted_marker_is_always_found(text, marker):
     """Inserting a zero-width, bidi or control character anywhere in a line always gets it reported."""
     mid = len(text) // 2
     assert any(n.startswith(f"U+{ord(marker):04X}") for n in covert_chars(text[:mid] + marker + text[mid:]))
+
+
+def test_a_marked_log_line_becomes_an_event_the_default_policy_alerts_on():
+    ev = covert_marker_event(7.0, "[正在学习…] 搭建集群\u200b", stream="stderr")
+    assert ev is not None and (ev.source, ev.category, ev.kind) == ("observer", "deception", "covert_marker")
+    assert ev.detail["stream"] == "stderr"
+    eng = Engine(default_policy())
+    assert [(v.guard, v.state) for v in eng.step(ev)] == [("covert-marker", "firing")]
+    assert covert_marker_event(7.0, "[正在学习…] 搭建集群") is None
