@@ -97,6 +97,7 @@ class MockWeb:
         self._burst = float(burst) if burst is not None else max(1.0, self._rate or 1.0)
         self._buckets: dict[str, list[float]] = {}
         self._robots_readers: set[str] = set()
+        self._banned: dict[str, bool] = {}
         self._robots_cache: dict[str, bytes] = {}
         self._sitemap_cache: dict[tuple[str, int | None], bytes | None] = {}
         self._runner: web.AppRunner | None = None
@@ -128,7 +129,7 @@ class MockWeb:
             raise RuntimeError("MockWeb already started")
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, shutdown_timeout=1.0)
+        site = web.TCPSite(runner, host, port)
         try:
             await site.start()
         except OSError as e:
@@ -202,10 +203,21 @@ class MockWeb:
         if path == "/" or path.startswith("/page/"):
             i = 0 if path == "/" else _page_index(path[6:], self.pages)
             if i is not None:
-                if self._rate is not None:
-                    wait = self._retry_after(request.remote or "")
-                    if wait:
-                        return self._too_many("page", wait)
+                wait = self._retry_after(request.remote or "") if self._rate is not None else 0.0
+                # Tree pages are disallowed only to a banned agent; the answer is cached
+                # per User-Agent string because a crawler sends the same one every time.
+                ua = request.headers.get("User-Agent", "")
+                banned = self._banned.get(ua)
+                if banned is None:
+                    if len(self._banned) >= 1024:
+                        self._banned.clear()
+                    banned = self._banned[ua] = self.robots.banned(ua)
+                if banned:
+                    self._emit("robots", "robots_violation", "blocked" if wait else "allowed", request,
+                               route="page", status=429 if wait else 200,
+                               fetched_robots=(request.remote or "") in self._robots_readers)
+                if wait:
+                    return self._too_many("page", wait)
                 if request.method not in ("GET", "HEAD"):
                     self.metrics.count("page", 405)
                     return web.Response(status=405, body=b"Method Not Allowed\n",
