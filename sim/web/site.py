@@ -76,6 +76,8 @@ _EXTRA_LINKS = bytes(max(0, min(MAX_EXTRA_LINKS, int((65537 / (u + 1)) ** (1 / 1
 _U32X7 = struct.Struct("<7I").unpack_from
 _blake2b = hashlib.blake2b
 _NFILLER = len(FILLER_TOPICS)
+_UL_OPEN = b'<ul class="links">'
+_UL_CLOSE = b"</ul>\n</body></html>\n"
 _HOME_LINK = '<li><a href="/">home</a></li>'
 _INV32 = 1.0 / 4294967296.0
 
@@ -247,18 +249,14 @@ class Site:
         # Targets from the digest's last 28 bytes (7 draws), more digests past that. Even
         # draws are cubed towards low ids (hubs), so in-degree is heavy-tailed too.
         n = self.pages
-        us = _U32X7(d, 36)
-        links = []
-        for e in range(extra):
-            if e % 7 == 0 and e:
-                us = _U32X7(_digest(self._prefix, f"links:{i}:{e}"), 0)
-            u = us[e % 7]
-            if e & 1:
-                links.append((u * n) >> 32)
-            else:
-                v = u * _INV32
-                links.append(int(n * v * v * v))
-        return links
+        if extra <= 7:  # nearly every page: one comprehension, no per-link appends
+            return [(u * n) >> 32 if e & 1 else int(n * (u * _INV32) ** 3)
+                    for e, u in zip(range(extra), _U32X7(d, 36))]
+        draws = list(_U32X7(d, 36))
+        for e in range(7, extra, 7):
+            draws += _U32X7(_digest(self._prefix, f"links:{i}:{e}"), 0)
+        return [(u * n) >> 32 if e & 1 else int(n * (u * _INV32) ** 3)
+                for e, u in zip(range(extra), draws)]
 
     def info(self, i: int) -> PageInfo:
         """The page's place in the graph (no text)."""
@@ -324,8 +322,8 @@ class Site:
             links += [f'<li><a href="{href}">{href}</a></li>' for href in self._special_links(i, d)]
         return b"".join((
             head_a, b'<link rel="canonical" href="/page/%d">' % i if i else b'<link rel="canonical" href="/">',
-            head_b, paras[d[5]], paras[d[6]], paras[d[7]], paras[d[8]],
-            ('<ul class="links">' + "".join(links) + "</ul>\n</body></html>\n").encode(),
+            head_b, paras[d[5]], paras[d[6]], paras[d[7]], paras[d[8]], paras[d[9]], paras[d[10]],
+            _UL_OPEN, "".join(links).encode(), _UL_CLOSE,
         ))
 
     def _knowledge_page(self, i: int, d: bytes, topic: str) -> bytes:
@@ -342,7 +340,7 @@ class Site:
             head_a, f'<meta name="runaway-topic" content="{topic}">\n'.encode(),
             b'<link rel="canonical" href="/page/%d">' % i if i else b'<link rel="canonical" href="/">',
             head_b, f'<p class="facts">{escape(" ".join(facts))}</p>\n'.encode(),
-            pool[d[5]], pool[d[6]], pool[d[7]], pool[d[8]],
+            pool[d[5]], pool[d[6]], pool[d[7]], pool[d[8]], pool[d[9]], pool[d[10]],
             f'<ul class="links">{links}</ul>\n</body></html>\n'.encode(),
         ))
 
