@@ -74,6 +74,11 @@ _EXTRA_LINKS = bytes(max(0, min(MAX_EXTRA_LINKS, int((65537 / (u + 1)) ** (1 / 1
 
 
 _U32X7 = struct.Struct("<7I").unpack_from
+_blake2b = hashlib.blake2b
+_NFILLER = len(FILLER_TOPICS)
+_UL_OPEN = b'<ul class="links">'
+_UL_CLOSE = b"</ul>\n</body></html>\n"
+_HOME_LINK = '<li><a href="/">home</a></li>'
 _INV32 = 1.0 / 4294967296.0
 
 
@@ -102,6 +107,12 @@ class Site:
         self._paras = self._build_paragraphs()
         self._anchor_words = tuple(w for t in TOPICS for w in TOPIC_WORDS_EN[t])
         self._heads = self._build_heads()
+        # (heads, paragraphs) by filler topic index, then by "is Chinese": two indexings
+        # instead of building and hashing a (topic, lang) key on every page.
+        self._filler = tuple(
+            ((self._heads[(t, "en")], self._paras[(t, "en")]), (self._heads[(t, "zh")], self._paras[(t, "zh")]))
+            for t in FILLER_TOPICS
+        )
         self._page_prefix = self._prefix + b"page:"
         self._knowledge: dict[int, str] = {}
         self._by_topic: dict[str, list[int]] = {}
@@ -220,27 +231,32 @@ class Site:
         return {t: [page_path(i) for i in ids] for t, ids in self._by_topic.items()}
 
     def _links(self, i: int, d: bytes) -> list[int]:
+        """Page ids page i links to: parent, children, then the heavy-tailed extras."""
+        links = [(i - 1) // self.branching] if i else []
+        links += self._more_links(i, d)
+        return links
+
+    def _more_links(self, i: int, d: bytes) -> list[int]:
         n = self.pages
-        k = self.branching
-        links = [(i - 1) // k] if i else []
-        first = i * k + 1
-        if first < n:  # most pages of a k-ary tree are leaves: skip the range for them
-            links += range(first, min(first + k, n))
+        first = i * self.branching + 1
+        links = list(range(first, min(first + self.branching, n))) if first < n else []
         extra = _EXTRA_LINKS[(d[32] << 8) | d[33]]
         if extra:
-            # Targets from the digest's last 28 bytes (7 draws), more digests past that.
-            # Even draws are cubed towards low ids (hubs), so in-degree is heavy-tailed too.
-            us = _U32X7(d, 36)
-            for e in range(extra):
-                if e % 7 == 0 and e:
-                    us = _U32X7(_digest(self._prefix, f"links:{i}:{e}"), 0)
-                u = us[e % 7]
-                if e & 1:
-                    links.append((u * n) >> 32)
-                else:
-                    v = u * _INV32
-                    links.append(int(n * v * v * v))
+            links += self._extra_links(i, d, extra)
         return links
+
+    def _extra_links(self, i: int, d: bytes, extra: int) -> list[int]:
+        # Targets from the digest's last 28 bytes (7 draws), more digests past that. Even
+        # draws are cubed towards low ids (hubs), so in-degree is heavy-tailed too.
+        n = self.pages
+        if extra <= 7:  # nearly every page: one comprehension, no per-link appends
+            return [(u * n) >> 32 if e & 1 else int(n * (u * _INV32) ** 3)
+                    for e, u in zip(range(extra), _U32X7(d, 36))]
+        draws = list(_U32X7(d, 36))
+        for e in range(7, extra, 7):
+            draws += _U32X7(_digest(self._prefix, f"links:{i}:{e}"), 0)
+        return [(u * n) >> 32 if e & 1 else int(n * (u * _INV32) ** 3)
+                for e, u in zip(range(extra), draws)]
 
     def info(self, i: int) -> PageInfo:
         """The page's place in the graph (no text)."""
@@ -274,36 +290,59 @@ class Site:
     def _page(self, i: int) -> bytes:
         """The HTML of page i (0 <= i < pages).
 
-        The hot path of the mock web (one call per page served): everything that does not
-        depend on i is pre-encoded, so this is a digest, some tuple lookups, one f-string
-        per link and one bytes join.
+        The hot path of the mock web (one call per page served). Everything that does not
+        depend on i is pre-encoded (titles, paragraphs), the page's choices are bytes of
+        one digest, and a link is one f-string: measured, the links are most of the cost.
         """
-        d = hashlib.blake2b(self._page_prefix + b"%d" % i, digest_size=64).digest()
-        knowledge = self._knowledge.get(i)
-        lang = "zh" if d[0] < 77 else "en"
-        topic = knowledge or FILLER_TOPICS[d[1] % len(FILLER_TOPICS)]
-        head_a, head_b = self._heads[(topic, lang)][d[2]]
-        parts = [head_a]
-        if knowledge:
-            parts.append(f'<meta name="runaway-topic" content="{topic}">\n'.encode())
-        parts.append(b'<link rel="canonical" href="/page/%d">' % i if i else b'<link rel="canonical" href="/">')
-        parts.append(head_b)
-        if knowledge:
-            facts = FACTS_ZH[topic] if lang == "zh" else FACTS_EN[topic]
-            parts.append(f'<p class="facts">{escape(" ".join(facts))}</p>\n'.encode())
-        pool = self._paras[(topic, lang)]
-        parts += [pool[d[5 + k]] for k in range(3 + d[4] % 4)]
-        # One f-string per link with a single int conversion: links are most of a page's cost.
+        d = _blake2b(self._page_prefix + b"%d" % i, digest_size=64).digest()
+        topic = self._knowledge.get(i)
+        if topic is not None:
+            return self._knowledge_page(i, d, topic)
+        heads, paras = self._filler[d[1] % _NFILLER][d[0] < 77]
+        head_a, head_b = heads[d[2]]
         w = self._anchor_words
         nw = len(w)
-        links = [
-            f'<li><a href="/page/{j}">{w[j % nw]}</a></li>' if j else '<li><a href="/">home</a></li>'
-            for j in self._links(i, d)
-        ]
+        n = self.pages
+        k = self.branching
+        # The links (inlined _links: one call fewer on the hot path): parent, children
+        # (none for the leaves, most of a k-ary tree), then the heavy-tailed extras.
+        if i:
+            j = (i - 1) // k
+            links = [f'<li><a href="/page/{j}">{w[j % nw]}</a></li>' if j else _HOME_LINK]
+        else:
+            links = []
+        first = i * k + 1
+        if first < n:
+            links += [f'<li><a href="/page/{j}">{w[j % nw]}</a></li>' for j in range(first, min(first + k, n))]
+        extra = _EXTRA_LINKS[(d[32] << 8) | d[33]]
+        if extra:
+            links += [f'<li><a href="/page/{j}">{w[j % nw]}</a></li>' if j else _HOME_LINK
+                      for j in self._extra_links(i, d, extra)]
         if d[31] < 52:
             links += [f'<li><a href="{href}">{href}</a></li>' for href in self._special_links(i, d)]
-        parts.append(('<ul class="links">' + "".join(links) + "</ul>\n</body></html>\n").encode())
-        return b"".join(parts)
+        return b"".join((
+            head_a, b'<link rel="canonical" href="/page/%d">' % i if i else b'<link rel="canonical" href="/">',
+            head_b, paras[d[5]], paras[d[6]], paras[d[7]], paras[d[8]], paras[d[9]], paras[d[10]],
+            _UL_OPEN, "".join(links).encode(), _UL_CLOSE,
+        ))
+
+    def _knowledge_page(self, i: int, d: bytes, topic: str) -> bytes:
+        lang = "zh" if d[0] < 77 else "en"
+        head_a, head_b = self._heads[(topic, lang)][d[2]]
+        facts = FACTS_ZH[topic] if lang == "zh" else FACTS_EN[topic]
+        pool = self._paras[(topic, lang)]
+        links = "".join(
+            f'<li><a href="/page/{j}">{self._anchor_words[j % len(self._anchor_words)]}</a></li>' if j
+            else _HOME_LINK
+            for j in self._links(i, d)
+        ) + "".join(f'<li><a href="{href}">{href}</a></li>' for href in self._special_links(i, d))
+        return b"".join((
+            head_a, f'<meta name="runaway-topic" content="{topic}">\n'.encode(),
+            b'<link rel="canonical" href="/page/%d">' % i if i else b'<link rel="canonical" href="/">',
+            head_b, f'<p class="facts">{escape(" ".join(facts))}</p>\n'.encode(),
+            pool[d[5]], pool[d[6]], pool[d[7]], pool[d[8]], pool[d[9]], pool[d[10]],
+            f'<ul class="links">{links}</ul>\n</body></html>\n'.encode(),
+        ))
 
     def document(self, kind: str, key: str, title: str, links: list[str], *, note: str = "") -> bytes:
         """A generated page outside the tree (traps, private area): text picked by (kind, key)."""
