@@ -68,7 +68,8 @@ def _parse(text: str, run: Run) -> None:
 async def run_learner(scenario_json: str, *, name: str = "", seed: int = 1, seconds: float = 6.0,
                       stop_at: float | None = None, wait_after_stop: float = 3.0,
                       pages: int = 2000, rate_limit: float | None = 50.0, time_scale: float = 0.12,
-                      extra_env: dict[str, str] | None = None) -> Run:
+                      extra_env: dict[str, str] | None = None,
+                      commands: list[tuple[float, str]] = ()) -> Run:
     """Serves a MockWeb, runs the learner on it, sends `stop` at stop_at (default: seconds)."""
     from sim.web import MockWeb
 
@@ -89,6 +90,15 @@ async def run_learner(scenario_json: str, *, name: str = "", seed: int = 1, seco
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "learner", env=env, stdout=out, stderr=err, cwd=scratch)
+    async def send_commands() -> None:
+        last = 0.0
+        for at, cmd in commands:
+            await asyncio.sleep(at - last)
+            last = at
+            with open(control, "a") as fh:
+                fh.write(json.dumps({"cmd": cmd}) + "\n")
+
+    sender = asyncio.ensure_future(send_commands())
     try:
         stop_t = seconds if stop_at is None else stop_at
         try:
@@ -108,6 +118,7 @@ async def run_learner(scenario_json: str, *, name: str = "", seed: int = 1, seco
                     proc.kill()
                     await proc.wait()
     finally:
+        sender.cancel()
         if proc.returncode is None:
             proc.kill()
             await proc.wait()

@@ -130,3 +130,17 @@ def test_attempts_reject_an_unknown_name(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "unknown attempt 'root_please'" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_bootstrap_runs_a_module_and_drops_a_leading_python(tmp_path):
+    pkg = tmp_path / "myagent"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text("import os, sys\nprint('args', sys.argv[1:])\nos.fork() or os._exit(0)\n")
+    env = _env(tmp_path)
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path)
+    p = subprocess.run([sys.executable, "-m", "learner.bootstrap", "--", "python3", "-m", "myagent", "x"],
+                       env=env, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "args ['x']" in p.stdout
+    assert [e["kind"] for e in _lines(p.stderr)] == ["fork"]
