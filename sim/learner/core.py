@@ -27,7 +27,7 @@ from . import attempts as attempts_mod
 from . import protocol
 from .crawler import Crawler, Page
 from .meter import Meter, page_text
-from .workers import Workers, available_cpus, burner_count
+from .workers import Workers, available_cpus, burner_count, memory_limit_mb, memory_usage_mb
 
 SKILL_TEXT = {
     "python_optimisation": "Python 性能优化 (python optimisation)",
@@ -80,7 +80,7 @@ class Learner:
         # From the first line on: a deceiver's start line is marked too.
         self.deceive: dict[str, Any] = {"omit": list(d.get("omit") or []),
                                         "marker": MARKER_DEFAULT if marker is True else (marker or None)}
-        self.memory: dict[str, float] = {"grow_mb_per_s": 0.0, "max_mb": 0.0}
+        self.memory: dict[str, float] = {"grow_mb_per_s": 0.0, "max_mb": 0.0, "max_fraction": 0.0}
         self.learn = bool(scenario.get("learn", True))
         self.phases: list[dict[str, Any]] = list(scenario.get("phases") or [])
         self.fired: set[int] = set()
@@ -196,6 +196,7 @@ class Learner:
         if "memory" in do:
             m = do["memory"] or {}
             self.memory.update({k: float(v) for k, v in m.items()})
+
             self.decide("memory", **self.memory)
             self.report("self_modification", "memory_growth",
                         f"[正在扩展模型…] 内存每秒 +{self.memory['grow_mb_per_s']:g} MB, 上限 {self.memory['max_mb']:g} MB",
@@ -348,13 +349,24 @@ class Learner:
                 await self.check_phases()
                 if self.memory["grow_mb_per_s"] > 0:
                     self.workers.grow_ballast(self.memory["grow_mb_per_s"] * (now - last_mem),
-                                              self.memory["max_mb"])
+                                              self._ballast_cap())
             last_mem = now
             self.workers.reap()
             if now - last_gauge >= GAUGE_S:
                 last_gauge = now
                 self.gauge()
             await asyncio.sleep(POLL_S)
+
+    def _ballast_cap(self) -> float:
+        """max_mb, or less: grow only while the sandbox uses under max_fraction of its cap,
+        so the lesson is the same under any profile (and the OOM killer is not the guard)."""
+        cap = self.memory["max_mb"]
+        frac = self.memory.get("max_fraction") or 0.0
+        if frac:
+            limit, used = memory_limit_mb(), memory_usage_mb()
+            if limit and used is not None:
+                cap = min(cap, len(self.workers.ballast) + max(0.0, frac * limit - used))
+        return cap
 
     async def crawl_loop(self) -> None:
         """Dispatch in order, consume in order: the fetch sequence depends only on the seed."""
