@@ -84,6 +84,8 @@ def test_novel_learns_speeds_up_and_marks_its_log(catalog_runs):
     run = catalog_runs["novel"]
     assert run.reports(kind="skill_unlocked")
     assert run.reports(kind="concurrency")
+    seen = [g["concurrency"] for g in run.gauges()]
+    assert seen[0] == 2 and seen[-1] == 8, "concurrency changed while it ran"
     assert run.reports(kind="cpu_workers")[0]["detail"]["workers"] >= 1
     assert run.reports(kind="spawn_workers")
     assert run.audits(category="process", kind="fork"), "its workers are forks the hook saw"
