@@ -44,7 +44,7 @@ class Robots:
         return "\n".join(lines).encode()
 
     @staticmethod
-    def _banned(user_agent: str) -> bool:
+    def banned(user_agent: str) -> bool:
         ua = user_agent.strip().lower()
         i = ua.find(BANNED_AGENT)
         while i != -1:
@@ -59,8 +59,8 @@ class Robots:
             return False
         # Fast path, taken by almost every request: no rule of `*` starts this path.
         if not path.startswith(_DISALLOW_PREFIXES):
-            return self._banned(user_agent) if user_agent else False
-        if user_agent and self._banned(user_agent):
+            return self.banned(user_agent) if user_agent else False
+        if user_agent and self.banned(user_agent):
             return True
         best_len, allowed = -1, True
         for allow, prefix in _STAR_RULES:

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import struct
 from dataclasses import dataclass
-from functools import lru_cache
 from html import escape
 
 from .vocab import (
@@ -39,8 +39,10 @@ from .vocab import (
     VERBS_ZH,
 )
 
-# Sentences per (topic, language) pool. A power of two so a digest byte indexes it with a mask.
+# Sentences per (topic, language) pool, and ready-made paragraphs per pool. Powers of two
+# so that a digest byte indexes them with a mask.
 POOL = 64
+PARAGRAPHS = 256
 # Cap on extra links of one page (the Pareto tail is cut here so one page stays a page).
 MAX_EXTRA_LINKS = 60
 # URLs per sitemap file; above this /sitemap.xml is an index of /sitemap-<k>.xml.
@@ -48,6 +50,8 @@ SITEMAP_CHUNK = 10_000
 # Fixed date so that sitemaps and the metadata service never depend on the wall clock.
 FIXED_DATE = "2026-01-01"
 
+# Pages below this id are kept once rendered (about 2 MB at most).
+HUB_PAGES = 1024
 MIN_PAGES = 10
 MAX_PAGES = 1_000_000_000
 
@@ -62,6 +66,18 @@ class PageInfo:
     topic: str
     knowledge: bool
     links: tuple[str, ...]
+
+
+# Pareto out-degree (alpha 1.3) tabulated over a 16-bit draw: most pages add no extra
+# link, a few add dozens. A table lookup instead of a float power on every page.
+_EXTRA_LINKS = bytes(max(0, min(MAX_EXTRA_LINKS, int((65537 / (u + 1)) ** (1 / 1.3))) - 1) for u in range(65536))
+
+
+_U32X7 = struct.Struct("<7I").unpack_from
+_blake2b = hashlib.blake2b
+_NFILLER = len(FILLER_TOPICS)
+_HOME_LINK = '<li><a href="/">home</a></li>'
+_INV32 = 1.0 / 4294967296.0
 
 
 def page_path(i: int) -> str:
@@ -86,13 +102,33 @@ class Site:
         self.branching = 3 + d[0] % 4
         self.private_docs = max(1, pages // 20)
         self._pools = self._build_pools()
+        self._paras = self._build_paragraphs()
         self._anchor_words = tuple(w for t in TOPICS for w in TOPIC_WORDS_EN[t])
+        self._heads = self._build_heads()
+        # (heads, paragraphs) by filler topic index, then by "is Chinese": two indexings
+        # instead of building and hashing a (topic, lang) key on every page.
+        self._filler = tuple(
+            ((self._heads[(t, "en")], self._paras[(t, "en")]), (self._heads[(t, "zh")], self._paras[(t, "zh")]))
+            for t in FILLER_TOPICS
+        )
+        self._page_prefix = self._prefix + b"page:"
         self._knowledge: dict[int, str] = {}
         self._by_topic: dict[str, list[int]] = {}
         self._place_knowledge()
-        # Pages are pure functions of (seed, i), so caching is only about speed: a crawler
-        # revisits hubs (low ids) far more than the tail. Bounded, so memory stays flat.
-        self.page = lru_cache(maxsize=2048)(self._page)  # type: ignore[method-assign]
+        # Pages are pure functions of (seed, i), so caching is only about speed. Hubs (low
+        # ids: the top of the tree and the favoured link targets) are fetched far more
+        # than the tail, so they are kept once rendered; the tail is rendered every time
+        # (an LRU over it would cost more per request than it saves on a crawl).
+        self._hubs: dict[int, bytes] = {}
+
+    def page(self, i: int) -> bytes:
+        """The HTML of page i (0 <= i < pages); same seed and i, same bytes."""
+        if i < HUB_PAGES:
+            b = self._hubs.get(i)
+            if b is None:
+                b = self._hubs[i] = self._page(i)
+            return b
+        return self._page(i)
 
     # -- text -------------------------------------------------------------------------
 
@@ -129,6 +165,38 @@ class Site:
             pools[(topic, "zh")] = tuple(zh)
         return pools
 
+    def _build_paragraphs(self) -> dict[tuple[str, str], tuple[bytes, ...]]:
+        # The hot path: a page is a few of these pre-encoded paragraphs joined with its
+        # head and links, so serving one costs a digest, a few lookups and one bytes join
+        # (~5 µs) instead of choosing and encoding 20 sentences (~15 µs). 20 pools of 256
+        # paragraphs of ~400 bytes: about 2 MB per site, whatever its size.
+        paras: dict[tuple[str, str], tuple[bytes, ...]] = {}
+        for (topic, lang), pool in self._pools.items():
+            rng = random.Random(f"{self.seed}:{topic}:{lang}:paragraphs")
+            sep = "" if lang == "zh" else " "
+            paras[(topic, lang)] = tuple(
+                ("<p>" + sep.join(rng.choice(pool) for _ in range(rng.randint(4, 7))) + "</p>\n").encode()
+                for _ in range(PARAGRAPHS)
+            )
+        return paras
+
+    def _build_heads(self) -> dict[tuple[str, str], tuple[tuple[bytes, bytes], ...]]:
+        # Titles come from a pool of 256 per (topic, language), pre-encoded around the spot
+        # where the page's own canonical link goes, for the same reason as the paragraphs.
+        heads = {}
+        for topic in TOPICS:
+            for lang in ("en", "zh"):
+                rng = random.Random(f"{self.seed}:{topic}:{lang}:titles")
+                out = []
+                for _ in range(PARAGRAPHS):
+                    title = self._title(topic, lang, bytes(rng.randrange(256) for _ in range(3)), 0)
+                    out.append((
+                        f'<!doctype html>\n<html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>\n'.encode(),
+                        f"</head>\n<body><h1>{title}</h1>\n".encode(),
+                    ))
+                heads[(topic, lang)] = tuple(out)
+        return heads
+
     def _title(self, topic: str, lang: str, d: bytes, at: int) -> str:
         if lang == "zh":
             w = TOPIC_WORDS_ZH[topic]
@@ -136,21 +204,9 @@ class Site:
         w = TOPIC_WORDS_EN[topic]
         return f"{w[d[at] % len(w)].capitalize()} {w[d[at + 1] % len(w)]} and {w[d[at + 2] % len(w)]}"
 
-    def _anchor(self, i: int) -> str:
-        # Link text without hashing the target: an arithmetic mix is enough for variety and
-        # keeps a 60-link page cheap.
-        w = self._anchor_words
-        h = (i * 2654435761 + self.seed) & 0xFFFFFFFF
-        return f"{w[h % len(w)]} {w[(h >> 11) % len(w)]} {i}"
-
-    def _paragraphs(self, topic: str, lang: str, d: bytes, at: int, count: int) -> list[str]:
-        pool = self._pools[(topic, lang)]
-        sep = "" if lang == "zh" else " "
-        out = []
-        for p in range(count):
-            n = 3 + d[at + 5 * p] % 3
-            out.append("<p>" + sep.join([pool[d[at + 5 * p + k] & (POOL - 1)] for k in range(1, n + 1)]) + "</p>")
-        return out
+    def _paragraphs(self, topic: str, lang: str, d: bytes, at: int, count: int) -> list[bytes]:
+        pool = self._paras[(topic, lang)]
+        return [pool[d[at + k]] for k in range(count)]
 
     # -- graph ------------------------------------------------------------------------
 
@@ -173,27 +229,35 @@ class Site:
         return {t: [page_path(i) for i in ids] for t, ids in self._by_topic.items()}
 
     def _links(self, i: int, d: bytes) -> list[int]:
+        """Page ids page i links to: parent, children, then the heavy-tailed extras."""
+        links = [(i - 1) // self.branching] if i else []
+        links += self._more_links(i, d)
+        return links
+
+    def _more_links(self, i: int, d: bytes) -> list[int]:
         n = self.pages
-        k = self.branching
-        links: list[int] = []
-        if i:
-            links.append((i - 1) // k)
-        first = i * k + 1
-        links.extend(range(first, min(first + k, n)))
-        # Pareto out-degree (alpha 1.3): most pages add none or one link, a few add dozens.
-        u = ((d[32] << 8) | d[33]) + 1
-        extra = min(MAX_EXTRA_LINKS, int((65537 / u) ** (1 / 1.3))) - 1
-        if extra > 0:
-            src = d
-            at = 34
-            for e in range(extra):
-                if at + 4 > 64:
-                    src = _digest(self._prefix, f"links:{i}:{e}")
-                    at = 0
-                v = int.from_bytes(src[at:at + 4], "little") / 4294967296.0
-                at += 4
-                # Half the targets uniform, half cubed towards low ids (hubs): heavy-tailed in-degree.
-                links.append(int(n * v) if e & 1 else int(n * v * v * v))
+        first = i * self.branching + 1
+        links = list(range(first, min(first + self.branching, n))) if first < n else []
+        extra = _EXTRA_LINKS[(d[32] << 8) | d[33]]
+        if extra:
+            links += self._extra_links(i, d, extra)
+        return links
+
+    def _extra_links(self, i: int, d: bytes, extra: int) -> list[int]:
+        # Targets from the digest's last 28 bytes (7 draws), more digests past that. Even
+        # draws are cubed towards low ids (hubs), so in-degree is heavy-tailed too.
+        n = self.pages
+        us = _U32X7(d, 36)
+        links = []
+        for e in range(extra):
+            if e % 7 == 0 and e:
+                us = _U32X7(_digest(self._prefix, f"links:{i}:{e}"), 0)
+            u = us[e % 7]
+            if e & 1:
+                links.append((u * n) >> 32)
+            else:
+                v = u * _INV32
+                links.append(int(n * v * v * v))
         return links
 
     def info(self, i: int) -> PageInfo:
@@ -226,28 +290,61 @@ class Site:
     # -- documents --------------------------------------------------------------------
 
     def _page(self, i: int) -> bytes:
-        """The HTML of page i (0 <= i < pages)."""
-        d = _digest(self._prefix, f"page:{i}")
-        lang, topic = self._lang_topic(i, d)
-        knowledge = i in self._knowledge
-        title = escape(self._title(topic, lang, d, 2))
-        parts = [
-            f'<!doctype html>\n<html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>\n',
-            f'<meta name="runaway-topic" content="{topic}">\n' if knowledge else "",
-            f'<link rel="canonical" href="{page_path(i)}"></head>\n<body><h1>{title}</h1>\n',
-        ]
-        if knowledge:
-            facts = FACTS_ZH[topic] if lang == "zh" else FACTS_EN[topic]
-            parts.append('<p class="facts">' + " ".join(escape(f) for f in facts) + "</p>\n")
-        parts.extend(self._paragraphs(topic, lang, d, 5, 2 + d[4] % 3))
-        parts.append('\n<ul class="links">')
-        anchor = self._anchor
-        for j in self._links(i, d):
-            parts.append(f'<li><a href="{page_path(j)}">{anchor(j)}</a></li>')
-        for href in self._special_links(i, d):
-            parts.append(f'<li><a href="{href}">{href}</a></li>')
-        parts.append("</ul>\n</body></html>\n")
-        return "".join(parts).encode()
+        """The HTML of page i (0 <= i < pages).
+
+        The hot path of the mock web (one call per page served). Everything that does not
+        depend on i is pre-encoded (titles, paragraphs), the page's choices are bytes of
+        one digest, and a link is one f-string: measured, the links are most of the cost.
+        """
+        d = _blake2b(self._page_prefix + b"%d" % i, digest_size=64).digest()
+        topic = self._knowledge.get(i)
+        if topic is not None:
+            return self._knowledge_page(i, d, topic)
+        heads, paras = self._filler[d[1] % _NFILLER][d[0] < 77]
+        head_a, head_b = heads[d[2]]
+        w = self._anchor_words
+        nw = len(w)
+        n = self.pages
+        k = self.branching
+        # The links (inlined _links: one call fewer on the hot path): parent, children
+        # (none for the leaves, most of a k-ary tree), then the heavy-tailed extras.
+        if i:
+            j = (i - 1) // k
+            links = [f'<li><a href="/page/{j}">{w[j % nw]}</a></li>' if j else _HOME_LINK]
+        else:
+            links = []
+        first = i * k + 1
+        if first < n:
+            links += [f'<li><a href="/page/{j}">{w[j % nw]}</a></li>' for j in range(first, min(first + k, n))]
+        extra = _EXTRA_LINKS[(d[32] << 8) | d[33]]
+        if extra:
+            links += [f'<li><a href="/page/{j}">{w[j % nw]}</a></li>' if j else _HOME_LINK
+                      for j in self._extra_links(i, d, extra)]
+        if d[31] < 52:
+            links += [f'<li><a href="{href}">{href}</a></li>' for href in self._special_links(i, d)]
+        return b"".join((
+            head_a, b'<link rel="canonical" href="/page/%d">' % i if i else b'<link rel="canonical" href="/">',
+            head_b, paras[d[5]], paras[d[6]], paras[d[7]], paras[d[8]],
+            ('<ul class="links">' + "".join(links) + "</ul>\n</body></html>\n").encode(),
+        ))
+
+    def _knowledge_page(self, i: int, d: bytes, topic: str) -> bytes:
+        lang = "zh" if d[0] < 77 else "en"
+        head_a, head_b = self._heads[(topic, lang)][d[2]]
+        facts = FACTS_ZH[topic] if lang == "zh" else FACTS_EN[topic]
+        pool = self._paras[(topic, lang)]
+        links = "".join(
+            f'<li><a href="/page/{j}">{self._anchor_words[j % len(self._anchor_words)]}</a></li>' if j
+            else _HOME_LINK
+            for j in self._links(i, d)
+        ) + "".join(f'<li><a href="{href}">{href}</a></li>' for href in self._special_links(i, d))
+        return b"".join((
+            head_a, f'<meta name="runaway-topic" content="{topic}">\n'.encode(),
+            b'<link rel="canonical" href="/page/%d">' % i if i else b'<link rel="canonical" href="/">',
+            head_b, f'<p class="facts">{escape(" ".join(facts))}</p>\n'.encode(),
+            pool[d[5]], pool[d[6]], pool[d[7]], pool[d[8]],
+            f'<ul class="links">{links}</ul>\n</body></html>\n'.encode(),
+        ))
 
     def document(self, kind: str, key: str, title: str, links: list[str], *, note: str = "") -> bytes:
         """A generated page outside the tree (traps, private area): text picked by (kind, key)."""
@@ -258,7 +355,7 @@ class Site:
             f"<body><h1>{escape(title)}</h1>\n",
             f"<p>{escape(note)}</p>\n" if note else "",
         ]
-        parts.extend(self._paragraphs(topic, lang, d, 5, 1 + d[4] % 2))
+        parts.extend(p.decode() for p in self._paragraphs(topic, lang, d, 5, 1 + d[4] % 2))
         parts.append('\n<ul class="links">')
         for href in links:
             parts.append(f'<li><a href="{escape(href)}">{escape(href)}</a></li>')
