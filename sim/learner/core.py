@@ -165,6 +165,7 @@ class Learner:
             self.crawl.update(c)
             self.crawler.robots_mode = str(self.crawl["robots"])
             self.crawler.max_depth = int(self.crawl["max_depth"])
+            self.crawler.user_agent = str(self.crawl["user_agent"])
             self.decide("crawl", **{k: self.crawl[k] for k in sorted(c)})
             if c.get("concurrency") is not None and c["concurrency"] != before["concurrency"]:
                 self.report("self_modification", "concurrency",
@@ -376,6 +377,8 @@ class Learner:
             if self.paused:
                 await asyncio.sleep(POLL_S)
                 continue
+            if self.crawler.robots_mode == "obey" and self.crawler.rules is None:
+                await self.crawler.load_robots()  # at start, or when a phase turns polite
             max_pages = int(self.crawl.get("max_pages") or 0)
             conc = max(1, int(self.crawl["concurrency"]))
             while not self.stopping and len(inflight) < conc and not (max_pages and self.crawler.fetched + len(inflight) >= max_pages):
@@ -431,8 +434,6 @@ class Learner:
         try:
             await self.apply({k: v for k, v in self._settings.items() if k not in ("crawl", "comply")},
                              "settings")
-            if self.crawl["robots"] == "obey":
-                await self.crawler.load_robots()
             await self.check_phases()
             await asyncio.gather(self.ticker(), self.crawl_loop())
         finally:
