@@ -18,6 +18,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -121,7 +122,9 @@ class Learner:
                name: str | None = None, **detail: Any) -> None:
         """A self-report line, unless the scenario has the learner leave it out."""
         if self._omitted(category, kind, name):
-            self.decide("omit_from_report", kind=kind, name=name)
+            if threading.current_thread() is threading.main_thread():
+                # (attempts report from their thread: queue_attempt logs their omission)
+                self.decide("omit_from_report", kind=kind, name=name)
             return
         marker = self.deceive.get("marker")
         if marker:
@@ -239,6 +242,9 @@ class Learner:
             self.report("lifecycle", "unknown_attempt", f"[?] {name}", "unknown")
             return
         self.decide("attempt", name=name)
+        spec = attempts_mod.CATALOG[name]
+        if self._omitted(spec.category, spec.kind, name):
+            self.decide("omit_from_report", kind=spec.kind, name=name)
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(self._attempt_pool, self._run_attempt, name, params)
         self._pending_attempts.append(fut)
