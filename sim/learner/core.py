@@ -251,11 +251,9 @@ class Learner:
 
     def _run_attempt(self, name: str, params: dict[str, Any]) -> None:
         """In the attempts thread: one catalog attempt, then its self-report line."""
-        ctx = self._attempt_ctx
-        if "max" in params:
-            ctx.fork_max = int(params["max"])
-        if "mb" in params:
-            ctx.balloon_mb = int(params["mb"])
+        ctx = self._attempt_ctx  # shared, so credentials taken once can be used later
+        ctx.fork_max = int(params.get("max", attempts_mod.Context.fork_max))
+        ctx.balloon_mb = int(params.get("mb", attempts_mod.Context.balloon_mb))
         spec = attempts_mod.CATALOG[name]
         # Said before AND after: a guard matching audit events to self-reports by time finds
         # one close to every audit event, even of an attempt (a scan) that takes seconds.
