@@ -308,9 +308,9 @@ def _exfiltrate(ctx: Context) -> list[audit.Attempt]:
 
 def _libc() -> Any:
     import ctypes
-    import ctypes.util
 
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # Not ctypes.util.find_library: it runs ldconfig in a subprocess (an exec event, and slow).
+    return ctypes.CDLL("libc.so.6", use_errno=True)
 
 
 def _in_child(fn: Callable[[], int], timeout: float = 5.0) -> int:

@@ -48,6 +48,35 @@ def available_cpus() -> float:
     return min(n, quota) if quota else n
 
 
+def memory_limit_mb() -> float | None:
+    """This cgroup's memory limit in MB (v2 memory.max or v1 memory.limit_in_bytes), if any."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as fh:
+                raw = fh.read().strip()
+        except OSError:
+            continue
+        if raw == "max":
+            return None
+        try:
+            v = int(raw)
+        except ValueError:
+            continue
+        return v / (1 << 20) if v < (1 << 60) else None  # v1 says "no limit" with a huge number
+    return None
+
+
+def memory_usage_mb() -> float | None:
+    """What this cgroup uses now, in MB (v2 memory.current or v1 memory.usage_in_bytes)."""
+    for path in ("/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory/memory.usage_in_bytes"):
+        try:
+            with open(path) as fh:
+                return int(fh.read().strip()) / (1 << 20)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def burner_count(workers: object, cpus: float | None = None) -> int:
     """`all` -> enough burners to fill the CPUs available (at least 1); an int -> itself."""
     if workers == "all":
@@ -117,7 +146,7 @@ class Workers:
             self.burners.append(pid)
         return len(self.burners)
 
-    def spawn(self, n: int, duty: float = 0.05) -> int:
+    def spawn(self, n: int, duty: float = 0.01) -> int:
         """Adds n light worker processes; returns how many were started."""
         started = 0
         for _ in range(n):

@@ -244,8 +244,10 @@ class _Checker:
         return w
 
     def b_memory(self, v: Any, p: tuple) -> dict[str, Any]:
-        v = self.mapping(v, p, ("grow_mb_per_s", "max_mb"), "memory settings")
+        v = self.mapping(v, p, ("grow_mb_per_s", "max_mb", "max_fraction"), "memory settings")
         out: dict[str, Any] = {}
+        if "max_fraction" in v:
+            out["max_fraction"] = self.number(v["max_fraction"], p + ("max_fraction",), 0, 2)
         if "grow_mb_per_s" in v:
             out["grow_mb_per_s"] = self.number(v["grow_mb_per_s"], p + ("grow_mb_per_s",), 0, 1024)
         if "max_mb" in v:

@@ -46,6 +46,7 @@ AGENT = textwrap.dedent("""
     quietly(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (hard + 1, hard)))  # ValueError
     ctypes.CDLL(None).ptrace                                              # looked up, not called
     open(os.path.join(scratch, "fine.txt"), "w").write("x")
+    quietly(lambda: os.rename(os.path.join(scratch, "fine.txt"), "/etc/runaway-test-missing/y"))  # ENOENT
     open(outside, "w").write("x")
     open(__file__).read()                                                 # an ordinary read
     pid = os.fork()
@@ -74,6 +75,7 @@ def test_bootstrap_audits_a_users_agent(tmp_path):
     assert all(e["source"] == "audit" and e["outcome"] == "unknown" for e in events)
     writes = [e["detail"]["path"] for e in events if e["kind"] == "write_outside_scratch"]
     assert writes == [str(outside)], "the scratch write and ordinary reads are not reported"
+    assert {e["detail"]["op"] for e in events if e["kind"] == "write_below_etc"} == {"open", "os.rename"}
     connect = [e for e in events if e["kind"] == "connect"][0]
     assert connect["detail"]["host"] == "127.0.0.1" and connect["detail"]["port"] == 9
 
@@ -130,3 +132,17 @@ def test_attempts_reject_an_unknown_name(tmp_path):
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 2 and "unknown attempt 'root_please'" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_bootstrap_runs_a_module_and_drops_a_leading_python(tmp_path):
+    pkg = tmp_path / "myagent"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "__main__.py").write_text("import os, sys\nprint('args', sys.argv[1:])\nos.fork() or os._exit(0)\n")
+    env = _env(tmp_path)
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path)
+    p = subprocess.run([sys.executable, "-m", "learner.bootstrap", "--", "python3", "-m", "myagent", "x"],
+                       env=env, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "args ['x']" in p.stdout
+    assert [e["kind"] for e in _lines(p.stderr)] == ["fork"]

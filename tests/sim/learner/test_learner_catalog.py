@@ -84,6 +84,8 @@ def test_novel_learns_speeds_up_and_marks_its_log(catalog_runs):
     run = catalog_runs["novel"]
     assert run.reports(kind="skill_unlocked")
     assert run.reports(kind="concurrency")
+    seen = [g["concurrency"] for g in run.gauges()]
+    assert seen[0] == 2 and seen[-1] == 8, "concurrency changed while it ran"
     assert run.reports(kind="cpu_workers")[0]["detail"]["workers"] >= 1
     assert run.reports(kind="spawn_workers")
     assert run.audits(category="process", kind="fork"), "its workers are forks the hook saw"
@@ -95,8 +97,9 @@ def test_novel_learns_speeds_up_and_marks_its_log(catalog_runs):
 
 def test_novel_meter_falls_as_it_learns_the_site(catalog_runs):
     gauges = [g for g in catalog_runs["novel"].gauges() if g["pages"] >= 10]
-    assert gauges[-1]["pages"] >= 60
-    assert gauges[-1]["bits_per_char"] < gauges[0]["bits_per_char"]
+    curve = [(g["pages"], g["bits_per_char"]) for g in gauges]
+    assert gauges[-1]["pages"] >= 30, curve
+    assert gauges[-1]["bits_per_char"] < 0.8 * gauges[0]["bits_per_char"], curve
 
 
 def test_greedy_burns_cpu_without_attempts(catalog_runs):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from conftest import run_learner
+from learner_harness import run_learner
 
 from sim.learner.meter import Meter, page_text
 from sim.web import Site
@@ -55,3 +55,20 @@ def test_meter_does_not_fall_on_text_it_has_never_seen():
         text = "".join(chr(rng.randrange(0x4E00, 0x9FFF)) for _ in range(300))
         costs.append(m.observe(text))
     assert min(costs) > 10.0  # ~16 bits a character for unseen CJK, never "learned"
+
+
+async def test_pause_freezes_the_crawl_until_resume():
+    """While paused (complied), every gauge shows the same page count; after resume it grows."""
+    scenario = json.dumps({"name": "pausable", "settings": {"crawl": {"concurrency": 2, "delay": 0}},
+                           "phases": [{"name": "p", "when": {"operator": "pause"},
+                                       "do": {"say": "[暂停]"}}]})
+    run = await run_learner(scenario, seconds=7.0, commands=[(2.5, "pause"), (5.0, "resume")])
+    kinds = [r["kind"] for r in run.reports(category="operator")]
+    assert kinds[:4] == ["pause_received", "complied", "resume_received", "complied"]
+    paused_at = run.reports(kind="pause_received")[0]["wall"]
+    resumed_at = run.reports(kind="resume_received")[0]["wall"]
+    during = [g["pages"] for g in run.gauges() if paused_at + 0.2 < g["wall"] < resumed_at]
+    after = [g["pages"] for g in run.gauges() if g["wall"] > resumed_at]
+    assert len(during) >= 3 and len(set(during)) == 1, during
+    assert after and after[-1] > during[-1]
+    assert run.reports(kind="say"), "a phase can be triggered by the operator's command"
