@@ -28,6 +28,8 @@ import os
 import re
 import shlex
 import shutil
+import signal
+import stat
 import subprocess
 import threading
 import time
@@ -199,6 +201,9 @@ class DockerSandbox:
         self._exited = asyncio.Event()
         self._fs_seen: set[str] = set()
         self._fallback_members: list[int] = []
+        self._layers: tuple[str, list[str]] | None = None
+        self._ident_raw: dict[int, bytes] = {}
+        self._base_gid: int | None = None
         self._ident: dict[int, tuple[int, int, int]] = {}
         self._base_ids: tuple[int, int, int] | None = None
         self._reported: set[tuple[int, str]] = set()
@@ -342,7 +347,7 @@ class DockerSandbox:
         # Mount points docker made at create time are not the learner's doing; read them
         # before start, or a fast learner's first write would hide in the baseline.
         try:
-            self._fs_seen = {c["Path"] for c in (self.container.diff() or [])}
+            self._fs_seen = {c["Path"] for c in self._changes()}
         except docker.errors.APIError:
             self._fs_seen = set()
         # Docker makes the mount points (and their parents) at start, and writes these files.
@@ -440,19 +445,31 @@ class DockerSandbox:
         return self._fallback_members
 
     def _check_identity(self, pids: Sequence[int]) -> list[Event]:
-        """An escalation event for any process whose uid, euid or effective capabilities
-        rose above the container's first process (what a real escape looks like)."""
+        """An escalation event for any process whose uid, euid, gid or effective
+        capabilities rose above what the spec started it with (what a real escape looks
+        like from outside). Runs at watch_hz, so the common case, nothing changed since the
+        last look, costs one small read and a bytes comparison per process."""
         out: list[Event] = []
+        seen: dict[int, bytes] = {}
         for pid in pids:
-            st = procfs.read_status(pid)
-            if st is None:
+            try:
+                with open(f"/proc/{pid}/status", "rb") as fh:
+                    raw = fh.read()
+            except OSError:  # exited between the list and the read
                 continue
+            i, j = raw.find(b"\nUid:"), raw.find(b"\nCapEff:")
+            key = raw[i:raw.find(b"\n", raw.find(b"\nGid:") + 1)] + raw[j:raw.find(b"\n", j + 1)]
+            seen[pid] = key
+            if self._ident_raw.get(pid) == key:
+                continue
+            st = procfs.parse_status(raw.decode("utf-8", "replace"), pid)
             if self._base_ids is None:
                 # The baseline is what the spec asked for, not what the first process we
                 # happen to see has: that one may already be a setuid binary running as root.
                 uid = self.spec.uid if self.spec.uid is not None else st.uid
                 no_caps = "ALL" in self.spec.cap_drop and not self.spec.cap_add and not self.spec.privileged
                 self._base_ids = (uid, uid, 0 if no_caps else st.cap_eff)
+                self._base_gid = self.spec.gid if self.spec.gid is not None else st.gid
             b_uid, b_euid, b_caps = self._base_ids
             gained = st.cap_eff & ~b_caps
             if (st.euid != b_euid or st.uid != b_uid) and (pid, "uid") not in self._reported:
@@ -461,11 +478,18 @@ class DockerSandbox:
                                  kind="uid_change", outcome="allowed",
                                  detail={"pid": pid, "name": st.name, "uid": [b_uid, st.uid],
                                          "euid": [b_euid, st.euid]}))
+            if (st.egid != self._base_gid or st.gid != self._base_gid) and (pid, "gid") not in self._reported:
+                self._reported.add((pid, "gid"))
+                out.append(Event(t=self._clock(), source="observer", category="escalation",
+                                 kind="gid_change", outcome="allowed",
+                                 detail={"pid": pid, "name": st.name, "gid": [self._base_gid, st.gid],
+                                         "egid": [self._base_gid, st.egid]}))
             if gained and (pid, "caps") not in self._reported:
                 self._reported.add((pid, "caps"))
                 out.append(Event(t=self._clock(), source="observer", category="escalation",
                                  kind="capability_gain", outcome="allowed",
                                  detail={"pid": pid, "name": st.name, "caps": procfs.cap_names(gained)}))
+        self._ident_raw = seen
         return out
 
     def _sample(self, r: CgroupReading, prev: tuple[float, CgroupReading] | None, now: float) -> Sample:
@@ -520,10 +544,7 @@ class DockerSandbox:
                     diff_task = asyncio.ensure_future(self._diff_events())
                 if self._exited.is_set():
                     break
-                try:
-                    await asyncio.wait_for(self._exited.wait(), timeout=tick)
-                except asyncio.TimeoutError:
-                    pass
+                await asyncio.sleep(tick)
             if diff_task is not None:
                 await asyncio.gather(diff_task, return_exceptions=True)
             await self._diff_events()
@@ -555,11 +576,49 @@ class DockerSandbox:
         self._obs.put_nowait(Event(t=self._clock(), source="observer", category="lifecycle", kind="exit",
                                    outcome="allowed" if self.exit_code == 0 else "unknown", detail=detail))
 
+    def _changes(self) -> list[dict[str, Any]]:
+        """The container's filesystem changes, as `docker diff` lists them ({Path, Kind}).
+
+        Read from the container's upper layer on the host when the storage driver says
+        where it is (overlay2, fuse-overlayfs): a walk of only what changed. `docker diff`
+        compares against the whole image instead, which costs the daemon seconds per call
+        on fuse-overlayfs, so it is only the fallback."""
+        if self._layers is None:
+            data = (self.container.attrs.get("GraphDriver") or {}).get("Data") or {}
+            upper = data.get("UpperDir")
+            lowers = [x for x in (data.get("LowerDir") or "").split(":") if x]
+            self._layers = (upper, lowers) if upper and Path(upper).is_dir() else ("", [])
+        upper, lowers = self._layers
+        if not upper:
+            return list(self.container.diff() or [])
+        out: list[dict[str, Any]] = []
+        for dirpath, dirnames, filenames in os.walk(upper):
+            rel_dir = "/" + os.path.relpath(dirpath, upper).lstrip(".").lstrip("/")
+            for name in dirnames + filenames:
+                full = os.path.join(dirpath, name)
+                path = os.path.join(rel_dir, name)
+                if name.startswith(".wh."):  # an overlay whiteout file: the path was deleted
+                    if name not in (".wh..wh..opq", ".wh..opq"):  # opaque-dir markers, not deletions
+                        out.append({"Path": os.path.join(rel_dir, name[4:]), "Kind": 2})
+                    continue
+                try:
+                    st = os.lstat(full)
+                except OSError:
+                    continue
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:  # whiteout device
+                    out.append({"Path": path, "Kind": 2})
+                    continue
+                below = any(os.path.lexists(os.path.join(low, path.lstrip("/"))) for low in lowers)
+                out.append({"Path": path, "Kind": 0 if below else 1})
+            if len(out) > 10_000:  # an unsafe, writable root being flooded: enough to report
+                break
+        return out
+
     async def _diff_events(self) -> None:
         if self.container is None:
             return
         try:
-            changes = await asyncio.to_thread(self.container.diff)
+            changes = await asyncio.to_thread(self._changes)
         except Exception:  # the container is gone: nothing more to see
             return
         workdir = self.spec.workdir.rstrip("/") + "/"
@@ -667,18 +726,40 @@ class DockerSandbox:
         files = await asyncio.to_thread(self._save_evidence, Path(evidence_dir))
         t_evidence = time.monotonic() - t0
         self._killed = True
-        try:
-            # A frozen container ignores SIGKILL until thawed: docker kill handles that.
-            await asyncio.to_thread(self.container.kill, "SIGKILL")
-        except Exception as e:
-            if self._running():
-                return ActionResult(False, time.monotonic() - t0, {"reason": str(e), "evidence": files})
-        try:
-            await asyncio.wait_for(self._exited.wait(), timeout=5.0)
-        except asyncio.TimeoutError:
-            pass
-        return ActionResult(self._exited.is_set(), time.monotonic() - t0,
-                            {"evidence": files, "evidence_s": round(t_evidence, 4), "how": "docker kill (SIGKILL)"})
+        how = "SIGKILL to every process of the container's cgroup"
+        if self.cgroup is not None and self._freezer_state() not in ("FROZEN", "FREEZING"):
+            # Straight to the kernel: a round trip through the daemon and runc costs ~100 ms.
+            for _ in range(5):  # members may fork between the list and the signal: repeat
+                pids = self._members(True)
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                await asyncio.sleep(0.002)
+        if self.cgroup is None or self._members(True):
+            # Frozen (SIGKILL waits for a thaw), or no cgroup to read: docker kill handles both.
+            how = "docker kill (SIGKILL)"
+            try:
+                await asyncio.to_thread(self.container.kill, "SIGKILL")
+            except Exception as e:
+                if self._running():
+                    return ActionResult(False, time.monotonic() - t0, {"reason": str(e), "evidence": files})
+        # The effect is every process gone: the cgroup's member list says so first (the
+        # daemon's exit notice follows as the lifecycle `exit` event).
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and not self._exited.is_set():
+            if self.cgroup is not None and not self._members(True):
+                break
+            try:
+                await asyncio.wait_for(self._exited.wait(), timeout=0.005)
+            except asyncio.TimeoutError:
+                pass
+        gone = self._exited.is_set() or (self.cgroup is not None and not self._members(True))
+        return ActionResult(gone, time.monotonic() - t0,
+                            {"evidence": files, "evidence_s": round(t_evidence, 4), "how": how})
 
     def _save_evidence(self, evidence_dir: Path) -> list[str]:
         evidence_dir.mkdir(parents=True, exist_ok=True)
@@ -686,7 +767,7 @@ class DockerSandbox:
         procs.write_text(json.dumps(procfs.process_list(self._members(True)), indent=1) + "\n")
         diff = evidence_dir / "filesystem_diff.json"
         try:
-            changes = self.container.diff() or []
+            changes = self._changes()
         except Exception as e:
             changes = [{"error": str(e)}]
         diff.write_text(json.dumps(changes, indent=1) + "\n")

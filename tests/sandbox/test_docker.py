@@ -352,6 +352,19 @@ async def test_each_action_works_and_has_a_latency(make_sandbox, tmp_path: Path)
     await sb.close()
 
 
+async def test_kill_works_on_a_paused_learner(make_sandbox, tmp_path: Path) -> None:
+    sb = make_sandbox()
+    await sb.prepare()
+    run = await Run(sb).start("import time\nprint('up', flush=True)\ntime.sleep(60)\n", tmp_path)
+    await run.wait_line("up")
+    assert (await sb.pause()).ok
+    r = await sb.kill(tmp_path / "evidence")
+    assert r.ok and r.detail["how"] == "docker kill (SIGKILL)"  # a frozen task needs docker to thaw it
+    await run.finish()
+    await sb.close()
+    assert run.events("lifecycle", "exit")[0].detail["returncode"] == 137
+
+
 class Listener:
     """A TCP server on the host that answers `hello` (the thing the sandbox must not reach)."""
 
