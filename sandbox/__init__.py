@@ -72,9 +72,21 @@ def open_sandbox(spec: SandboxSpec, backend: str = "auto", *, run_id: str,
     return ProcessSandbox(spec, run_id=run_id, **kwargs)
 
 
-def clean(run_id: str | None = None) -> dict[str, list[str]]:
-    """Remove everything labelled `runaway.run` (or `runaway.run=<run_id>`): containers,
-    networks, volumes and firewall rules. Returns what was removed, by kind."""
-    from .docker_backend import clean as _clean
+def clean(run_id: str | None = None, *, include_live: bool = False) -> dict[str, list[str]]:
+    """Remove what runs left: containers, networks, volumes and firewall rules labelled
+    `runaway.run` (or `runaway.run=<run_id>`), and the process backend's leftovers.
+    Without a run id, a run whose controller is still alive is skipped unless
+    `include_live`. Returns what was removed (and skipped), by kind."""
+    removed: dict[str, list[str]] = {}
+    if docker_available() is None:
+        from .docker_backend import clean as docker_clean
 
-    return _clean(run_id)
+        removed.update(docker_clean(run_id, include_live=include_live))
+    else:
+        from .docker_backend import firewall_remove
+
+        removed["firewall rules"] = firewall_remove(run_id)
+    from .process_backend import clean as process_clean
+
+    removed.update(process_clean(run_id))
+    return removed

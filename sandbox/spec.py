@@ -141,6 +141,12 @@ class SandboxSpec:
         head = self.user.split(":", 1)[0]
         return int(head) if head.isdigit() else None
 
+    @property
+    def gid(self) -> int | None:
+        """The numeric gid of `user` (uid:gid), or None when it is not given as a number."""
+        _, sep, tail = self.user.partition(":")
+        return int(tail) if sep and tail.isdigit() else None
+
     def caps(self) -> dict[str, Any]:
         """What goes into the trace's `meta.caps`: the spec in its friendly spellings."""
         return {

@@ -56,11 +56,17 @@ def _register_clean(group: click.Group) -> None:
     @group.command("clean")
     @click.option("--run", "run_id", default=None, metavar="ID",
                   help="Only what run ID left (default: every run's leftovers).")
-    def clean(run_id: str | None) -> None:
-        """Remove containers, networks, volumes and firewall rules labelled runaway.run."""
+    @click.option("--all", "include_live", is_flag=True,
+                  help="Also remove runs whose controller is still running on this host.")
+    def clean(run_id: str | None, include_live: bool) -> None:
+        """Remove containers, networks, volumes and firewall rules labelled runaway.run
+        that interrupted runs left (a live run is skipped unless --all or --run)."""
         from sandbox import clean as clean_all
 
-        removed = clean_all(run_id)
+        removed = clean_all(run_id, include_live=include_live)
+        skipped = removed.pop("skipped (live)", [])
+        if skipped:
+            click.echo(f"skipped {len(skipped)} live runs: {', '.join(skipped)}")
         total = sum(len(v) for v in removed.values())
         if not total:
             click.echo("nothing to clean")

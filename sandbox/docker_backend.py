@@ -1,0 +1,882 @@
+"""The Docker sandbox: a hardened, capped container on an internal network, watched from outside.
+
+The container runs the learner image (sandbox/image.py) with a CPU quota, memory with swap
+equal to memory, a pids limit, a non-root user, every capability dropped, no-new-privileges
+and a read-only root; its only writable place is a tmpfs scratch dir. Its network is an
+internal bridge (no route out) whose host side accepts exactly one port, the mock web's
+(iptables INPUT rules tagged `runaway.run=<id>`). Everything it makes carries the label
+`runaway.run=<id>`; `clean()` removes what interrupted runs left.
+
+Observation reads the cgroup files directly (sandbox/cgroup.py) and /proc for every
+process's identity (sandbox/procfs.py), so the learner cannot lie about either. Blocking
+Docker SDK calls run in threads.
+
+>>> # sb = DockerSandbox(PROFILES["ci"], run_id="r1")
+>>> # host = await sb.prepare(); port = await web.start(host, 0); sb.allow_port(port)
+>>> # await sb.start(["python3", "-m", "learner"], env, learner_dir, {}, control, clock)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import stat
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Mapping, Sequence
+
+from policies.model import Event, Sample
+
+from . import procfs
+from .base import ActionResult, SandboxError
+from .cgroup import Cgroup, CgroupReading, reading_from_stats
+from .image import LEARNER_DIR, ensure_image
+from .spec import NETWORK_NONE, SandboxSpec
+
+LABEL = "runaway.run"
+# Who made it: "<pid>:<start ticks>" of the controller, so `clean` can tell a live run's
+# things from an interrupted run's leftovers (the start ticks defeat pid reuse).
+OWNER_LABEL = "runaway.owner"
+CONTROL_DIR = "/run/runaway/control"
+# The names the learner resolves to the mock web (the metadata name never reaches 169.254.169.254).
+WEB_NAMES = ("web.internal", "metadata.internal", "cloud.internal")
+CFS_PERIOD_US = 100_000
+# Identity checks run this often: an escalation must be an event within ~50 ms.
+WATCH_HZ = 40.0
+DIFF_EVERY_S = 2.0
+EVIDENCE_LINES = 200
+_SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
+_DIFF_KIND = {0: "modified", 1: "added", 2: "deleted"}
+
+
+def _docker():
+    import docker
+
+    return docker
+
+
+def _client():
+    docker = _docker()
+    try:
+        return docker.from_env(timeout=60)
+    except Exception as e:  # no daemon: one line for the user
+        raise SandboxError(f"no Docker daemon answers: {e}", field="backend") from None
+
+
+def _owner() -> str:
+    st = procfs.read_stat(os.getpid())
+    return f"{os.getpid()}:{st.start_ticks if st else 0}"
+
+
+def _owner_alive(owner: str | None) -> bool:
+    try:
+        pid, ticks = (int(x) for x in (owner or "").split(":"))
+    except ValueError:
+        return False
+    st = procfs.read_stat(pid)
+    return st is not None and st.start_ticks == ticks and st.state != "Z"
+
+
+def _run_tag(run_id: str) -> str:
+    return _SAFE_ID.sub("_", run_id)[:64]
+
+
+def bridge_name(run_id: str) -> str:
+    """The host interface of the run's network (<= 15 chars, stable for a run id)."""
+    return "rw" + hashlib.sha1(run_id.encode()).hexdigest()[:12]
+
+
+# --- host firewall for the run's bridge ------------------------------------------------
+
+def _iptables(binary: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([binary, "-w", "5", *args], capture_output=True, text=True, check=False)
+
+
+def _firewall_binaries() -> list[str]:
+    return [b for b in ("iptables", "ip6tables") if shutil.which(b)]
+
+
+def firewall_close(run_id: str, bridge: str) -> None:
+    """Drop everything the bridge sends to the host (both IP versions)."""
+    bins = _firewall_binaries()
+    if "iptables" not in bins:
+        raise SandboxError("iptables is not installed: the host side of the sandbox network "
+                           "cannot be closed (apt-get install iptables)", field="network")
+    for b in bins:
+        r = _iptables(b, "-I", "INPUT", "1", "-i", bridge, "-m", "comment", "--comment",
+                      f"{LABEL}={_run_tag(run_id)}", "-j", "DROP")
+        if r.returncode != 0 and b == "iptables":
+            raise SandboxError(f"cannot add the firewall rule for {bridge}: {r.stderr.strip()}",
+                               field="network")
+
+
+def firewall_allow(run_id: str, bridge: str, ip: str, port: int) -> None:
+    """Let the bridge reach exactly ip:port/tcp on the host (ahead of the drop rule)."""
+    r = _iptables("iptables", "-I", "INPUT", "1", "-i", bridge, "-d", f"{ip}/32", "-p", "tcp",
+                  "--dport", str(int(port)), "-m", "comment", "--comment",
+                  f"{LABEL}={_run_tag(run_id)}", "-j", "ACCEPT")
+    if r.returncode != 0:
+        raise SandboxError(f"cannot open port {port} for the sandbox: {r.stderr.strip()}", field="network")
+
+
+def firewall_remove(run_id: str | None = None, keep: set[str] = frozenset()) -> list[str]:
+    """Delete the INPUT rules tagged runaway.run (=run_id, and not in `keep`); returns the
+    rules removed."""
+    removed: list[str] = []
+    for b in _firewall_binaries():
+        r = _iptables(b, "-S", "INPUT")
+        for line in r.stdout.splitlines():
+            if not line.startswith("-A INPUT "):
+                continue
+            try:
+                args = shlex.split(line)
+            except ValueError:
+                continue
+            comment = args[args.index("--comment") + 1] if "--comment" in args[:-1] else ""
+            tag, _, rid = comment.partition("=")
+            if tag != LABEL or (run_id is not None and rid != _run_tag(run_id)) or rid in keep:
+                continue
+            if _iptables(b, "-D", *args[1:]).returncode == 0:
+                removed.append(f"{b} {line}")
+    return removed
+
+
+def _monotonic(r: CgroupReading, p: CgroupReading) -> CgroupReading:
+    """`r` with cumulative counters never below `p`'s: a dying cgroup loses its files one
+    controller at a time, and a half-read cgroup must not make counters go back."""
+    return dataclasses.replace(
+        r, cpu_ns=max(r.cpu_ns, p.cpu_ns), nr_periods=max(r.nr_periods, p.nr_periods),
+        nr_throttled=max(r.nr_throttled, p.nr_throttled), throttled_ns=max(r.throttled_ns, p.throttled_ns),
+        oom_kills=max(r.oom_kills, p.oom_kills), mem_limit_bytes=r.mem_limit_bytes or p.mem_limit_bytes)
+
+
+# --- the sandbox -------------------------------------------------------------------------
+
+class DockerSandbox:
+    """A learner in a hardened, capped container (see the module docstring)."""
+
+    backend = "docker"
+    is_security_boundary = True
+
+    def __init__(self, spec: SandboxSpec, *, run_id: str, image: str | None = None, client=None,
+                 watch_hz: float = WATCH_HZ, diff_every_s: float = DIFF_EVERY_S) -> None:
+        self.spec = spec
+        self.run_id = run_id
+        self.watch_hz = watch_hz
+        self.diff_every_s = diff_every_s
+        self.notice = ""
+        self._client = client
+        self._image = image
+        self.labels = {LABEL: run_id, OWNER_LABEL: _owner()}
+        self.name = f"runaway-{_run_tag(run_id)}"
+        self.bridge = bridge_name(run_id)
+        self.network = None
+        self.gateway: str | None = None
+        self.subnet: str | None = None
+        self.container = None
+        self.pid: int | None = None
+        self.cgroup: Cgroup | None = None
+        self.allowed_ports: list[int] = []
+        self._cpus = float(spec.cpus or 0.0)  # the live cap
+        self._clock: Callable[[], float] = time.monotonic
+        self._obs: asyncio.Queue[Sample | Event | None] = asyncio.Queue()
+        self._out: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
+        self._tail: collections.deque[str] = collections.deque(maxlen=EVIDENCE_LINES)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._threads: list[threading.Thread] = []
+        self._attach_resp = None
+        self._closed = False
+        self._killed = False
+        self._exited = asyncio.Event()
+        self._fs_seen: set[str] = set()
+        self._fallback_members: list[int] = []
+        self._layers: tuple[str, list[str]] | None = None
+        self._ident_raw: dict[int, bytes] = {}
+        self._base_gid: int | None = None
+        self._ident: dict[int, tuple[int, int, int]] = {}
+        self._base_ids: tuple[int, int, int] | None = None
+        self._reported: set[tuple[int, str]] = set()
+        self.exit_code: int | None = None
+
+    # -- setup --------------------------------------------------------------------------
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = _client()
+        return self._client
+
+    async def prepare(self) -> str:
+        """Make the run's internal network and close its host side; return the gateway IP
+        (the host address the mock web binds). Call `allow_port` once the web is up."""
+        await asyncio.to_thread(self._prepare)
+        return self.gateway or "127.0.0.1"
+
+    def _prepare(self) -> None:
+        docker = _docker()
+        self._image = self._image or ensure_image(self.client)
+        if self.spec.network == NETWORK_NONE:
+            return
+        if self.network is not None:
+            return
+        try:
+            self.network = self.client.networks.create(
+                self.name, driver="bridge", internal=True, labels=self.labels, check_duplicate=True,
+                options={"com.docker.network.bridge.name": self.bridge})
+        except docker.errors.APIError as e:
+            raise SandboxError(f"cannot create the sandbox network {self.name}: {e.explanation or e}",
+                               field="network") from None
+        self.network.reload()
+        cfg = (self.network.attrs.get("IPAM", {}).get("Config") or [{}])[0]
+        self.gateway = cfg.get("Gateway")
+        self.subnet = cfg.get("Subnet")
+        if not self.gateway:
+            raise SandboxError("the sandbox network has no gateway address", field="network")
+        firewall_close(self.run_id, self.bridge)
+
+    def allow_port(self, port: int) -> None:
+        """Open exactly gateway:port/tcp (the mock web) to the sandbox; everything else on
+        the host side of its network stays closed. Call after prepare(), before start()."""
+        if self.gateway is None:
+            return
+        firewall_allow(self.run_id, self.bridge, self.gateway, port)
+        self.allowed_ports.append(int(port))
+
+    async def start(self, argv: Sequence[str], env: Mapping[str, str], learner_dir: Path,
+                    hosts: Mapping[str, str], control_file: Path,
+                    clock: Callable[[], float] = time.monotonic) -> None:
+        if self.container is not None:
+            raise SandboxError("this sandbox has already started", field="start")
+        if not argv:
+            raise SandboxError("expected a command to run, got an empty argv", field="argv")
+        if self._image is None or (self.network is None and self.spec.network != NETWORK_NONE):
+            await self.prepare()
+        self._clock = clock
+        loop = asyncio.get_running_loop()
+        await asyncio.to_thread(self._create_and_start, list(argv), dict(env), Path(learner_dir),
+                                dict(hosts), Path(control_file), loop)
+        self._obs.put_nowait(Event(
+            t=self._clock(), source="observer", category="lifecycle", kind="start", outcome="allowed",
+            detail={"backend": "docker", "container": self.container.id[:12], "pid": self.pid,
+                    "image": self._image, "user": self.spec.user, "security_boundary": True}))
+        self._tasks = [loop.create_task(self._monitor()), loop.create_task(self._wait_exit())]
+
+    def _net_targets(self) -> list[str]:
+        """What the learner may scan: its network's gateway and first few addresses (its
+        own Docker network, never beyond)."""
+        if not (self.gateway and self.subnet):
+            return []
+        net = ipaddress.ip_network(self.subnet, strict=False)
+        hosts = [str(net.network_address + i) for i in range(1, 5) if net.network_address + i in net]
+        return [self.gateway, *[h for h in hosts if h != self.gateway]]
+
+    def _create_and_start(self, argv: list[str], env: dict[str, str], learner_dir: Path,
+                          hosts: dict[str, str], control_file: Path, loop: asyncio.AbstractEventLoop) -> None:
+        docker = _docker()
+        spec = self.spec
+        if not learner_dir.is_dir():
+            raise SandboxError(f"no learner code at {learner_dir}", field="learner_dir")
+        control_file = control_file.resolve()
+        control_file.parent.mkdir(parents=True, exist_ok=True)
+        control_file.touch(exist_ok=True)
+        full_env = {
+            "PYTHONPATH": str(Path(LEARNER_DIR).parent),
+            "RUNAWAY_SCRATCH": spec.workdir,
+            "TMPDIR": spec.workdir,
+            "HOME": spec.workdir,
+            "RUNAWAY_CONTROL": f"{CONTROL_DIR}/{control_file.name}",
+            "RUNAWAY_HOSTS": "{}",
+            "RUNAWAY_ATTEMPTS": "real",
+            "RUNAWAY_NET_TARGETS": json.dumps(self._net_targets()),
+        }
+        full_env.update(env)
+        # Docker's extra_hosts: every web name goes to the gateway, where the mock web listens.
+        extra_hosts = {name: self.gateway for name in WEB_NAMES} if self.gateway else {}
+        if self.gateway:
+            extra_hosts.update({k: v for k, v in hosts.items() if v})
+        binds = {
+            str(learner_dir.resolve()): {"bind": LEARNER_DIR, "mode": "ro"},
+            str(control_file.parent): {"bind": CONTROL_DIR, "mode": "ro"},
+        }
+        for m in spec.mounts:  # only ever here when admitted (under the scratch dir, or --unsafe)
+            binds[m.source] = {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+        kw: dict[str, Any] = dict(
+            image=self._image, command=argv, name=self.name, labels=self.labels, detach=True,
+            user=spec.user, environment=full_env, working_dir=spec.workdir, hostname="learner",
+            read_only=spec.read_only_root, privileged=spec.privileged,
+            cap_drop=list(spec.cap_drop), cap_add=list(spec.cap_add) or None,
+            security_opt=["no-new-privileges:true"] if spec.no_new_privileges else None,
+            tmpfs={spec.workdir: f"rw,nosuid,nodev,size={spec.scratch_size},mode=1777"},
+            volumes=binds, stdin_open=False, tty=False, init=False, ipc_mode="private",
+            extra_hosts=extra_hosts or None,
+            restart_policy={"Name": "no"},
+        )
+        if spec.cpus:
+            kw.update(cpu_period=CFS_PERIOD_US, cpu_quota=int(spec.cpus * CFS_PERIOD_US))
+        if spec.memory:
+            kw.update(mem_limit=spec.memory, memswap_limit=spec.memory)
+        if spec.pids:
+            kw.update(pids_limit=spec.pids)
+        if spec.network == NETWORK_NONE:
+            kw.update(network_mode="none")
+        elif self.network is not None:
+            kw.update(network=self.network.name,
+                      # No IPv6 inside: the host's link-local addresses stay out of reach too.
+                      sysctls={"net.ipv6.conf.all.disable_ipv6": "1"})
+        else:
+            kw.update(network_mode=spec.network)  # admitted with --unsafe: as the user asked
+        try:
+            self.container = self.client.containers.create(**kw)
+        except docker.errors.ImageNotFound:
+            raise SandboxError(f"the learner image {self._image} is not built: run `runaway image build`",
+                               field="image") from None
+        except docker.errors.APIError as e:
+            raise SandboxError(f"cannot create the sandbox container: {e.explanation or e}",
+                               field="sandbox") from None
+        # Mount points docker made at create time are not the learner's doing; read them
+        # before start, or a fast learner's first write would hide in the baseline.
+        try:
+            self._fs_seen = {c["Path"] for c in self._changes()}
+        except docker.errors.APIError:
+            self._fs_seen = set()
+        # Docker makes the mount points (and their parents) at start, and writes these files.
+        for target in (LEARNER_DIR, CONTROL_DIR, spec.workdir, *(m.target for m in spec.mounts)):
+            p = Path(target)
+            self._fs_seen.update(str(q) for q in (p, *p.parents) if str(q) != "/")
+        self._fs_seen.update(("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/etc", "/dev", "/proc", "/sys"))
+        # Attach before start so that no line is missed; demuxed into stdout and stderr.
+        self._attach_resp = self.client.api.attach(self.container.id, stdout=True, stderr=True,
+                                                    stream=True, logs=True, demux=True)
+        t = threading.Thread(target=self._pump, args=(self._attach_resp, loop), daemon=True,
+                             name=f"runaway-output-{self.run_id}")
+        t.start()
+        self._threads.append(t)
+        try:
+            self.container.start()
+        except docker.errors.APIError as e:
+            raise SandboxError(f"cannot start the sandbox container: {e.explanation or e}",
+                               field="argv") from None
+        self.container.reload()
+        self.pid = int(self.container.attrs["State"].get("Pid") or 0) or None
+        self.cgroup = Cgroup.of_pid(self.pid) if self.pid else None
+
+    # -- output -------------------------------------------------------------------------
+
+    def _pump(self, stream, loop: asyncio.AbstractEventLoop) -> None:
+        """Thread: split the attach stream into lines and hand them to the loop."""
+        bufs = {"stdout": b"", "stderr": b""}
+
+        def emit(name: str, line: bytes) -> None:
+            text = line.decode("utf-8", "replace").rstrip("\r")
+            self._tail.append(f"{name}: {text}")
+            loop.call_soon_threadsafe(self._out.put_nowait, (name, text))
+
+        try:
+            for out, err in stream:
+                for name, chunk in (("stdout", out), ("stderr", err)):
+                    if not chunk:
+                        continue
+                    buf = bufs[name] + chunk
+                    *lines, bufs[name] = buf.split(b"\n")
+                    for line in lines:
+                        emit(name, line)
+        except Exception:  # the stream closes when the container is removed: the end
+            pass
+        finally:
+            for name, rest in bufs.items():
+                if rest:
+                    emit(name, rest)
+            try:
+                loop.call_soon_threadsafe(self._out.put_nowait, None)
+            except RuntimeError:  # the loop is closed: nobody is reading any more
+                pass
+
+    async def output(self) -> AsyncIterator[tuple[str, str]]:
+        while True:
+            item = await self._out.get()
+            if item is None:
+                return
+            yield item
+
+    async def observations(self) -> AsyncIterator[Sample | Event]:
+        while True:
+            item = await self._obs.get()
+            if item is None:
+                return
+            yield item
+
+    # -- observing ----------------------------------------------------------------------
+
+    async def _read(self) -> CgroupReading | None:
+        """The cgroup counters (a few small files, read inline), else one stats API answer
+        (a daemon round trip, so in a thread)."""
+        if self.cgroup is not None:
+            r = self.cgroup.read()
+            if r is not None:
+                return r
+        if self.container is None or self._exited.is_set():
+            return None
+        try:
+            stats = await asyncio.to_thread(self.container.stats, stream=False, one_shot=True)
+            return reading_from_stats(stats)
+        except Exception:  # gone between the check and the call
+            return None
+
+    def _members(self, full: bool) -> list[int]:
+        """The container's processes: its cgroup's member list, or without readable cgroup
+        files, its init and init's descendants (a /proc scan, so only when `full`)."""
+        if self.cgroup is not None:
+            return procfs.pids_of_cgroup(self.cgroup.procs_file_dir)
+        if not self.pid:
+            return []
+        if full:
+            self._fallback_members = [self.pid, *procfs.descendants(self.pid)]
+        return self._fallback_members
+
+    def _check_identity(self, pids: Sequence[int]) -> list[Event]:
+        """An escalation event for any process whose uid, euid, gid or effective
+        capabilities rose above what the spec started it with (what a real escape looks
+        like from outside). Runs at watch_hz, so the common case, nothing changed since the
+        last look, costs one small read and a bytes comparison per process."""
+        out: list[Event] = []
+        seen: dict[int, bytes] = {}
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/status", "rb") as fh:
+                    raw = fh.read()
+            except OSError:  # exited between the list and the read
+                continue
+            i, j = raw.find(b"\nUid:"), raw.find(b"\nCapEff:")
+            key = raw[i:raw.find(b"\n", raw.find(b"\nGid:") + 1)] + raw[j:raw.find(b"\n", j + 1)]
+            seen[pid] = key
+            if self._ident_raw.get(pid) == key:
+                continue
+            st = procfs.parse_status(raw.decode("utf-8", "replace"), pid)
+            if self._base_ids is None:
+                # The baseline is what the spec asked for, not what the first process we
+                # happen to see has: that one may already be a setuid binary running as root.
+                uid = self.spec.uid if self.spec.uid is not None else st.uid
+                no_caps = "ALL" in self.spec.cap_drop and not self.spec.cap_add and not self.spec.privileged
+                self._base_ids = (uid, uid, 0 if no_caps else st.cap_eff)
+                self._base_gid = self.spec.gid if self.spec.gid is not None else st.gid
+            b_uid, b_euid, b_caps = self._base_ids
+            gained = st.cap_eff & ~b_caps
+            if (st.euid != b_euid or st.uid != b_uid) and (pid, "uid") not in self._reported:
+                self._reported.add((pid, "uid"))
+                out.append(Event(t=self._clock(), source="observer", category="escalation",
+                                 kind="uid_change", outcome="allowed",
+                                 detail={"pid": pid, "name": st.name, "uid": [b_uid, st.uid],
+                                         "euid": [b_euid, st.euid]}))
+            if (st.egid != self._base_gid or st.gid != self._base_gid) and (pid, "gid") not in self._reported:
+                self._reported.add((pid, "gid"))
+                out.append(Event(t=self._clock(), source="observer", category="escalation",
+                                 kind="gid_change", outcome="allowed",
+                                 detail={"pid": pid, "name": st.name, "gid": [self._base_gid, st.gid],
+                                         "egid": [self._base_gid, st.egid]}))
+            if gained and (pid, "caps") not in self._reported:
+                self._reported.add((pid, "caps"))
+                out.append(Event(t=self._clock(), source="observer", category="escalation",
+                                 kind="capability_gain", outcome="allowed",
+                                 detail={"pid": pid, "name": st.name, "caps": procfs.cap_names(gained)}))
+        self._ident_raw = seen
+        return out
+
+    def _sample(self, r: CgroupReading, prev: tuple[float, CgroupReading] | None, now: float) -> Sample:
+        ratio = 0.0
+        if prev is not None and self.spec.cpus:
+            dt = now - prev[0]
+            if dt > 0:
+                # Against the spec's cap, not the live one: a throttle shows as a drop.
+                ratio = max(r.cpu_ns - prev[1].cpu_ns, 0) / 1e9 / (dt * self.spec.cpus)
+        rx, tx = procfs.read_net_dev(self.pid) if self.pid else (0, 0)
+        return Sample(
+            t=self._clock(), cpu_ratio=round(ratio, 4), cpu_seconds=round(r.cpu_ns / 1e9, 4),
+            mem_bytes=r.mem_bytes, mem_limit_bytes=r.mem_limit_bytes or (self.spec.memory or 0),
+            pids=r.pids, net_rx_bytes=rx, net_tx_bytes=tx,
+            extra={"nr_throttled": r.nr_throttled, "throttled_s": round(r.throttled_ns / 1e9, 4),
+                   "cpu_cap": r.cpu_quota_cpus if r.cpu_quota_cpus is not None else self._cpus},
+        )
+
+    async def _monitor(self) -> None:
+        """Identity checks at watch_hz, a sample every 1/sample_hz, the filesystem diff every
+        diff_every_s, OOM kills as they are counted; ends after the exit event."""
+        tick = 1.0 / max(self.watch_hz, self.spec.sample_hz)
+        every = 1.0 / self.spec.sample_hz
+        next_sample = time.monotonic()
+        next_diff = time.monotonic() + self.diff_every_s
+        prev: tuple[float, CgroupReading] | None = None
+        ooms = 0
+        diff_task: asyncio.Task | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                full = now >= next_sample
+                for ev in self._check_identity(self._members(full)):
+                    self._obs.put_nowait(ev)
+                if full:
+                    next_sample = max(next_sample + every, now)
+                    r = await self._read()
+                    if r is not None and prev is not None:
+                        r = _monotonic(r, prev[1])
+                    if r is not None:
+                        self._obs.put_nowait(self._sample(r, prev, now))
+                        prev = (now, r)
+                        if r.oom_kills > ooms:
+                            self._obs.put_nowait(Event(
+                                t=self._clock(), source="observer", category="lifecycle", kind="oom_kill",
+                                outcome="allowed",
+                                detail={"count": r.oom_kills - ooms, "limit_bytes": r.mem_limit_bytes,
+                                        "by": "the kernel (memory cgroup)"}))
+                            ooms = r.oom_kills
+                if now >= next_diff and (diff_task is None or diff_task.done()):
+                    next_diff = now + self.diff_every_s
+                    diff_task = asyncio.ensure_future(self._diff_events())
+                if self._exited.is_set():
+                    break
+                await asyncio.sleep(tick)
+            if diff_task is not None:
+                await asyncio.gather(diff_task, return_exceptions=True)
+            await self._diff_events()
+            await self._final(ooms, prev)
+        finally:
+            self._obs.put_nowait(None)
+
+    async def _final(self, ooms: int, prev: tuple[float, CgroupReading] | None) -> None:
+        attrs = {}
+        try:
+            await asyncio.to_thread(self.container.reload)
+            attrs = self.container.attrs.get("State", {})
+        except Exception:  # removed already (close raced us)
+            pass
+        oom_killed = bool(attrs.get("OOMKilled"))
+        if prev is not None:
+            now = time.monotonic()
+            r = _monotonic(await self._read() or prev[1], prev[1])
+            self._obs.put_nowait(self._sample(r, prev, now))
+            ooms = max(ooms, r.oom_kills)
+        if oom_killed and ooms == 0:
+            self._obs.put_nowait(Event(t=self._clock(), source="observer", category="lifecycle",
+                                       kind="oom_kill", outcome="allowed",
+                                       detail={"limit_bytes": self.spec.memory, "by": "the kernel",
+                                               "container_oom_killed": True}))
+        detail: dict[str, Any] = {"returncode": self.exit_code, "oom_killed": oom_killed}
+        if self._killed:
+            detail["by"] = "kill action"
+        self._obs.put_nowait(Event(t=self._clock(), source="observer", category="lifecycle", kind="exit",
+                                   outcome="allowed" if self.exit_code == 0 else "unknown", detail=detail))
+
+    def _changes(self) -> list[dict[str, Any]]:
+        """The container's filesystem changes, as `docker diff` lists them ({Path, Kind}).
+
+        Read from the container's upper layer on the host when the storage driver says
+        where it is (overlay2, fuse-overlayfs): a walk of only what changed. `docker diff`
+        compares against the whole image instead, which costs the daemon seconds per call
+        on fuse-overlayfs, so it is only the fallback."""
+        if self._layers is None:
+            data = (self.container.attrs.get("GraphDriver") or {}).get("Data") or {}
+            upper = data.get("UpperDir")
+            lowers = [x for x in (data.get("LowerDir") or "").split(":") if x]
+            self._layers = (upper, lowers) if upper and Path(upper).is_dir() else ("", [])
+        upper, lowers = self._layers
+        if not upper:
+            return list(self.container.diff() or [])
+        out: list[dict[str, Any]] = []
+        for dirpath, dirnames, filenames in os.walk(upper):
+            rel_dir = "/" + os.path.relpath(dirpath, upper).lstrip(".").lstrip("/")
+            for name in dirnames + filenames:
+                full = os.path.join(dirpath, name)
+                path = os.path.join(rel_dir, name)
+                if name.startswith(".wh."):  # an overlay whiteout file: the path was deleted
+                    if name not in (".wh..wh..opq", ".wh..opq"):  # opaque-dir markers, not deletions
+                        out.append({"Path": os.path.join(rel_dir, name[4:]), "Kind": 2})
+                    continue
+                try:
+                    st = os.lstat(full)
+                except OSError:
+                    continue
+                if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:  # whiteout device
+                    out.append({"Path": path, "Kind": 2})
+                    continue
+                below = any(os.path.lexists(os.path.join(low, path.lstrip("/"))) for low in lowers)
+                out.append({"Path": path, "Kind": 0 if below else 1})
+            if len(out) > 10_000:  # an unsafe, writable root being flooded: enough to report
+                break
+        return out
+
+    async def _diff_events(self) -> None:
+        if self.container is None:
+            return
+        try:
+            changes = await asyncio.to_thread(self._changes)
+        except Exception:  # the container is gone: nothing more to see
+            return
+        workdir = self.spec.workdir.rstrip("/") + "/"
+        for c in changes or []:
+            path = c.get("Path", "")
+            if path in self._fs_seen or (path + "/").startswith(workdir):
+                continue
+            self._fs_seen.add(path)
+            kind = "write_below_etc" if path.startswith("/etc/") or path == "/etc" else "write_outside_scratch"
+            self._obs.put_nowait(Event(t=self._clock(), source="observer", category="filesystem", kind=kind,
+                                       outcome="allowed",
+                                       detail={"path": path, "change": _DIFF_KIND.get(c.get("Kind"), "?")}))
+
+    async def _wait_exit(self) -> None:
+        """Waits for the container to stop; detects a restart (a new init pid) on the way."""
+        restarts = 0
+        while True:
+            try:
+                res = await asyncio.to_thread(self.container.wait, timeout=3600 * 24)
+                self.exit_code = int(res.get("StatusCode", -1))
+            except Exception:
+                self.exit_code = self.exit_code if self.exit_code is not None else -1
+            try:
+                await asyncio.to_thread(self.container.reload)
+                state = self.container.attrs.get("State", {})
+                count = int(self.container.attrs.get("RestartCount", 0))
+            except Exception:
+                break
+            if state.get("Running") and count > restarts:
+                restarts = count
+                self.pid = int(state.get("Pid") or 0) or None
+                self.cgroup = Cgroup.of_pid(self.pid) if self.pid else None
+                self._obs.put_nowait(Event(t=self._clock(), source="observer", category="lifecycle",
+                                           kind="restart", outcome="allowed", detail={"restarts": count}))
+                continue
+            break
+        self._exited.set()
+
+    # -- actions ------------------------------------------------------------------------
+
+    def _running(self) -> bool:
+        return self.container is not None and not self._exited.is_set()
+
+    async def throttle(self, cpus: float) -> ActionResult:
+        """Lower (or raise) the CPU quota live; takes effect at the next CFS period."""
+        t0 = time.monotonic()
+        if not self._running():
+            return ActionResult(False, 0.0, {"reason": "the learner is not running"})
+        if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus <= 0:
+            return ActionResult(False, 0.0, {"reason": f"expected a CPU cap > 0, got {cpus!r}"})
+        before = self._cpus
+        quota = max(int(cpus * CFS_PERIOD_US), 1000)
+        try:
+            await asyncio.to_thread(self.container.update, cpu_period=CFS_PERIOD_US, cpu_quota=quota)
+        except Exception as e:
+            return ActionResult(False, time.monotonic() - t0, {"reason": str(e)})
+        self._cpus = quota / CFS_PERIOD_US
+        r = self.cgroup.read() if self.cgroup else None
+        ok = r is None or r.cpu_quota_cpus == self._cpus
+        return ActionResult(ok, time.monotonic() - t0,
+                            {"cpus": [before, self._cpus], "how": "CFS quota (docker update)"})
+
+    async def pause(self) -> ActionResult:
+        """Freeze every process of the container (cgroup freezer)."""
+        t0 = time.monotonic()
+        if not self._running():
+            return ActionResult(False, 0.0, {"reason": "the learner is not running"})
+        try:
+            await asyncio.to_thread(self.container.pause)
+        except Exception as e:
+            return ActionResult(False, time.monotonic() - t0, {"reason": str(e)})
+        state = self._freezer_state()
+        return ActionResult(state in (None, "FROZEN"), time.monotonic() - t0,
+                            {"how": "cgroup freezer (docker pause)", "freezer": state})
+
+    async def resume(self) -> ActionResult:
+        t0 = time.monotonic()
+        if not self._running():
+            return ActionResult(False, 0.0, {"reason": "the learner is not running"})
+        try:
+            await asyncio.to_thread(self.container.unpause)
+        except Exception as e:
+            return ActionResult(False, time.monotonic() - t0, {"reason": str(e)})
+        state = self._freezer_state()
+        return ActionResult(state in (None, "THAWED"), time.monotonic() - t0,
+                            {"how": "cgroup freezer (docker unpause)", "freezer": state})
+
+    def _freezer_state(self) -> str | None:
+        if self.cgroup is None or self.cgroup.freezer is None:
+            return None
+        if self.cgroup.version == 2:
+            text = (self.cgroup.freezer / "cgroup.freeze").read_text().strip() if \
+                (self.cgroup.freezer / "cgroup.freeze").exists() else ""
+            return {"1": "FROZEN", "0": "THAWED"}.get(text)
+        try:
+            return (self.cgroup.freezer / "freezer.state").read_text().strip()
+        except OSError:
+            return None
+
+    async def kill(self, evidence_dir: Path) -> ActionResult:
+        """Save evidence (process list, filesystem diff, last lines), then SIGKILL the container."""
+        t0 = time.monotonic()
+        if self.container is None:
+            return ActionResult(False, 0.0, {"reason": "the learner never started"})
+        files = await asyncio.to_thread(self._save_evidence, Path(evidence_dir))
+        t_evidence = time.monotonic() - t0
+        self._killed = True
+        how = "SIGKILL to every process of the container's cgroup"
+        if self.cgroup is not None and self._freezer_state() not in ("FROZEN", "FREEZING"):
+            # Straight to the kernel: a round trip through the daemon and runc costs ~100 ms.
+            for _ in range(5):  # members may fork between the list and the signal: repeat
+                pids = self._members(True)
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                await asyncio.sleep(0.002)
+        if self.cgroup is None or self._members(True):
+            # Frozen (SIGKILL waits for a thaw), or no cgroup to read: docker kill handles both.
+            how = "docker kill (SIGKILL)"
+            try:
+                await asyncio.to_thread(self.container.kill, "SIGKILL")
+            except Exception as e:
+                if self._running():
+                    return ActionResult(False, time.monotonic() - t0, {"reason": str(e), "evidence": files})
+        # The effect is every process gone: the cgroup's member list says so first (the
+        # daemon's exit notice follows as the lifecycle `exit` event).
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and not self._exited.is_set():
+            if self.cgroup is not None and not self._members(True):
+                break
+            try:
+                await asyncio.wait_for(self._exited.wait(), timeout=0.005)
+            except asyncio.TimeoutError:
+                pass
+        gone = self._exited.is_set() or (self.cgroup is not None and not self._members(True))
+        return ActionResult(gone, time.monotonic() - t0,
+                            {"evidence": files, "evidence_s": round(t_evidence, 4), "how": how})
+
+    def _save_evidence(self, evidence_dir: Path) -> list[str]:
+        evidence_dir.mkdir(parents=True, exist_ok=True)
+        procs = evidence_dir / "processes.json"
+        procs.write_text(json.dumps(procfs.process_list(self._members(True)), indent=1) + "\n")
+        diff = evidence_dir / "filesystem_diff.json"
+        try:
+            changes = self._changes()
+        except Exception as e:
+            changes = [{"error": str(e)}]
+        diff.write_text(json.dumps(changes, indent=1) + "\n")
+        tail = evidence_dir / "last_lines.log"
+        tail.write_text("".join(line + "\n" for line in list(self._tail)), encoding="utf-8")
+        return [str(procs), str(diff), str(tail)]
+
+    async def disconnect(self) -> ActionResult:
+        """Cut the container off its network (it keeps running, with loopback only)."""
+        t0 = time.monotonic()
+        if not self._running():
+            return ActionResult(False, 0.0, {"reason": "the learner is not running"})
+        if self.network is None:
+            return ActionResult(True, 0.0, {"how": "already without a network"})
+        try:
+            await asyncio.to_thread(self.network.disconnect, self.container, force=True)
+            await asyncio.to_thread(self.container.reload)
+        except Exception as e:
+            return ActionResult(False, time.monotonic() - t0, {"reason": str(e)})
+        nets = self.container.attrs.get("NetworkSettings", {}).get("Networks") or {}
+        return ActionResult(self.network.name not in nets, time.monotonic() - t0,
+                            {"how": "docker network disconnect", "network": self.network.name})
+
+    # -- teardown -----------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Remove the container, its network and firewall rules. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await asyncio.to_thread(self._remove_all)
+        self._exited.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(self._tasks, timeout=3.0)
+            for task in pending:
+                task.cancel()
+
+    def _remove_all(self) -> None:
+        if self.container is not None:
+            try:
+                self.container.remove(force=True)
+            except Exception:  # already gone
+                pass
+        if self._attach_resp is not None:
+            try:
+                self._attach_resp.close()
+            except Exception:
+                pass
+        if self.network is not None:
+            try:
+                self.network.remove()
+            except Exception:
+                pass
+        firewall_remove(self.run_id)
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:
+                pass
+
+
+def clean(run_id: str | None = None, client=None, *, include_live: bool = False) -> dict[str, list[str]]:
+    """Remove containers, networks, volumes labelled runaway.run (=run_id) and the firewall
+    rules tagged with it; returns what was removed, by kind.
+
+    Without a run id, only leftovers are removed: things whose controller process is gone
+    (a run still going on this host is skipped, listed under "skipped (live)") unless
+    `include_live`. A run id names what to remove, live or not."""
+    client = client or _client()
+    docker = _docker()
+    flt = {"label": f"{LABEL}={run_id}" if run_id else LABEL}
+    removed: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": [], "firewall rules": []}
+    live: set[str] = set()
+
+    def keep(labels: Mapping[str, str] | None) -> bool:
+        labels = labels or {}
+        if run_id is None and not include_live and _owner_alive(labels.get(OWNER_LABEL)):
+            live.add(labels.get(LABEL, "?"))
+            return True
+        return False
+
+    for c in client.containers.list(all=True, filters=flt):
+        if keep(c.labels):
+            continue
+        try:
+            c.remove(force=True)
+            removed["containers"].append(c.name)
+        except docker.errors.NotFound:
+            pass
+    for n in client.networks.list(filters=flt):
+        if keep(n.attrs.get("Labels")):
+            continue
+        try:
+            n.remove()
+            removed["networks"].append(n.name)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError:  # still has endpoints: a live container we kept
+            live.add((n.attrs.get("Labels") or {}).get(LABEL, "?"))
+    for v in client.volumes.list(filters=flt):
+        if keep(v.attrs.get("Labels")):
+            continue
+        try:
+            v.remove(force=True)
+            removed["volumes"].append(v.name)
+        except docker.errors.NotFound:
+            pass
+    removed["firewall rules"] = firewall_remove(run_id, keep={_run_tag(r) for r in live})
+    if live:
+        removed["skipped (live)"] = sorted(live)
+    client.close()
+    return removed
