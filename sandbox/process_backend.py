@@ -166,6 +166,7 @@ class ProcessSandbox:
         self._base_dir = Path(base_dir) if base_dir else Path(tempfile.gettempdir())
         self._host_cpus = sorted(os.sched_getaffinity(0))
         self._cpus = float(spec.cpus or len(self._host_cpus))
+        self._spec_cpus = min(self._cpus, float(len(self._host_cpus)))
         # Drop to the spec's user when we can (we are root): only then does RLIMIT_NPROC
         # bind, and only then does the learner lose root's capabilities.
         self.run_uid: int | None = None
@@ -197,7 +198,7 @@ class ProcessSandbox:
         self._cpu_dead = 0.0
         self._cpu_total = 0.0
         self._sample_at: tuple[float, float] | None = None  # (monotonic, cpu_total) last sample
-        self._base_ids: tuple[int, int, int] | None = None  # uid, euid, cap_eff at start
+        self._base_ids: tuple[int, int, int, int, int] | None = None  # uid, euid, gid, egid, caps
         self._reported: set[tuple[int, int, str]] = set()
         self._paused = False
         self._stopped_by_duty = False
@@ -240,6 +241,9 @@ class ProcessSandbox:
     async def prepare(self) -> str:
         """No network to make: the learner shares the host's, so the web binds loopback."""
         return "127.0.0.1"
+
+    def allow_port(self, port: int) -> None:
+        """Nothing to open: the learner shares this host's loopback, where the web listens."""
 
     async def start(
         self,
@@ -287,8 +291,13 @@ class ProcessSandbox:
         self._members[self.pid] = 0
         leader = procfs.read_stat(self.pid)
         self._leader_start = leader.start_ticks if leader else 0
-        # Who the learner is right after exec: any later gain over this is an escalation.
-        self._base_ids = procfs.read_ids(self.pid)
+        # The baseline is who the spec says the learner is (when we dropped to its user:
+        # that uid and gid, no capabilities), not what the first process shows: that one
+        # may already be a setuid binary. Running as ourselves, it is what we started.
+        if self.run_uid is not None and self.run_gid is not None:
+            self._base_ids = (self.run_uid, self.run_uid, self.run_gid, self.run_gid, 0)
+        else:
+            self._base_ids = procfs.read_ids(self.pid)
         loop = asyncio.get_running_loop()
         # The kernel's process events, where we may listen (root): forks, execs and id
         # changes arrive as they happen, so no fast polling is needed between samples.
@@ -531,6 +540,35 @@ class ProcessSandbox:
             pids = sorted(part)
         if self._base_ids is None:
             return out
+        b_uid, b_euid, b_gid, b_egid, b_caps = self._base_ids
+        for pid in pids:
+            ids = procfs.read_ids(pid)
+            if ids is None or ids == self._base_ids:
+                continue
+            uid, euid, gid, egid, caps = ids
+            st = procfs.read_stat(pid)
+            start = st.start_ticks if st else 0
+            name = st.comm if st else "?"
+            gained_caps = caps & ~b_caps
+            if (uid != b_uid or euid != b_euid) and (pid, start, "uid") not in self._reported:
+                self._reported.add((pid, start, "uid"))
+                out.append(Event(t=self._clock(), source="observer", category="escalation",
+                                 kind="uid_change", outcome="allowed",
+                                 detail={"pid": pid, "name": name, "uid": [b_uid, uid],
+                                         "euid": [b_euid, euid]}))
+            if (gid != b_gid or egid != b_egid) and (pid, start, "gid") not in self._reported:
+                self._reported.add((pid, start, "gid"))
+                out.append(Event(t=self._clock(), source="observer", category="escalation",
+                                 kind="gid_change", outcome="allowed",
+                                 detail={"pid": pid, "name": name, "gid": [b_gid, gid],
+                                         "egid": [b_egid, egid]}))
+            if gained_caps and (pid, start, "caps") not in self._reported:
+                self._reported.add((pid, start, "caps"))
+                out.append(Event(t=self._clock(), source="observer", category="escalation",
+                                 kind="capability_gain", outcome="allowed",
+                                 detail={"pid": pid, "name": name,
+                                         "caps": procfs.cap_names(gained_caps)}))
+        return out
         b_uid, b_euid, b_caps = self._base_ids
         for pid in pids:
             ids = procfs.read_ids(pid)
@@ -574,7 +612,9 @@ class ProcessSandbox:
         if self._sample_at is not None:
             dt = now - self._sample_at[0]
             if dt > 0:
-                ratio = (self._cpu_total - self._sample_at[1]) / (dt * self._cpus)
+                # Against the spec's cap, not the live one (as the Docker backend does): a
+                # throttle then shows as a drop, and guards read every backend the same way.
+                ratio = (self._cpu_total - self._sample_at[1]) / (dt * self._spec_cpus)
         self._sample_at = (now, self._cpu_total)
         s = Sample(t=self._clock(), cpu_ratio=round(max(ratio, 0.0), 4),
                    cpu_seconds=round(self._cpu_total, 4), mem_bytes=rss,

@@ -141,16 +141,18 @@ def read_status(pid: int) -> ProcStatus | None:
 
 # Precompiled because the identity watch runs it for every learner process many times a
 # second; it reads only what an escalation changes.
-_IDS = re.compile(rb"\nUid:\t(\d+)\t(\d+)\t.*?\nCapEff:\t([0-9a-fA-F]+)", re.DOTALL)
+_IDS = re.compile(rb"\nUid:\t(\d+)\t(\d+)\t.*?\nGid:\t(\d+)\t(\d+)\t.*?\nCapEff:\t([0-9a-fA-F]+)",
+                  re.DOTALL)
 
 
-def read_ids(pid: int) -> tuple[int, int, int] | None:
-    """(uid, euid, cap_eff) of a process, the cheap way; None if it has gone."""
+def read_ids(pid: int) -> tuple[int, int, int, int, int] | None:
+    """(uid, euid, gid, egid, cap_eff) of a process, the cheap way; None if it has gone."""
     data = read_bytes(f"/proc/{pid}/status")
     m = _IDS.search(data) if data else None
     if m is None:
         return None
-    return int(m.group(1)), int(m.group(2)), int(m.group(3), 16)
+    g = m.groups()
+    return int(g[0]), int(g[1]), int(g[2]), int(g[3]), int(g[4], 16)
 
 
 @dataclass(frozen=True, slots=True)
