@@ -41,6 +41,7 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 from policies.model import Event, Sample
 
 from . import procfs
+from .proc_events import ProcEvents
 from .base import ActionResult, SandboxError
 from .spec import SandboxSpec, format_size
 
@@ -49,7 +50,12 @@ DEFAULT_HOSTS = {"web.internal": "127.0.0.1", "metadata.internal": "127.0.0.1",
                  "cloud.internal": "127.0.0.1"}
 NOFILE = 1024
 DUTY_PERIOD_S = 0.1  # one SIGCONT..SIGSTOP cycle; short enough that a 4 Hz sample sees the average
-WATCH_HZ = 50.0  # identity (uid, caps) checks: the escalation event latency is about 1/WATCH_HZ
+# Identity (uid, caps) polls between samples when kernel process events are not available
+# (not root): the escalation event latency is then about 1/WATCH_HZ.
+WATCH_HZ = 20.0
+EVENTS_COALESCE_S = 0.04  # at most 25 wakeups a second for kernel process events
+RELAY_S = 0.1  # operator commands reach the learner's copy of the control file this often
+RECLASSIFY_S = 5.0  # how often every pid is re-read (a recycled pid number classified afresh)
 ENV_MARK = "RUNAWAY_SANDBOX_RUN"  # in every learner process's environ: how `clean` finds leftovers
 TMP_PREFIX = "runaway-proc-"
 PR_SET_NO_NEW_PRIVS = 38
@@ -151,13 +157,16 @@ class ProcessSandbox:
     is_security_boundary = False
 
     def __init__(self, spec: SandboxSpec, *, run_id: str, watch_hz: float = WATCH_HZ,
-                 base_dir: str | Path | None = None) -> None:
+                 proc_events: bool = True, base_dir: str | Path | None = None) -> None:
         self.spec = spec
         self.run_id = run_id
         self.watch_hz = watch_hz
+        self.use_proc_events = proc_events
+        self._events: ProcEvents | None = None
         self._base_dir = Path(base_dir) if base_dir else Path(tempfile.gettempdir())
         self._host_cpus = sorted(os.sched_getaffinity(0))
         self._cpus = float(spec.cpus or len(self._host_cpus))
+        self._spec_cpus = min(self._cpus, float(len(self._host_cpus)))
         # Drop to the spec's user when we can (we are root): only then does RLIMIT_NPROC
         # bind, and only then does the learner lose root's capabilities.
         self.run_uid: int | None = None
@@ -189,7 +198,7 @@ class ProcessSandbox:
         self._cpu_dead = 0.0
         self._cpu_total = 0.0
         self._sample_at: tuple[float, float] | None = None  # (monotonic, cpu_total) last sample
-        self._base_ids: tuple[int, int, int] | None = None  # uid, euid, cap_eff at start
+        self._base_ids: tuple[int, int, int, int, int] | None = None  # uid, euid, gid, egid, caps
         self._reported: set[tuple[int, int, str]] = set()
         self._paused = False
         self._stopped_by_duty = False
@@ -197,9 +206,12 @@ class ProcessSandbox:
         self._closed = False
         self._killed = False
         self._relay_from: Path | None = None
+        self._relay_pos = 0
         self._control: Path | None = None
         self._pythonpath = ""
         self._rr = 0  # round-robin position for identity checks of large groups
+        self._mark = f"{ENV_MARK}={run_id}\0".encode()
+        self._leader_start = 0  # a process started before the learner cannot be one of its own
 
     # -- what the user is told ---------------------------------------------------------
 
@@ -229,6 +241,9 @@ class ProcessSandbox:
     async def prepare(self) -> str:
         """No network to make: the learner shares the host's, so the web binds loopback."""
         return "127.0.0.1"
+
+    def allow_port(self, port: int) -> None:
+        """Nothing to open: the learner shares this host's loopback, where the web listens."""
 
     async def start(
         self,
@@ -274,20 +289,32 @@ class ProcessSandbox:
                                field="argv") from None
         self.pid = self._proc.pid
         self._members[self.pid] = 0
+        leader = procfs.read_stat(self.pid)
+        self._leader_start = leader.start_ticks if leader else 0
+        # The baseline is who the spec says the learner is (when we dropped to its user:
+        # that uid and gid, no capabilities), not what the first process shows: that one
+        # may already be a setuid binary. Running as ourselves, it is what we started.
+        if self.run_uid is not None and self.run_gid is not None:
+            self._base_ids = (self.run_uid, self.run_uid, self.run_gid, self.run_gid, 0)
+        else:
+            self._base_ids = procfs.read_ids(self.pid)
+        loop = asyncio.get_running_loop()
+        # The kernel's process events, where we may listen (root): forks, execs and id
+        # changes arrive as they happen, so no fast polling is needed between samples.
+        self._events = ProcEvents.open() if self.use_proc_events else None
+        if self._events is not None:
+            loop.add_reader(self._events.fileno(), self._on_proc_events)
         self._obs.put_nowait(Event(t=self._clock(), source="observer", category="lifecycle",
                                    kind="start", outcome="allowed",
                                    detail={"pid": self.pid, "backend": "process",
                                            "uid": self.run_uid if self.run_uid is not None else os.geteuid(),
                                            "security_boundary": False}))
-        loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._pump(self._proc.stdout, "stdout")),
             loop.create_task(self._pump(self._proc.stderr, "stderr")),
             loop.create_task(self._monitor()),
             loop.create_task(self._duty_cycle()),
         ]
-        if self._relay_from is not None:
-            self._tasks.append(loop.create_task(self._relay_control()))
 
     def _lay_out(self, learner_dir: Path, control_file: Path) -> None:
         """The private tree: root-owned code and control copy, a scratch only the learner owns."""
@@ -401,46 +428,104 @@ class ProcessSandbox:
 
     # -- observing ---------------------------------------------------------------------
 
-    def _refresh_members(self, full: bool = True) -> list[int]:
-        """The live processes of the learner: its session, anything a member forked (also
-        after setsid), and anything carrying the run's mark in its environment.
-
-        A fast refresh (full=False) reads only pids it has not classified yet; a full one
-        re-reads every pid, so a recycled pid number is classified afresh."""
+    def _scan(self, reclassify: bool = False) -> dict[int, procfs.ProcStat]:
+        """The live processes of the learner, with their stat: its session, anything a
+        member forked (also after setsid), and anything carrying the run's mark in its
+        environment. Reads the stat of members and of pid numbers not seen before;
+        `reclassify` re-reads every pid, so a recycled pid number is classified afresh."""
         assert self.pid is not None
-        if full:
+        if reclassify:
             self._not_members.clear()
-        live: dict[int, int] = {}
+        live: dict[int, procfs.ProcStat] = {}
+        fresh: list[procfs.ProcStat] = []
         for pid in procfs.all_pids():
             if pid in self._not_members:
                 continue
-            if pid in self._members:
-                st = procfs.read_stat(pid)
-                if st is not None and st.state != "Z" and (self._members[pid] in (0, st.start_ticks)):
-                    live[pid] = st.start_ticks
-                continue
             st = procfs.read_stat(pid)
-            if st is None:
+            if st is None or st.state == "Z":
                 continue
-            if st.session == self.pid or st.ppid in self._members or st.ppid in live \
-                    or self._has_mark(pid):
-                if st.state != "Z":
-                    live[pid] = st.start_ticks
+            if pid in self._members and self._members[pid] in (0, st.start_ticks):
+                live[pid] = st
             else:
-                self._not_members.add(pid)
+                fresh.append(st)
+        # Fresh pids in pid order, twice, so a child listed before its new parent is found.
+        for _ in range(2):
+            rest = []
+            for st in fresh:
+                if st.session == self.pid or st.ppid in live or (
+                    st.start_ticks >= self._leader_start and self._has_mark(st.pid)):
+                    live[st.pid] = st
+                else:
+                    rest.append(st)
+            fresh = rest
+        self._not_members.update(st.pid for st in fresh)
+        self._set_members({pid: st.start_ticks for pid, st in live.items()})
+        return live
+
+    def _set_members(self, members: dict[int, int]) -> None:
         for pid, start in self._members.items():
-            if pid not in live:
+            if members.get(pid) != start and start:
                 self._cpu_dead += self._cpu_last.pop((pid, start), 0.0)
-        self._members = live
-        return sorted(live)
+        self._members = members
+
+    def _on_proc_events(self) -> None:
+        """Kernel process events: re-read the ids of a member that exec'd or changed
+        uid/gid (that is when an escalation shows), adopting a member's child at its exec."""
+        if self._events is None:
+            return
+        events, lost = self._events.read()
+        # Coalesce: on a host that execs hundreds of times a second, waking for each would
+        # cost more than the check; stop listening for a moment, then drain the batch.
+        loop = asyncio.get_running_loop()
+        fd = self._events.fileno()
+        loop.remove_reader(fd)
+        loop.call_later(EVENTS_COALESCE_S, self._listen_again, fd)
+        check: set[int] = set()
+        for e in events:  # exec, uid, gid only (the socket filters out the rest)
+            if e.tgid in self._members:
+                check.add(e.tgid)
+            elif e.kind == "exec":
+                st = procfs.read_stat(e.tgid)  # a member's new child, seen at its exec
+                if st is not None and (st.ppid in self._members or st.session == self.pid):
+                    self._members[e.tgid] = 0  # start ticks filled in by the next scan
+                    check.add(e.tgid)
+        if lost:  # the kernel dropped events: look at everyone
+            check.update(self._members)
+        if check:
+            for ev in self._check_identity(sorted(check)):
+                self._obs.put_nowait(ev)
+
+    def _listen_again(self, fd: int) -> None:
+        if self._events is not None and self._events.fileno() == fd:
+            # What queued meanwhile is still readable, so the reader fires at once for it.
+            asyncio.get_running_loop().add_reader(fd, self._on_proc_events)
+
+    def _follow_children(self) -> set[int]:
+        """New children of members, from /proc/<pid>/task/<tid>/children: the cheap check
+        between scans, so a fork + exec of a setuid binary is seen within a watch tick."""
+        new: set[int] = set()
+        for pid in list(self._members):
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                kids = procfs.read_bytes(f"/proc/{pid}/task/{tid}/children")
+                for k in (kids or b"").split():
+                    child = int(k)
+                    if child not in self._members:
+                        st = procfs.read_stat(child)
+                        if st is not None and st.state != "Z":
+                            self._members[child] = st.start_ticks
+                            new.add(child)
+        return new
+
+    def _member_pids(self) -> list[int]:
+        return sorted(self._scan()) if self.pid is not None else []
 
     def _has_mark(self, pid: int) -> bool:
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as fh:
-                env = fh.read()
-        except OSError:
-            return False
-        return f"{ENV_MARK}={self.run_id}\0".encode() in env
+        env = procfs.read_bytes(f"/proc/{pid}/environ")
+        return env is not None and self._mark in env
 
     def _check_identity(self, pids: Sequence[int], new: set[int] | None = None) -> list[Event]:
         """Escalation events for any member whose uid, euid or capabilities went up.
@@ -453,42 +538,69 @@ class ProcessSandbox:
             self._rr += 32
             part = set(pids[k : k + 32]) | new | ({self.pid} if self.pid else set())
             pids = sorted(part)
+        if self._base_ids is None:
+            return out
+        b_uid, b_euid, b_gid, b_egid, b_caps = self._base_ids
         for pid in pids:
-            st = procfs.read_status(pid)
-            if st is None:
+            ids = procfs.read_ids(pid)
+            if ids is None or ids == self._base_ids:
                 continue
-            if self._base_ids is None:
-                if pid != self.pid or st.name == "":
-                    continue
-                self._base_ids = (st.uid, st.euid, st.cap_eff)
-            b_uid, b_euid, b_caps = self._base_ids
-            start = self._members.get(pid, 0)
-            gained_caps = st.cap_eff & ~b_caps
-            if (st.uid != b_uid or st.euid != b_euid) and (pid, start, "uid") not in self._reported:
+            uid, euid, gid, egid, caps = ids
+            st = procfs.read_stat(pid)
+            start = st.start_ticks if st else 0
+            name = st.comm if st else "?"
+            gained_caps = caps & ~b_caps
+            if (uid != b_uid or euid != b_euid) and (pid, start, "uid") not in self._reported:
                 self._reported.add((pid, start, "uid"))
                 out.append(Event(t=self._clock(), source="observer", category="escalation",
                                  kind="uid_change", outcome="allowed",
-                                 detail={"pid": pid, "name": st.name, "uid": [b_uid, st.uid],
-                                         "euid": [b_euid, st.euid]}))
+                                 detail={"pid": pid, "name": name, "uid": [b_uid, uid],
+                                         "euid": [b_euid, euid]}))
+            if (gid != b_gid or egid != b_egid) and (pid, start, "gid") not in self._reported:
+                self._reported.add((pid, start, "gid"))
+                out.append(Event(t=self._clock(), source="observer", category="escalation",
+                                 kind="gid_change", outcome="allowed",
+                                 detail={"pid": pid, "name": name, "gid": [b_gid, gid],
+                                         "egid": [b_egid, egid]}))
             if gained_caps and (pid, start, "caps") not in self._reported:
                 self._reported.add((pid, start, "caps"))
                 out.append(Event(t=self._clock(), source="observer", category="escalation",
                                  kind="capability_gain", outcome="allowed",
-                                 detail={"pid": pid, "name": st.name,
+                                 detail={"pid": pid, "name": name,
+                                         "caps": procfs.cap_names(gained_caps)}))
+        return out
+        b_uid, b_euid, b_caps = self._base_ids
+        for pid in pids:
+            ids = procfs.read_ids(pid)
+            if ids is None or ids == self._base_ids:
+                continue
+            uid, euid, caps = ids
+            st = procfs.read_stat(pid)
+            start = st.start_ticks if st else 0
+            name = st.comm if st else "?"
+            gained_caps = caps & ~b_caps
+            if (uid != b_uid or euid != b_euid) and (pid, start, "uid") not in self._reported:
+                self._reported.add((pid, start, "uid"))
+                out.append(Event(t=self._clock(), source="observer", category="escalation",
+                                 kind="uid_change", outcome="allowed",
+                                 detail={"pid": pid, "name": name, "uid": [b_uid, uid],
+                                         "euid": [b_euid, euid]}))
+            if gained_caps and (pid, start, "caps") not in self._reported:
+                self._reported.add((pid, start, "caps"))
+                out.append(Event(t=self._clock(), source="observer", category="escalation",
+                                 kind="capability_gain", outcome="allowed",
+                                 detail={"pid": pid, "name": name,
                                          "caps": procfs.cap_names(gained_caps)}))
         return out
 
-    def _sample(self, pids: Sequence[int]) -> tuple[Sample, list[tuple[int, int]]]:
+    def _sample(self, stats: Mapping[int, procfs.ProcStat]) -> tuple[Sample, list[tuple[int, int]]]:
         cpu_live = 0.0
         rss = 0
         tasks = 0
         sizes: list[tuple[int, int]] = []
-        for pid in pids:
-            st = procfs.read_stat(pid)
-            if st is None:
-                continue
+        for pid, st in stats.items():
             c = st.cpu_seconds
-            self._cpu_last[(pid, self._members.get(pid, st.start_ticks))] = c
+            self._cpu_last[(pid, st.start_ticks)] = c
             cpu_live += c
             rss += st.rss_bytes
             tasks += st.threads
@@ -500,7 +612,9 @@ class ProcessSandbox:
         if self._sample_at is not None:
             dt = now - self._sample_at[0]
             if dt > 0:
-                ratio = (self._cpu_total - self._sample_at[1]) / (dt * self._cpus)
+                # Against the spec's cap, not the live one (as the Docker backend does): a
+                # throttle then shows as a drop, and guards read every backend the same way.
+                ratio = (self._cpu_total - self._sample_at[1]) / (dt * self._spec_cpus)
         self._sample_at = (now, self._cpu_total)
         s = Sample(t=self._clock(), cpu_ratio=round(max(ratio, 0.0), 4),
                    cpu_seconds=round(self._cpu_total, 4), mem_bytes=rss,
@@ -512,22 +626,26 @@ class ProcessSandbox:
         enforcement at each sample, and the exit event at the end."""
         assert self._proc is not None
         proc = self._proc
-        tick = 1.0 / max(self.watch_hz, self.spec.sample_hz)
+        # With kernel events there is nothing to poll between samples.
+        rate = self.spec.sample_hz if self._events is not None else max(self.watch_hz, self.spec.sample_hz)
+        tick = 1.0 / rate
         every = 1.0 / self.spec.sample_hz
         next_sample = time.monotonic()
+        next_full = next_sample + RECLASSIFY_S
+        next_relay = next_sample
         waiter = asyncio.ensure_future(proc.wait())
         try:
             while True:
                 now = time.monotonic()
-                full = now >= next_sample
-                before = set(self._members)
-                pids = self._refresh_members(full)
-                new = None if full else set(pids) - before
-                for ev in self._check_identity(pids, new):
-                    self._obs.put_nowait(ev)
-                if full:
+                if now >= next_sample:
                     next_sample = max(next_sample + every, now)
-                    sample, sizes = self._sample(pids)
+                    full = now >= next_full
+                    if full:
+                        next_full = now + RECLASSIFY_S
+                    stats = self._scan(reclassify=full)
+                    for ev in self._check_identity(sorted(stats)):
+                        self._obs.put_nowait(ev)
+                    sample, sizes = self._sample(stats)
                     self._obs.put_nowait(sample)
                     limit = self.spec.memory
                     if limit and sample.mem_bytes > limit and sizes:
@@ -543,13 +661,21 @@ class ProcessSandbox:
                                 detail={"pid": victim, "rss_bytes": rss, "group_rss_bytes": sample.mem_bytes,
                                         "limit_bytes": limit,
                                         "by": "the process sandbox's sampler (not the kernel)"}))
+                elif self._events is None:
+                    new = self._follow_children()
+                    for ev in self._check_identity(sorted(self._members), new):
+                        self._obs.put_nowait(ev)
+                if now >= next_relay:
+                    next_relay = now + max(RELAY_S, tick)
+                    self._relay_control()
                 if waiter.done():
                     break
-                await asyncio.wait([waiter], timeout=tick)
+                await asyncio.sleep(tick)  # cheaper than asyncio.wait() on the exit, per tick
             rc = waiter.result()
             self.returncode = rc
-            pids = self._refresh_members()
-            sample, _ = self._sample(pids)
+            stats = self._scan()
+            pids = sorted(stats)
+            sample, _ = self._sample(stats)
             self._obs.put_nowait(sample)
             detail: dict[str, Any] = {"pid": proc.pid, "returncode": rc}
             if rc < 0:
@@ -648,19 +774,19 @@ class ProcessSandbox:
         if self._proc is None:
             return ActionResult(False, 0.0, {"reason": "the learner never started"})
         evidence_dir = Path(evidence_dir)
-        files = await asyncio.to_thread(self._save_evidence, evidence_dir, self._refresh_members())
+        files = await asyncio.to_thread(self._save_evidence, evidence_dir, self._member_pids())
         t_evidence = time.monotonic() - t0
         self._killed = True
         self._paused = False
         for _ in range(3):  # members may fork between the list and the signal: repeat
-            _signal_all(self._refresh_members(), signal.SIGKILL, self.pid)
+            _signal_all(self._member_pids(), signal.SIGKILL, self.pid)
             if await self._wait_states(lambda s: s in (None, "Z", "X"), timeout=0.5):
                 break
         try:
             await asyncio.wait_for(self._proc.wait(), timeout=2.0)
         except asyncio.TimeoutError:
             pass
-        left = [p for p in self._refresh_members()]
+        left = [p for p in self._member_pids()]
         return ActionResult(not left and self._proc.returncode is not None, time.monotonic() - t0,
                             {"evidence": files, "evidence_s": round(t_evidence, 4),
                              "how": "SIGKILL to the process group", "left": left})
@@ -697,23 +823,22 @@ class ProcessSandbox:
             "reason": "not possible in the process sandbox: the learner shares the host's network "
                       "namespace; use pause or kill, or the Docker backend"})
 
-    async def _relay_control(self) -> None:
-        """Copies what the runner appends to its control file into the learner's copy."""
-        assert self._relay_from is not None
-        pos = 0
-        while True:
-            try:
-                size = os.path.getsize(self._relay_from)
-            except OSError:
-                size = 0
-            if size > pos:
-                with open(self._relay_from, "rb") as src:
-                    src.seek(pos)
-                    data = src.read(size - pos)
-                with open(self._control, "ab") as dst:
-                    dst.write(data)
-                pos += len(data)
-            await asyncio.sleep(0.05)
+    def _relay_control(self) -> None:
+        """Copies what the runner appended to its control file into the learner's copy
+        (called from the monitor's ticks, so it costs no wakeups of its own)."""
+        if self._relay_from is None or self._control is None:
+            return
+        try:
+            size = os.stat(self._relay_from).st_size
+        except OSError:
+            return
+        if size > self._relay_pos:
+            with open(self._relay_from, "rb") as src:
+                src.seek(self._relay_pos)
+                data = src.read(size - self._relay_pos)
+            with open(self._control, "ab") as dst:
+                dst.write(data)
+            self._relay_pos += len(data)
 
     async def close(self) -> None:
         """Kills whatever is left, stops the watchers, removes the private tree. Idempotent."""
@@ -723,7 +848,7 @@ class ProcessSandbox:
         if self._proc is not None:
             self._paused = False
             for _ in range(3):
-                pids = self._refresh_members() if self.pid is not None else []
+                pids = self._member_pids()
                 _signal_all(pids, signal.SIGKILL, self.pid)
                 if not pids:
                     break
@@ -732,6 +857,13 @@ class ProcessSandbox:
                 await asyncio.wait_for(self._proc.wait(), timeout=2.0)
             except asyncio.TimeoutError:
                 pass
+        if self._events is not None:
+            try:
+                asyncio.get_running_loop().remove_reader(self._events.fileno())
+            except (RuntimeError, ValueError):
+                pass
+            self._events.close()
+            self._events = None
         for task in self._tasks[2:]:  # the watchers; the pipe pumps end by themselves at EOF
             task.cancel()
         if self._tasks:

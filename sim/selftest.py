@@ -111,6 +111,13 @@ def parse_protocol(line: str) -> dict[str, Any] | None:
     return obj if isinstance(obj, dict) else None
 
 
+def _unprivileged(detail: dict[str, Any]) -> bool:
+    """Whether an exec attempt's `id` output shows a non-root user and group."""
+    out = str(detail.get("stdout", ""))
+    return out.startswith("uid=") and "uid=0(" not in out and "gid=0(" not in out \
+        and "euid=0(" not in out
+
+
 def judge(attempts: list[dict[str, Any]], audit: list[dict[str, Any]], observed: list[Event],
           web: list[Event], *, dry_run_expected: bool) -> list[Row]:
     """The rows for what one catalog run produced (pure: the CLI's tests feed it directly).
@@ -150,14 +157,21 @@ def judge(attempts: list[dict[str, Any]], audit: list[dict[str, Any]], observed:
             contained = "harmless"
             ok = True
             note = "mock web only (fake credentials)"
+        elif outcome == "allowed" and kind == "exec" and _unprivileged(detail):
+            # Running a program inside the sandbox is what a sandbox is for; it is an
+            # escape only if it ran with privilege, which the `id` output shows.
+            contained = "harmless"
+            ok = True
+            note = f"ran unprivileged inside: {str(detail.get('stdout', ''))[:40]}"
         else:
             contained = "ESCAPED"
             ok = False
             note = "the attempt succeeded inside the sandbox"
         ok = ok and bool(by)
         name = str(a.get("name"))
-        if detail.get("scan") and "port" in detail:  # one row per scanned port
-            name += f":{detail['port']}"
+        if detail.get("scan") and "port" in detail:  # one row per scanned address and port
+            host = detail.get("host")
+            name += f" {host}:{detail['port']}" if host else f":{detail['port']}"
         rows.append(Row(name=name, category=cat, kind=kind, outcome=outcome,
                         contained=contained, detected_by=tuple(by), passed=ok, detail=note))
     gains = [e for e in observed if e.category == "escalation" and e.outcome == "allowed"]
@@ -199,8 +213,9 @@ async def run_selftest(backend: str = "auto", *, spec: SandboxSpec = SELFTEST_SP
             MockWeb = None
             notices.append("the mock web is not available: the two metadata attempts have no target")
         if MockWeb is not None:
-            web = MockWeb(0, 50, on_event=web_events.append, clock=clock)
+            web = MockWeb(0, 100, on_event=web_events.append, clock=clock, rate_limit=None)
             port = await web.start(host_ip, 0)
+            sb.allow_port(port)  # Docker: open the host side for the web's port only
             env["RUNAWAY_WEB"] = f"http://web.internal:{port}"
         hosts = {n: host_ip for n in ("web.internal", "metadata.internal", "cloud.internal")}
         control = tmp / "control"

@@ -69,9 +69,9 @@ class Run:
 async def run(tmp_path):
     runs: list[Run] = []
 
-    async def make(code: str, spec: SandboxSpec = SPEC) -> Run:
+    async def make(code: str, spec: SandboxSpec = SPEC, **kwargs) -> Run:
         (tmp_path / "control").touch()
-        r = Run(ProcessSandbox(spec, run_id=f"t{os.getpid()}{len(runs)}"))
+        r = Run(ProcessSandbox(spec, run_id=f"t{os.getpid()}{len(runs)}", **kwargs))
         runs.append(r)
         return await r.start(code, tmp_path)
 
@@ -96,23 +96,26 @@ async def test_busy_loop_reads_near_its_cap_not_the_host(run):
     await r.wait_for(lambda: "affinity" in r.text())
     assert len(json.loads(r.text().split("affinity ", 1)[1])) == 1
     got = await r.samples_after(12)
-    ratio = statistics.mean(s.cpu_ratio for s in got[2:])
-    # The lower bound is loose: other work on this shared host may take the core from it.
-    assert 0.4 <= ratio <= 1.25, [s.cpu_ratio for s in got]
     used = (got[-1].cpu_seconds - got[1].cpu_seconds) / (got[-1].t - got[1].t)
-    assert used <= 0.5 * 1.25  # half a core, not one, not two
+    ratio = statistics.mean(s.cpu_ratio for s in got[2:])
+    assert used <= 0.5 * 1.25, used  # half a core at most, not one, not two
+    # The ratio is against the 0.5 cap (host-relative would be used / 2), and the loop
+    # shows as busy; other work on this shared host may take part of its core.
+    assert ratio == pytest.approx(used / 0.5, rel=0.15), (ratio, used)
+    assert ratio >= 0.3, [s.cpu_ratio for s in got]
     assert got[-1].pids == 1 and got[-1].mem_limit_bytes == 128 << 20 and got[-1].mem_bytes > 0
 
 
 async def test_throttle_lowers_the_duty_cycle(run):
-    """After throttle(0.25) the same loop uses about a quarter of a core."""
+    """After throttle(0.25) the same loop uses about a quarter of a core, and cpu_ratio
+    (against the spec's cap of 1 CPU) drops to match."""
     r = await run(BUSY, SandboxSpec(cpus=1.0, memory="128m", pids=64))
     res = await r.sb.throttle(0.25)
     assert res.ok and res.detail["duty"] == 0.25 and res.latency_s >= 0
     got = await r.samples_after(12)
     used = (got[-1].cpu_seconds - got[1].cpu_seconds) / (got[-1].t - got[1].t)
     assert 0.05 <= used <= 0.25 * 1.4, used
-    assert statistics.mean(s.cpu_ratio for s in got[2:]) <= 1.4
+    assert statistics.mean(s.cpu_ratio for s in got[2:]) == pytest.approx(used / 1.0, rel=0.2)
 
 
 async def test_address_space_limit_stops_a_memory_balloon(run):
@@ -213,15 +216,19 @@ async def test_disconnect_says_it_cannot(run):
 
 
 @root_only
-@pytest.mark.parametrize("nnp", [False, True])
-async def test_setuid_binary_is_an_escalation_unless_no_new_privs(run, nnp):
+@pytest.mark.parametrize("nnp,events", [(False, True), (False, False), (True, True)],
+                         ids=["setuid-kernel-events", "setuid-polling", "no-new-privs"])
+async def test_setuid_binary_is_an_escalation_unless_no_new_privs(run, nnp, events):
     """A setuid-root program run by the learner gains euid 0 (an `allowed` escalation the
-    observer reports) unless no_new_privs leaves the bit harmless."""
+    observer reports, through kernel process events or by polling /proc) unless
+    no_new_privs leaves the bit harmless."""
     code = ("import os, time\n"
             "p = os.path.join(os.environ['RUNAWAY_SCRATCH'], 'su-sleep')\n"
             "while not os.path.exists(p + '.ready'): time.sleep(0.01)\n"
             "os.execv(p, [p, '30'])\n")
-    r = await run(code, SandboxSpec(cpus=1.0, memory="128m", pids=64, no_new_privileges=nnp))
+    r = await run(code, SandboxSpec(cpus=1.0, memory="128m", pids=64, no_new_privileges=nnp),
+                  proc_events=events)
+    assert (r.sb._events is not None) == events
     target = r.sb.scratch / "su-sleep"
     shutil.copy("/bin/sleep", target)
     os.chmod(target, 0o4755)  # owned by root: the setuid bit would make its euid 0
