@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -129,4 +130,5 @@ async def run_learner(scenario_json: str, *, name: str = "", seed: int = 1, seco
     dec = Path(scratch, "decisions.jsonl")
     if dec.exists():
         run.decisions = [json.loads(x) for x in dec.read_text(encoding="utf-8").splitlines() if x]
+    shutil.rmtree(scratch, ignore_errors=True)
     return run
