@@ -157,3 +157,13 @@ async def test_a_page_is_the_same_however_its_path_is_spelled(serve, http):
     for not_canonical in ("/page/05", "/page/0", "/page/100", "/page/+5"):
         async with http.get(base + not_canonical) as r:
             assert r.status == 404, not_canonical
+
+
+_ANY_LINK = re.compile(r'<li><a href="([^"]+)">')
+
+
+@given(seed=st.integers(0, 2**32), i=st.integers(0, 9_999_999))
+def test_the_html_links_are_the_graph_links(seed, i):
+    """For any seed and page, the links rendered in the page's HTML are exactly the graph's links for it, in order."""
+    site = Site(seed, 10_000_000)
+    assert tuple(_ANY_LINK.findall(site.page(i).decode())) == site.info(i).links
