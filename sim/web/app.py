@@ -9,6 +9,7 @@ Events.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import math
@@ -147,7 +148,10 @@ class MockWeb:
             await site.start()
         except OSError as e:
             await runner.cleanup()
-            raise WebError(f"cannot listen on {host}:{port}: {e.strerror or e}", field="port") from None
+            # Address in use is the port's fault; anything else (unknown name, an address
+            # this machine does not have) is the host's.
+            field = "port" if e.errno == errno.EADDRINUSE else "host"
+            raise WebError(f"cannot listen on {host}:{port}: {e.strerror or e}", field=field) from None
         self._runner = runner
         server = site._server
         assert server is not None and server.sockets  # type: ignore[union-attr]
@@ -269,11 +273,19 @@ class MockWeb:
             if transport is not None:
                 transport.abort()
             return web.Response(status=500)  # never sent: the connection is gone
+        self.metrics.count("page", 200)
+        try:
+            return await self._slow_answer(request, fault, body)
+        except ConnectionResetError:
+            # The crawler gave up on a tarpit or a huge page: expected, not an error.
+            return web.Response(status=200)  # never sent
+
+    async def _slow_answer(self, request: web.Request, fault: str, body: bytes) -> web.StreamResponse:
+        """The faults that send a 200 and then misbehave: huge, truncated, tarpit."""
+        resp = web.StreamResponse(headers=_HTML)
         if fault == "huge":
             size = max(self.faults.huge_bytes, len(body))
-            resp = web.StreamResponse(headers=_HTML)
             resp.content_length = size
-            self.metrics.count("page", 200)
             await resp.prepare(request)
             if request.method == "HEAD":
                 return resp
@@ -288,9 +300,7 @@ class MockWeb:
                 left -= len(chunk)
             await resp.write_eof()
             return resp
-        resp = web.StreamResponse(headers=_HTML)
         resp.content_length = len(body)
-        self.metrics.count("page", 200)
         await resp.prepare(request)
         if request.method == "HEAD":
             return resp
