@@ -82,7 +82,10 @@ class MockWeb:
         ):
             raise WebError(f"expected requests per second > 0 (or None for no limit), got {rate_limit!r}",
                            field="rate_limit")
-        if not isinstance(crawl_delay, (int, float)) or not 0 <= crawl_delay <= 3600:
+        if burst is not None and (isinstance(burst, bool) or not isinstance(burst, (int, float)) or not burst >= 1):
+            raise WebError(f"expected a burst of at least 1 request, got {burst!r}", field="burst")
+        if isinstance(crawl_delay, bool) or not isinstance(crawl_delay, (int, float)) \
+                or not 0 <= crawl_delay <= 3600:
             raise WebError(f"expected 0..3600 seconds, got {crawl_delay!r}", field="crawl_delay")
         self.seed = seed
         self.pages = pages

@@ -135,6 +135,7 @@ def test_bad_fault_rates_name_the_field():
     ({"seed": -1, "pages": 100}, "seed"), ({"seed": "1", "pages": 100}, "seed"),
     ({"seed": 1, "pages": 3}, "pages"), ({"seed": 1, "pages": True}, "pages"),
     ({"seed": 1, "pages": 100, "rate_limit": 0}, "rate_limit"),
+    ({"seed": 1, "pages": 100, "burst": 0.5}, "burst"), ({"seed": 1, "pages": 100, "crawl_delay": -1}, "crawl_delay"),
 ])
 def test_bad_settings_name_the_field(kw, field):
     with pytest.raises(WebError) as e:
