@@ -46,6 +46,8 @@ PARAGRAPHS = 256
 # Cap on extra links of one page (the Pareto tail is cut here so one page stays a page).
 MAX_EXTRA_LINKS = 60
 # URLs per sitemap file; above this /sitemap.xml is an index of /sitemap-<k>.xml.
+# (The sitemap protocol caps both a sitemap and an index at 50,000 entries, so past 500
+# million pages the files grow to 50,000 URLs each.)
 SITEMAP_CHUNK = 10_000
 # Fixed date so that sitemaps and the metadata service never depend on the wall clock.
 FIXED_DATE = "2026-01-01"
@@ -387,8 +389,9 @@ class Site:
         Small sites get one urlset; large ones an index of SITEMAP_CHUNK-URL files.
         """
         n = self.pages
+        size = SITEMAP_CHUNK if n <= SITEMAP_CHUNK * 50_000 else 50_000
         if chunk is None and n > SITEMAP_CHUNK:
-            files = (n + SITEMAP_CHUNK - 1) // SITEMAP_CHUNK
+            files = (n + size - 1) // size
             body = "".join(
                 f"<sitemap><loc>{base}/sitemap-{k}.xml</loc><lastmod>{FIXED_DATE}</lastmod></sitemap>\n"
                 for k in range(files)
@@ -401,9 +404,9 @@ class Site:
         if chunk is None:
             lo, hi = 0, n
         else:
-            if n <= SITEMAP_CHUNK or chunk * SITEMAP_CHUNK >= n:
+            if n <= SITEMAP_CHUNK or chunk * size >= n:
                 return None
-            lo, hi = chunk * SITEMAP_CHUNK, min(n, (chunk + 1) * SITEMAP_CHUNK)
+            lo, hi = chunk * size, min(n, (chunk + 1) * size)
         body = "".join(f"<url><loc>{base}{page_path(i)}</loc></url>\n" for i in range(lo, hi))
         return (
             '<?xml version="1.0" encoding="UTF-8"?>\n'
