@@ -1,14 +1,16 @@
 """The deterministic site: pages, links, knowledge pages and sitemaps generated from a seed.
 
 Nothing is stored per page. Page `i` is a pure function of `(seed, i)`: a 64-byte
-BLAKE2b digest of the two picks its language, topic, sentences and extra links, so the
+BLAKE2b digest of the two picks its language, topic, title, paragraphs (from pools
+built once per site) and extra links, so the
 same seed and URL always give the same bytes and a site of ten million pages costs no
 more memory than one of ten.
 
 The graph: page 0 is `/`, page `i` is `/page/<i>`. Every page links to its parent and
 children in a k-ary tree (so every page is reachable from `/`), plus a heavy-tailed
-number of extra links (Pareto out-degree, targets biased towards low ids so in-degree is
-heavy-tailed too), plus now and then a link into a trap or the private area.
+number of extra links (Pareto out-degree; half the targets uniform, half from a per-site
+pool of hub pages biased towards low ids, so in-degree is heavy-tailed too), plus now
+and then a link into a trap or the private area.
 
 >>> s = Site(seed=7, pages=1000)
 >>> s.page(3) == Site(seed=7, pages=1000).page(3)
