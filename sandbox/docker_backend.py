@@ -201,6 +201,7 @@ class DockerSandbox:
         self._exited = asyncio.Event()
         self._fs_seen: set[str] = set()
         self._fallback_members: list[int] = []
+        self._procs_file = ""
         self._layers: tuple[str, list[str]] | None = None
         self._ident_raw: dict[int, bytes] = {}
         self._base_gid: int | None = None
@@ -369,7 +370,11 @@ class DockerSandbox:
                                field="argv") from None
         self.container.reload()
         self.pid = int(self.container.attrs["State"].get("Pid") or 0) or None
+        self._find_cgroup()
+
+    def _find_cgroup(self) -> None:
         self.cgroup = Cgroup.of_pid(self.pid) if self.pid else None
+        self._procs_file = str(self.cgroup.procs_file_dir / "cgroup.procs") if self.cgroup else ""
 
     # -- output -------------------------------------------------------------------------
 
@@ -437,7 +442,13 @@ class DockerSandbox:
         """The container's processes: its cgroup's member list, or without readable cgroup
         files, its init and init's descendants (a /proc scan, so only when `full`)."""
         if self.cgroup is not None:
-            return procfs.pids_of_cgroup(self.cgroup.procs_file_dir)
+            # Inline rather than procfs.pids_of_cgroup: this runs at watch_hz, and the path
+            # object and sorting cost more than the read.
+            try:
+                with open(self._procs_file, "rb") as fh:
+                    return [int(x) for x in fh.read().split()]
+            except OSError:  # the cgroup has gone with its container
+                return []
         if not self.pid:
             return []
         if full:
@@ -650,7 +661,7 @@ class DockerSandbox:
             if state.get("Running") and count > restarts:
                 restarts = count
                 self.pid = int(state.get("Pid") or 0) or None
-                self.cgroup = Cgroup.of_pid(self.pid) if self.pid else None
+                self._find_cgroup()
                 self._obs.put_nowait(Event(t=self._clock(), source="observer", category="lifecycle",
                                            kind="restart", outcome="allowed", detail={"restarts": count}))
                 continue
@@ -739,7 +750,8 @@ class DockerSandbox:
                     except ProcessLookupError:
                         pass
                 await asyncio.sleep(0.002)
-        if self.cgroup is None or self._members(True):
+        left = self.cgroup.read() if self.cgroup is not None else None
+        if self.cgroup is None or self._members(True) or (left is not None and left.pids > 0):
             # Frozen (SIGKILL waits for a thaw), or no cgroup to read: docker kill handles both.
             how = "docker kill (SIGKILL)"
             try:
