@@ -166,10 +166,14 @@ class Bench:
 
     async def start_time(self, backend: str, n: int) -> None:
         times: list[float] = []
+        prep: list[float] = []
         for _ in range(n):
             sb = open_sandbox(SPEC, backend, run_id=f"bench-start-{os.getpid()}-{len(times)}")
+            tp = time.monotonic()
             host = await sb.prepare()
+            prep.append(time.monotonic() - tp)
             runner, port, hits = await self.web(host)
+            sb.allow_port(port)
             try:
                 hosts = {k: host for k in ("web.internal", "metadata.internal", "cloud.internal")}
                 t0 = time.monotonic()
@@ -182,7 +186,9 @@ class Bench:
                 await sb.close()
                 await runner.cleanup()
         self.results[f"{backend}.start_s"] = times
+        self.results[f"{backend}.prepare_s"] = prep
         print(f"  {backend:8} start -> first request: {summary(times)}")
+        print(f"  {backend:8} prepare (network, before the web starts): {summary(prep)}")
 
     async def start_baselines(self, n: int, docker: bool) -> None:
         runner, port, hits = await self.web("127.0.0.1")

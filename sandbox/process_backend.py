@@ -54,7 +54,7 @@ DUTY_PERIOD_S = 0.1  # one SIGCONT..SIGSTOP cycle; short enough that a 4 Hz samp
 # (not root): the escalation event latency is then about 1/WATCH_HZ.
 WATCH_HZ = 20.0
 EVENTS_COALESCE_S = 0.04  # at most 25 wakeups a second for kernel process events
-RELAY_S = 0.1  # operator commands reach the learner's copy of the control file this often
+RELAY_S = 0.1  # at most this often (the monitor ticks at the sample rate with kernel events)
 RECLASSIFY_S = 5.0  # how often every pid is re-read (a recycled pid number classified afresh)
 ENV_MARK = "RUNAWAY_SANDBOX_RUN"  # in every learner process's environ: how `clean` finds leftovers
 TMP_PREFIX = "runaway-proc-"
