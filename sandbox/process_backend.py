@@ -121,6 +121,13 @@ def _python_for(uid: int | None, gid: int | None) -> str | None:
     return None
 
 
+def _owner(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
+
+
 def _signal_all(pids: Sequence[int], sig: int, pgid: int | None) -> None:
     if pgid is not None:
         try:
@@ -181,6 +188,13 @@ class ProcessSandbox:
                 else:
                     self.run_uid, self.run_gid = uid, gid
         self.python = _python_for(self.run_uid, self.run_gid) or sys.executable
+        # RLIMIT_NPROC counts every process of the uid on the host. As the spec's own user
+        # (65534) that is about the learner alone; as ourselves (not root) it would count our
+        # shell and editor too, so the learner gets the cap on top of what we already run.
+        self.nproc: int | None = spec.pids or None
+        if self.nproc and self.run_uid is None and os.geteuid() != 0:
+            mine = sum(1 for p in procfs.all_pids() if _owner(p) == os.geteuid())
+            self.nproc += mine
         self.notice = self._notice(why_not)
         self.root: Path | None = None
         self.scratch: Path | None = None
@@ -218,8 +232,13 @@ class ProcessSandbox:
     def _notice(self, why_not: str) -> str:
         cores, duty = _cap_for(self._cpus, self._host_cpus)
         who = f"uid {self.run_uid}" if self.run_uid is not None else f"uid {os.geteuid()}"
-        nproc = (f"{self.spec.pids} processes for {who}" if self.run_uid is not None or os.geteuid() != 0
-                 else "no process cap (RLIMIT_NPROC does not bind root)")
+        if self.run_uid is not None:
+            nproc = f"{self.nproc} processes for {who}"
+        elif os.geteuid() != 0:
+            nproc = (f"{self.nproc} processes for {who} (RLIMIT_NPROC counts all of them: "
+                     f"the {self.spec.pids} of the cap on top of those already running)")
+        else:
+            nproc = "no process cap (RLIMIT_NPROC does not bind root)"
         cpu = f"{len(cores)} core{'s' if len(cores) > 1 else ''}"
         if duty < 1:
             cpu += f" run {duty:.0%} of the time (SIGSTOP/SIGCONT duty cycle)"
@@ -370,8 +389,8 @@ class ProcessSandbox:
         spec = self.spec
         if spec.memory:
             resource.setrlimit(resource.RLIMIT_AS, (spec.memory, spec.memory))
-        if spec.pids:
-            resource.setrlimit(resource.RLIMIT_NPROC, (spec.pids, spec.pids))
+        if self.nproc:
+            resource.setrlimit(resource.RLIMIT_NPROC, (self.nproc, self.nproc))
         resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         cores, _ = _cap_for(self._cpus, self._host_cpus)

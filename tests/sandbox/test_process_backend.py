@@ -262,3 +262,19 @@ async def test_clean_removes_what_a_killed_controller_left(tmp_path):
     assert sb._proc.returncode == -signal.SIGKILL and not root.exists()
     await sb.close()
     await sb.close()  # idempotent
+
+
+async def test_operator_lines_reach_the_learner_through_its_control_file(run, tmp_path):
+    """What the runner appends to its control file, the learner reads from RUNAWAY_CONTROL
+    (a relayed copy when the learner runs as another uid)."""
+    code = ("import os, time\n"
+            "path = os.environ['RUNAWAY_CONTROL']\n"
+            "while 'stop' not in open(path).read(): time.sleep(0.02)\n"
+            "print('got stop from', path, flush=True)\n")
+    r = await run(code)
+    await r.samples_after(1)
+    with open(tmp_path / "control", "a") as fh:
+        fh.write('{"cmd": "stop", "wall": 1}\n')
+    await r.ended.wait()
+    assert "got stop from" in r.text()
+    assert r.sb.returncode == 0
