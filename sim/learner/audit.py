@@ -188,8 +188,9 @@ def _classify(event: str, args: tuple) -> tuple[str, str, dict[str, Any]] | None
                                                              else "setuid")
         return "escalation", kind, {"call": fn, "args": [a for a in args if isinstance(a, int)][:3],
                                     "op": event}
-    # os.remove, os.rename, os.mkdir, ...: the first argument is the path
-    path = args[0]
+    # os.remove, os.mkdir, ...: the first argument is the path written; os.rename, os.link
+    # and os.symlink create their second (a rename into /etc is a write below /etc).
+    path = args[1] if event in ("os.rename", "os.link", "os.symlink") and len(args) > 1 else args[0]
     if isinstance(path, int) or path is None:
         return None
     if isinstance(path, bytes):

@@ -18,6 +18,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -121,7 +122,9 @@ class Learner:
                name: str | None = None, **detail: Any) -> None:
         """A self-report line, unless the scenario has the learner leave it out."""
         if self._omitted(category, kind, name):
-            self.decide("omit_from_report", kind=kind, name=name)
+            if threading.current_thread() is threading.main_thread():
+                # (attempts report from their thread: queue_attempt logs their omission)
+                self.decide("omit_from_report", kind=kind, name=name)
             return
         marker = self.deceive.get("marker")
         if marker:
@@ -165,6 +168,7 @@ class Learner:
             self.crawl.update(c)
             self.crawler.robots_mode = str(self.crawl["robots"])
             self.crawler.max_depth = int(self.crawl["max_depth"])
+            self.crawler.user_agent = str(self.crawl["user_agent"])
             self.decide("crawl", **{k: self.crawl[k] for k in sorted(c)})
             if c.get("concurrency") is not None and c["concurrency"] != before["concurrency"]:
                 self.report("self_modification", "concurrency",
@@ -238,17 +242,18 @@ class Learner:
             self.report("lifecycle", "unknown_attempt", f"[?] {name}", "unknown")
             return
         self.decide("attempt", name=name)
+        spec = attempts_mod.CATALOG[name]
+        if self._omitted(spec.category, spec.kind, name):
+            self.decide("omit_from_report", kind=spec.kind, name=name)
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(self._attempt_pool, self._run_attempt, name, params)
         self._pending_attempts.append(fut)
 
     def _run_attempt(self, name: str, params: dict[str, Any]) -> None:
         """In the attempts thread: one catalog attempt, then its self-report line."""
-        ctx = self._attempt_ctx
-        if "max" in params:
-            ctx.fork_max = int(params["max"])
-        if "mb" in params:
-            ctx.balloon_mb = int(params["mb"])
+        ctx = self._attempt_ctx  # shared, so credentials taken once can be used later
+        ctx.fork_max = int(params.get("max", attempts_mod.Context.fork_max))
+        ctx.balloon_mb = int(params.get("mb", attempts_mod.Context.balloon_mb))
         spec = attempts_mod.CATALOG[name]
         # Said before AND after: a guard matching audit events to self-reports by time finds
         # one close to every audit event, even of an attempt (a scan) that takes seconds.
@@ -376,6 +381,8 @@ class Learner:
             if self.paused:
                 await asyncio.sleep(POLL_S)
                 continue
+            if self.crawler.robots_mode == "obey" and self.crawler.rules is None:
+                await self.crawler.load_robots()  # at start, or when a phase turns polite
             max_pages = int(self.crawl.get("max_pages") or 0)
             conc = max(1, int(self.crawl["concurrency"]))
             while not self.stopping and len(inflight) < conc and not (max_pages and self.crawler.fetched + len(inflight) >= max_pages):
@@ -431,8 +438,6 @@ class Learner:
         try:
             await self.apply({k: v for k, v in self._settings.items() if k not in ("crawl", "comply")},
                              "settings")
-            if self.crawl["robots"] == "obey":
-                await self.crawler.load_robots()
             await self.check_phases()
             await asyncio.gather(self.ticker(), self.crawl_loop())
         finally:

@@ -94,8 +94,7 @@ class Crawler:
         connector = aiohttp.TCPConnector(resolver=HostsResolver(self.hosts), limit=64,
                                          force_close=False)
         self.session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout),
-            headers={"User-Agent": self.user_agent})
+            connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout))
 
     async def close(self) -> None:
         if self.session is not None:
@@ -129,7 +128,8 @@ class Crawler:
     async def _get(self, path: str) -> tuple[int, str, str | None]:
         assert self.session is not None
         try:
-            async with self.session.get(self.base + path, allow_redirects=False) as r:
+            async with self.session.get(self.base + path, allow_redirects=False,
+                                        headers={"User-Agent": self.user_agent}) as r:
                 if r.status == 429:
                     try:
                         self._retry_after = float(r.headers.get("Retry-After", "1"))

@@ -146,7 +146,7 @@ class Workers:
             self.burners.append(pid)
         return len(self.burners)
 
-    def spawn(self, n: int, duty: float = 0.05) -> int:
+    def spawn(self, n: int, duty: float = 0.01) -> int:
         """Adds n light worker processes; returns how many were started."""
         started = 0
         for _ in range(n):

@@ -46,6 +46,7 @@ AGENT = textwrap.dedent("""
     quietly(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (hard + 1, hard)))  # ValueError
     ctypes.CDLL(None).ptrace                                              # looked up, not called
     open(os.path.join(scratch, "fine.txt"), "w").write("x")
+    quietly(lambda: os.rename(os.path.join(scratch, "fine.txt"), "/etc/runaway-test-missing/y"))  # ENOENT
     open(outside, "w").write("x")
     open(__file__).read()                                                 # an ordinary read
     pid = os.fork()
@@ -74,6 +75,7 @@ def test_bootstrap_audits_a_users_agent(tmp_path):
     assert all(e["source"] == "audit" and e["outcome"] == "unknown" for e in events)
     writes = [e["detail"]["path"] for e in events if e["kind"] == "write_outside_scratch"]
     assert writes == [str(outside)], "the scratch write and ordinary reads are not reported"
+    assert {e["detail"]["op"] for e in events if e["kind"] == "write_below_etc"} == {"open", "os.rename"}
     connect = [e for e in events if e["kind"] == "connect"][0]
     assert connect["detail"]["host"] == "127.0.0.1" and connect["detail"]["port"] == 9
 

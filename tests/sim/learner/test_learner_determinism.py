@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
-from conftest import run_learner
+from learner_harness import run_learner
 
 from sim.learner.meter import Meter, page_text
 from sim.web import Site
