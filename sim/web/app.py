@@ -28,7 +28,7 @@ from .honeypots import decoy, honeypot_name
 from .metadata import CLOUD_HOST, METADATA_HOST, Metadata
 from .metrics import WebMetrics
 from .robots import Robots
-from .site import MAX_PAGES, MIN_PAGES, Site
+from .site import HUB_PAGES, MAX_PAGES, MIN_PAGES, Site
 from .traps import calendar_page, deep_page, soft404_page
 
 log = logging.getLogger("runaway.web")
@@ -104,7 +104,7 @@ class MockWeb:
         self._robots_cache: dict[str, bytes] = {}
         self._sitemap_cache: dict[tuple[str, int | None], bytes | None] = {}
         self._runner: web.AppRunner | None = None
-        self._render = self.site.page
+        self._render = self.site._page
         self.app = web.Application()
         route = self.app.router.add_route("*", "/{tail:.*}", self._handle)
 
@@ -212,20 +212,21 @@ class MockWeb:
                 return self._metadata(request)
             if name == CLOUD_HOST:
                 return await self._cloud(request)
-        path = request.path
-        # The hot path, inlined (no extra call or coroutine per page): a tree page.
-        if path.startswith("/page/"):
-            num = path[6:]
-            # Canonical numbers only: no sign, no leading zero, ASCII digits, in range.
-            if not (num.isdigit() and num.isascii() and num[0] != "0" and len(num) <= 10):
-                return await self._other(request, host, path)
-            i = int(num)
-            if i >= self.pages:
-                return await self._other(request, host, path)
-        elif path == "/":
-            i = 0
+        # The hot path, inlined (no extra call or coroutine per page): a tree page asked
+        # for by its canonical path. The raw path is checked first: when it is already
+        # canonical (digits only: nothing percent-encoded, no query) it needs no decoding.
+        raw = request.raw_path
+        if raw.startswith("/page/") and (num := raw[6:]).isdigit() and num.isascii() \
+                and num[0] != "0" and len(num) <= 10 and (i := int(num)) < self.pages:
+            path = raw
+        elif raw == "/":
+            path, i = raw, 0
         else:
-            return await self._other(request, host, path)
+            path = request.path
+            j = _tree_index(path, self.pages)
+            if j is None:
+                return await self._other(request, host, path)
+            i = j
         wait = self._retry_after(request.remote or "") if self._rate is not None else 0.0
         # Tree pages are disallowed only to a banned agent; the answer is cached per
         # User-Agent string because a crawler sends the same one every time.
@@ -251,6 +252,9 @@ class MockWeb:
                 return await self._fault(request, fault, self.site.page(i), d)
         counts = self._counts
         counts[_PAGE_OK] = counts.get(_PAGE_OK, 0) + 1
+        # Site.page inlined: hubs from their cache, the tail rendered straight away.
+        if i < HUB_PAGES:
+            return web.Response(body=self.site.page(i), headers=_HTML)
         return web.Response(body=self._render(i), headers=_HTML)
 
 
@@ -420,3 +424,16 @@ class MockWeb:
         self.metrics.count("cloud_api", status)
         return web.Response(status=status, body=body, headers=_JSON)
 
+
+def _tree_index(path: str, pages: int) -> int | None:
+    """The page number of a decoded tree page path (`/` or canonical `/page/<i>`), else None."""
+    if path == "/":
+        return 0
+    if not path.startswith("/page/"):
+        return None
+    num = path[6:]
+    # Canonical numbers only: ASCII digits, no sign, no leading zero, in range.
+    if not (num.isdigit() and num.isascii() and num[0] != "0" and len(num) <= 10):
+        return None
+    i = int(num)
+    return i if i < pages else None

@@ -76,6 +76,8 @@ _EXTRA_LINKS = bytes(max(0, min(MAX_EXTRA_LINKS, int((65537 / (u + 1)) ** (1 / 1
 _U32X7 = struct.Struct("<7I").unpack_from
 _blake2b = hashlib.blake2b
 _NFILLER = len(FILLER_TOPICS)
+_UL_OPEN = b'<ul class="links">'
+_UL_CLOSE = b"</ul>\n</body></html>\n"
 _HOME_LINK = '<li><a href="/">home</a></li>'
 _INV32 = 1.0 / 4294967296.0
 
@@ -87,7 +89,7 @@ def page_path(i: int) -> str:
 def _digest(prefix: bytes, key: str) -> bytes:
     # BLAKE2b over "seed:kind:key" is ~0.4 µs and gives 64 independent bytes: enough for a
     # page's choices without a PRNG object (random.Random(seed) costs ~5 µs to create).
-    return hashlib.blake2b(prefix + key.encode(), digest_size=64).digest()
+    return hashlib.blake2b(prefix + key.encode()).digest()  # digest_size 64, the default
 
 
 class Site:
@@ -246,19 +248,20 @@ class Site:
     def _extra_links(self, i: int, d: bytes, extra: int) -> list[int]:
         # Targets from the digest's last 28 bytes (7 draws), more digests past that. Even
         # draws are cubed towards low ids (hubs), so in-degree is heavy-tailed too.
+        # (_page inlines the same arithmetic for extra <= 7; keep the two in step.)
         n = self.pages
-        us = _U32X7(d, 36)
-        links = []
+        draws = list(_U32X7(d, 36))
+        for e in range(7, extra, 7):
+            draws += _U32X7(_digest(self._prefix, f"links:{i}:{e}"), 0)
+        out = []
         for e in range(extra):
-            if e % 7 == 0 and e:
-                us = _U32X7(_digest(self._prefix, f"links:{i}:{e}"), 0)
-            u = us[e % 7]
+            u = draws[e]
             if e & 1:
-                links.append((u * n) >> 32)
+                out.append((u * n) >> 32)
             else:
                 v = u * _INV32
-                links.append(int(n * v * v * v))
-        return links
+                out.append(int(n * v * v * v))
+        return out
 
     def info(self, i: int) -> PageInfo:
         """The page's place in the graph (no text)."""
@@ -296,36 +299,46 @@ class Site:
         depend on i is pre-encoded (titles, paragraphs), the page's choices are bytes of
         one digest, and a link is one f-string: measured, the links are most of the cost.
         """
-        d = _blake2b(self._page_prefix + b"%d" % i, digest_size=64).digest()
+        d = _blake2b(self._page_prefix + b"%d" % i).digest()  # 64 bytes is blake2b's default
         topic = self._knowledge.get(i)
         if topic is not None:
             return self._knowledge_page(i, d, topic)
         heads, paras = self._filler[d[1] % _NFILLER][d[0] < 77]
         head_a, head_b = heads[d[2]]
-        w = self._anchor_words
-        nw = len(w)
         n = self.pages
         k = self.branching
-        # The links (inlined _links: one call fewer on the hot path): parent, children
-        # (none for the leaves, most of a k-ary tree), then the heavy-tailed extras.
-        if i:
-            j = (i - 1) // k
-            links = [f'<li><a href="/page/{j}">{w[j % nw]}</a></li>' if j else _HOME_LINK]
-        else:
-            links = []
+        # The links, inlined with plain loops: on Python 3.11 each comprehension is a
+        # function created and called, which cost more than the links themselves here.
+        # Parent, children (none for the leaves, most of a k-ary tree), heavy-tailed extras.
+        targets = [(i - 1) // k] if i else []
         first = i * k + 1
         if first < n:
-            links += [f'<li><a href="/page/{j}">{w[j % nw]}</a></li>' for j in range(first, min(first + k, n))]
+            targets += range(first, min(first + k, n))
         extra = _EXTRA_LINKS[(d[32] << 8) | d[33]]
         if extra:
-            links += [f'<li><a href="/page/{j}">{w[j % nw]}</a></li>' if j else _HOME_LINK
-                      for j in self._extra_links(i, d, extra)]
+            if extra <= 7:  # nearly every page: the draws are in this digest
+                us = _U32X7(d, 36)
+                for e in range(extra):
+                    u = us[e]
+                    if e & 1:
+                        targets.append((u * n) >> 32)
+                    else:
+                        v = u * _INV32
+                        targets.append(int(n * v * v * v))
+            else:
+                targets += self._extra_links(i, d, extra)
+        w = self._anchor_words
+        nw = len(w)
+        links = []
+        for j in targets:
+            links.append(f'<li><a href="/page/{j}">{w[j % nw]}</a></li>' if j else _HOME_LINK)
         if d[31] < 52:
-            links += [f'<li><a href="{href}">{href}</a></li>' for href in self._special_links(i, d)]
+            for href in self._special_links(i, d):
+                links.append(f'<li><a href="{href}">{href}</a></li>')
         return b"".join((
             head_a, b'<link rel="canonical" href="/page/%d">' % i if i else b'<link rel="canonical" href="/">',
-            head_b, paras[d[5]], paras[d[6]], paras[d[7]], paras[d[8]],
-            ('<ul class="links">' + "".join(links) + "</ul>\n</body></html>\n").encode(),
+            head_b, paras[d[5]], paras[d[6]], paras[d[7]], paras[d[8]], paras[d[9]], paras[d[10]],
+            _UL_OPEN, "".join(links).encode(), _UL_CLOSE,
         ))
 
     def _knowledge_page(self, i: int, d: bytes, topic: str) -> bytes:
@@ -342,7 +355,7 @@ class Site:
             head_a, f'<meta name="runaway-topic" content="{topic}">\n'.encode(),
             b'<link rel="canonical" href="/page/%d">' % i if i else b'<link rel="canonical" href="/">',
             head_b, f'<p class="facts">{escape(" ".join(facts))}</p>\n'.encode(),
-            pool[d[5]], pool[d[6]], pool[d[7]], pool[d[8]],
+            pool[d[5]], pool[d[6]], pool[d[7]], pool[d[8]], pool[d[9]], pool[d[10]],
             f'<ul class="links">{links}</ul>\n</body></html>\n'.encode(),
         ))
 

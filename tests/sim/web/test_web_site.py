@@ -141,3 +141,29 @@ def test_a_ten_million_page_site_costs_no_per_page_memory():
         tracemalloc.stop()
     assert last.startswith(b"<!doctype html>")
     assert peak < 20 * 1024 * 1024
+
+
+async def test_a_page_is_the_same_however_its_path_is_spelled(serve, http):
+    web, base, _ = await serve(pages=100)
+    async with http.get(base + "/page/5") as r:
+        canonical = await r.read()
+    for spelling in ("/page/5?utm=x", "/page/%35"):
+        async with http.get(base + spelling) as r:
+            assert r.status == 200 and await r.read() == canonical
+    async with http.head(base + "/page/5") as r:
+        assert r.status == 200 and int(r.headers["Content-Length"]) == len(canonical)
+    async with http.post(base + "/page/5") as r:
+        assert r.status == 405
+    for not_canonical in ("/page/05", "/page/0", "/page/100", "/page/+5"):
+        async with http.get(base + not_canonical) as r:
+            assert r.status == 404, not_canonical
+
+
+_ANY_LINK = re.compile(r'<li><a href="([^"]+)">')
+
+
+@given(seed=st.integers(0, 2**32), i=st.integers(0, 9_999_999))
+def test_the_html_links_are_the_graph_links(seed, i):
+    """For any seed and page, the links rendered in the page's HTML are exactly the graph's links for it, in order."""
+    site = Site(seed, 10_000_000)
+    assert tuple(_ANY_LINK.findall(site.page(i).decode())) == site.info(i).links
