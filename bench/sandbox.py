@@ -150,6 +150,8 @@ class Bench:
 
     async def sandbox(self, backend: str, program: str, env: dict[str, str] | None = None,
                       spec: SandboxSpec = SPEC, web_port: int | None = None, **kwargs: Any):
+        if backend == "process":
+            kwargs.setdefault("python_modules", ())  # the bench programs are stdlib only
         sb = open_sandbox(spec, backend, run_id=f"bench-{os.getpid()}-{time.monotonic_ns() % 10**8}",
                           **kwargs)
         host = await sb.prepare()
@@ -168,7 +170,8 @@ class Bench:
         times: list[float] = []
         prep: list[float] = []
         for _ in range(n):
-            sb = open_sandbox(SPEC, backend, run_id=f"bench-start-{os.getpid()}-{len(times)}")
+            extra: dict[str, Any] = {"python_modules": ()} if backend == "process" else {}
+            sb = open_sandbox(SPEC, backend, run_id=f"bench-start-{os.getpid()}-{len(times)}", **extra)
             tp = time.monotonic()
             host = await sb.prepare()
             prep.append(time.monotonic() - tp)
