@@ -23,7 +23,6 @@ import asyncio
 import collections
 import ctypes
 import functools
-import errno
 import json
 import math
 import os
