@@ -201,6 +201,7 @@ class DockerSandbox:
         self._exited = asyncio.Event()
         self._fs_seen: set[str] = set()
         self._fallback_members: list[int] = []
+        self._procs_file = ""
         self._layers: tuple[str, list[str]] | None = None
         self._ident_raw: dict[int, bytes] = {}
         self._base_gid: int | None = None
@@ -437,7 +438,13 @@ class DockerSandbox:
         """The container's processes: its cgroup's member list, or without readable cgroup
         files, its init and init's descendants (a /proc scan, so only when `full`)."""
         if self.cgroup is not None:
-            return procfs.pids_of_cgroup(self.cgroup.procs_file_dir)
+            # Inline rather than procfs.pids_of_cgroup: this runs at watch_hz, and the path
+            # object and sorting cost more than the read.
+            try:
+                with open(self._procs_file, "rb") as fh:
+                    return [int(x) for x in fh.read().split()]
+            except OSError:  # the cgroup has gone with its container
+                return []
         if not self.pid:
             return []
         if full:
@@ -651,6 +658,7 @@ class DockerSandbox:
                 restarts = count
                 self.pid = int(state.get("Pid") or 0) or None
                 self.cgroup = Cgroup.of_pid(self.pid) if self.pid else None
+                self._procs_file = str(self.cgroup.procs_file_dir / "cgroup.procs") if self.cgroup else ""
                 self._obs.put_nowait(Event(t=self._clock(), source="observer", category="lifecycle",
                                            kind="restart", outcome="allowed", detail={"restarts": count}))
                 continue
