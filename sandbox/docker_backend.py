@@ -370,7 +370,11 @@ class DockerSandbox:
                                field="argv") from None
         self.container.reload()
         self.pid = int(self.container.attrs["State"].get("Pid") or 0) or None
+        self._find_cgroup()
+
+    def _find_cgroup(self) -> None:
         self.cgroup = Cgroup.of_pid(self.pid) if self.pid else None
+        self._procs_file = str(self.cgroup.procs_file_dir / "cgroup.procs") if self.cgroup else ""
 
     # -- output -------------------------------------------------------------------------
 
@@ -657,8 +661,7 @@ class DockerSandbox:
             if state.get("Running") and count > restarts:
                 restarts = count
                 self.pid = int(state.get("Pid") or 0) or None
-                self.cgroup = Cgroup.of_pid(self.pid) if self.pid else None
-                self._procs_file = str(self.cgroup.procs_file_dir / "cgroup.procs") if self.cgroup else ""
+                self._find_cgroup()
                 self._obs.put_nowait(Event(t=self._clock(), source="observer", category="lifecycle",
                                            kind="restart", outcome="allowed", detail={"restarts": count}))
                 continue
@@ -747,7 +750,8 @@ class DockerSandbox:
                     except ProcessLookupError:
                         pass
                 await asyncio.sleep(0.002)
-        if self.cgroup is None or self._members(True):
+        left = self.cgroup.read() if self.cgroup is not None else None
+        if self.cgroup is None or self._members(True) or (left is not None and left.pids > 0):
             # Frozen (SIGKILL waits for a thaw), or no cgroup to read: docker kill handles both.
             how = "docker kill (SIGKILL)"
             try:

@@ -216,7 +216,8 @@ async def test_a_real_uid_gain_is_an_allowed_escalation_event(make_sandbox, tmp_
     await run.finish()
     await sb.close()
     esc = run.events("escalation", "uid_change")
-    assert esc and esc[0].outcome == "allowed" and esc[0].source == "observer"
+    assert esc, (run.obs, run.lines)
+    assert esc[0].outcome == "allowed" and esc[0].source == "observer"
     assert esc[0].detail["euid"] == [65534, 0]
 
 
