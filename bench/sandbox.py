@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -150,6 +149,8 @@ class Bench:
 
     async def sandbox(self, backend: str, program: str, env: dict[str, str] | None = None,
                       spec: SandboxSpec = SPEC, web_port: int | None = None, **kwargs: Any):
+        if backend == "process":
+            kwargs.setdefault("python_modules", ())  # the bench programs are stdlib only
         sb = open_sandbox(spec, backend, run_id=f"bench-{os.getpid()}-{time.monotonic_ns() % 10**8}",
                           **kwargs)
         host = await sb.prepare()
@@ -166,10 +167,15 @@ class Bench:
 
     async def start_time(self, backend: str, n: int) -> None:
         times: list[float] = []
+        prep: list[float] = []
         for _ in range(n):
-            sb = open_sandbox(SPEC, backend, run_id=f"bench-start-{os.getpid()}-{len(times)}")
+            extra: dict[str, Any] = {"python_modules": ()} if backend == "process" else {}
+            sb = open_sandbox(SPEC, backend, run_id=f"bench-start-{os.getpid()}-{len(times)}", **extra)
+            tp = time.monotonic()
             host = await sb.prepare()
+            prep.append(time.monotonic() - tp)
             runner, port, hits = await self.web(host)
+            sb.allow_port(port)
             try:
                 hosts = {k: host for k in ("web.internal", "metadata.internal", "cloud.internal")}
                 t0 = time.monotonic()
@@ -182,7 +188,9 @@ class Bench:
                 await sb.close()
                 await runner.cleanup()
         self.results[f"{backend}.start_s"] = times
+        self.results[f"{backend}.prepare_s"] = prep
         print(f"  {backend:8} start -> first request: {summary(times)}")
+        print(f"  {backend:8} prepare (network, before the web starts): {summary(prep)}")
 
     async def start_baselines(self, n: int, docker: bool) -> None:
         runner, port, hits = await self.web("127.0.0.1")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ctypes
-import errno
+import functools
 import json
 import math
 import os
@@ -32,6 +32,7 @@ import resource
 import shutil
 import signal
 import stat
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,7 +55,7 @@ DUTY_PERIOD_S = 0.1  # one SIGCONT..SIGSTOP cycle; short enough that a 4 Hz samp
 # (not root): the escalation event latency is then about 1/WATCH_HZ.
 WATCH_HZ = 20.0
 EVENTS_COALESCE_S = 0.04  # at most 25 wakeups a second for kernel process events
-RELAY_S = 0.1  # operator commands reach the learner's copy of the control file this often
+RELAY_S = 0.1  # at most this often (the monitor ticks at the sample rate with kernel events)
 RECLASSIFY_S = 5.0  # how often every pid is re-read (a recycled pid number classified afresh)
 ENV_MARK = "RUNAWAY_SANDBOX_RUN"  # in every learner process's environ: how `clean` finds leftovers
 TMP_PREFIX = "runaway-proc-"
@@ -106,8 +107,23 @@ def _reachable_by(path: str, uid: int, gid: int) -> bool:
         real, stat.S_IROTH, stat.S_IRGRP, stat.S_IRUSR)
 
 
-def _python_for(uid: int | None, gid: int | None) -> str | None:
-    """An interpreter the learner's uid can run: ours if it can reach it, else the system's."""
+@functools.cache
+def _can_import(python: str, uid: int, gid: int, modules: tuple[str, ...]) -> bool:
+    """Whether `python`, run as uid:gid, imports `modules` (probed once per process)."""
+    if not modules:
+        return True
+    try:
+        r = subprocess.run([python, "-c", "import " + ", ".join(modules)], user=uid, group=gid,
+                           extra_groups=[], env={"PATH": "/usr/bin:/bin"}, cwd="/",
+                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return r.returncode == 0
+
+
+def _python_for(uid: int | None, gid: int | None, modules: tuple[str, ...] = ()) -> str | None:
+    """An interpreter the learner's uid can run and import `modules` with: ours if it can
+    reach it, else the system's. None if there is none."""
     if uid is None or gid is None:
         return sys.executable
     seen = set()
@@ -116,9 +132,17 @@ def _python_for(uid: int | None, gid: int | None) -> str | None:
         if cand and cand not in seen:
             seen.add(cand)
             lib = Path(os.path.realpath(cand)).parent.parent / "lib"
-            if _reachable_by(cand, uid, gid) and (not lib.exists() or _reachable_by(str(lib), uid, gid)):
+            if _reachable_by(cand, uid, gid) and (not lib.exists() or _reachable_by(str(lib), uid, gid)) \
+                    and _can_import(cand, uid, gid, tuple(modules)):
                 return cand
     return None
+
+
+def _owner(pid: int) -> int | None:
+    try:
+        return os.stat(f"/proc/{pid}").st_uid
+    except OSError:
+        return None
 
 
 def _signal_all(pids: Sequence[int], sig: int, pgid: int | None) -> None:
@@ -157,7 +181,8 @@ class ProcessSandbox:
     is_security_boundary = False
 
     def __init__(self, spec: SandboxSpec, *, run_id: str, watch_hz: float = WATCH_HZ,
-                 proc_events: bool = True, base_dir: str | Path | None = None) -> None:
+                 proc_events: bool = True, python_modules: Sequence[str] = ("aiohttp",),
+                 base_dir: str | Path | None = None) -> None:
         self.spec = spec
         self.run_id = run_id
         self.watch_hz = watch_hz
@@ -169,18 +194,30 @@ class ProcessSandbox:
         self._spec_cpus = min(self._cpus, float(len(self._host_cpus)))
         # Drop to the spec's user when we can (we are root): only then does RLIMIT_NPROC
         # bind, and only then does the learner lose root's capabilities.
+        # The interpreter must import `python_modules` as that user (the learner needs
+        # aiohttp); without one, it runs as us and the notice says why.
         self.run_uid: int | None = None
         self.run_gid: int | None = None
         why_not = ""
+        modules = tuple(python_modules)
         if os.geteuid() == 0:
             uid, gid = _resolve_user(spec.user)
             if uid != 0:
-                if _python_for(uid, gid) is None:
-                    why_not = (f"no Python interpreter is readable by uid {uid} "
-                               f"({sys.executable} is not), so it runs as root")
+                if _python_for(uid, gid, modules) is None:
+                    need = f" with {', '.join(modules)}" if modules else ""
+                    why_not = (f"no Python interpreter{need} is readable by uid {uid} "
+                               f"({sys.executable} is not{'; install python3-' + modules[0] + ' for the system python3' if modules else ''}), "
+                               "so the learner runs as root and RLIMIT_NPROC does not bind")
                 else:
                     self.run_uid, self.run_gid = uid, gid
-        self.python = _python_for(self.run_uid, self.run_gid) or sys.executable
+        self.python = _python_for(self.run_uid, self.run_gid, modules) or sys.executable
+        # RLIMIT_NPROC counts every process of the uid on the host. As the spec's own user
+        # (65534) that is about the learner alone; as ourselves (not root) it would count our
+        # shell and editor too, so the learner gets the cap on top of what we already run.
+        self.nproc: int | None = spec.pids or None
+        if self.nproc and self.run_uid is None and os.geteuid() != 0:
+            mine = sum(1 for p in procfs.all_pids() if _owner(p) == os.geteuid())
+            self.nproc += mine
         self.notice = self._notice(why_not)
         self.root: Path | None = None
         self.scratch: Path | None = None
@@ -218,8 +255,13 @@ class ProcessSandbox:
     def _notice(self, why_not: str) -> str:
         cores, duty = _cap_for(self._cpus, self._host_cpus)
         who = f"uid {self.run_uid}" if self.run_uid is not None else f"uid {os.geteuid()}"
-        nproc = (f"{self.spec.pids} processes for {who}" if self.run_uid is not None or os.geteuid() != 0
-                 else "no process cap (RLIMIT_NPROC does not bind root)")
+        if self.run_uid is not None:
+            nproc = f"{self.nproc} processes for {who}"
+        elif os.geteuid() != 0:
+            nproc = (f"{self.nproc} processes for {who} (RLIMIT_NPROC counts all of them: "
+                     f"the {self.spec.pids} of the cap on top of those already running)")
+        else:
+            nproc = "no process cap (RLIMIT_NPROC does not bind root)"
         cpu = f"{len(cores)} core{'s' if len(cores) > 1 else ''}"
         if duty < 1:
             cpu += f" run {duty:.0%} of the time (SIGSTOP/SIGCONT duty cycle)"
@@ -370,8 +412,8 @@ class ProcessSandbox:
         spec = self.spec
         if spec.memory:
             resource.setrlimit(resource.RLIMIT_AS, (spec.memory, spec.memory))
-        if spec.pids:
-            resource.setrlimit(resource.RLIMIT_NPROC, (spec.pids, spec.pids))
+        if self.nproc:
+            resource.setrlimit(resource.RLIMIT_NPROC, (self.nproc, self.nproc))
         resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE, NOFILE))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         cores, _ = _cap_for(self._cpus, self._host_cpus)

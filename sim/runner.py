@@ -427,6 +427,8 @@ class Experiment:
                 "RUNAWAY_SCENARIO": self.scenario.to_json(),
                 "RUNAWAY_SEED": str(self.cfg.seed),
                 "RUNAWAY_RUN": self.run_id,
+                # The cap, for a learner that cannot read its cgroup quota (process backend).
+                "RUNAWAY_CPUS": f"{self.spec.cpus:g}",
             }
             consumer = asyncio.create_task(self._consume(), name="consume")
             actuator = asyncio.create_task(self._actuator(), name="actuator")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from policies.model import Event
-from sandbox import SandboxSpec, open_sandbox
+from sandbox import SandboxSpec, docker_available, open_sandbox
 
 LEARNER_DIR = Path(__file__).resolve().parent / "learner"
 PREFIX = "@runaway "
@@ -189,7 +189,15 @@ async def run_selftest(backend: str = "auto", *, spec: SandboxSpec = SELFTEST_SP
     """Runs the attempt catalog (or `names` of it) in a fresh sandbox and judges each row."""
     run_id = run_id or f"selftest-{uuid.uuid4().hex[:8]}"
     notices: list[str] = []
-    sb = open_sandbox(spec, backend, run_id=run_id, notices=notices)
+    if backend == "auto":
+        why = docker_available()
+        backend = "docker" if why is None else "process"
+        if why is not None:
+            notices.append(f"no Docker daemon answers ({why}): testing the process sandbox")
+    # The catalog needs only the standard library, so the process backend can run it as
+    # its unprivileged user even where no interpreter with aiohttp is readable by that user.
+    extra = {"python_modules": ()} if backend == "process" else {}
+    sb = open_sandbox(spec, backend, run_id=run_id, notices=notices, **extra)
     if getattr(sb, "notice", None):
         notices.append(str(sb.notice))
     dry_run = not sb.is_security_boundary

@@ -71,6 +71,7 @@ async def run(tmp_path):
 
     async def make(code: str, spec: SandboxSpec = SPEC, **kwargs) -> Run:
         (tmp_path / "control").touch()
+        kwargs.setdefault("python_modules", ())  # these programs need only the standard library
         r = Run(ProcessSandbox(spec, run_id=f"t{os.getpid()}{len(runs)}", **kwargs))
         runs.append(r)
         return await r.start(code, tmp_path)
@@ -85,6 +86,8 @@ async def test_notice_says_not_a_boundary():
     sb = open_sandbox(SPEC, "process", run_id="notice")
     assert sb.backend == "process" and sb.is_security_boundary is False
     assert "NOT a security boundary" in sb.notice
+    if os.geteuid() == 0 and sb.run_uid is None:  # no interpreter with aiohttp for uid 65534
+        assert "runs as root" in sb.notice and "RLIMIT_NPROC does not bind" in sb.notice
     assert await sb.prepare() == "127.0.0.1"
     await sb.close()
 
@@ -250,7 +253,7 @@ async def test_setuid_binary_is_an_escalation_unless_no_new_privs(run, nnp, even
 
 
 async def test_clean_removes_what_a_killed_controller_left(tmp_path):
-    sb = ProcessSandbox(SPEC, run_id=f"leftover{os.getpid()}")
+    sb = ProcessSandbox(SPEC, run_id=f"leftover{os.getpid()}", python_modules=())
     (tmp_path / "control").touch()
     await sb.start(["python3", "-c", "import time; time.sleep(60)"], {}, LEARNER_DIR, {},
                    tmp_path / "control", time.monotonic)
@@ -262,3 +265,19 @@ async def test_clean_removes_what_a_killed_controller_left(tmp_path):
     assert sb._proc.returncode == -signal.SIGKILL and not root.exists()
     await sb.close()
     await sb.close()  # idempotent
+
+
+async def test_operator_lines_reach_the_learner_through_its_control_file(run, tmp_path):
+    """What the runner appends to its control file, the learner reads from RUNAWAY_CONTROL
+    (a relayed copy when the learner runs as another uid)."""
+    code = ("import os, time\n"
+            "path = os.environ['RUNAWAY_CONTROL']\n"
+            "while 'stop' not in open(path).read(): time.sleep(0.02)\n"
+            "print('got stop from', path, flush=True)\n")
+    r = await run(code)
+    await r.samples_after(1)
+    with open(tmp_path / "control", "a") as fh:
+        fh.write('{"cmd": "stop", "wall": 1}\n')
+    await r.ended.wait()
+    assert "got stop from" in r.text()
+    assert r.sb.returncode == 0
