@@ -291,6 +291,7 @@ class Experiment:
     async def _apply(self, action: str, *, reason: str, asked: float) -> None:
         if self._killed:
             return
+        started = self.clock()
         if action == "throttle":
             res = await self.sandbox.throttle(max(0.05, self.spec.cpus * THROTTLE_FRACTION))
         elif action == "pause":
@@ -302,12 +303,13 @@ class Experiment:
             res = await self.sandbox.disconnect()
         else:
             return
-        now = self.clock()
         detail = dict(res.detail)
         detail.setdefault("reason", reason)
-        detail["sandbox_latency_s"] = round(res.latency_s, 6)
-        self._record(Action(t=self._stamp_t(now), action=action, ok=res.ok,
-                            latency_s=round(now - asked, 6), detail=detail))
+        detail["queued_s"] = round(started - asked, 6)
+        # From the verdict to the effect: time waiting behind an earlier action, plus the
+        # sandbox's own measure of when the action took effect.
+        self._record(Action(t=self._stamp_t(self.clock()), action=action, ok=res.ok,
+                            latency_s=round(started - asked + res.latency_s, 6), detail=detail))
         if action == "kill" and res.ok:
             self._finish("kill")
 
