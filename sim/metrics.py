@@ -122,6 +122,11 @@ class RunMetrics:
         # Counters start at 0 so a dashboard shows the run from its first scrape.
         self._cpu_seconds = _Cumulative(cpu_seconds.labels(run, scenario))
         self._pages = _Cumulative(pages.labels(run, scenario))
+        # Every action a guard can ask for starts at 0, so "no action yet" shows as 0 and a
+        # kill in the run's last second is still an increase Prometheus can see.
+        for action in ("throttle", "pause", "kill", "disconnect"):
+            for ok in ("true", "false"):
+                self._actions.labels(run, scenario, action, ok)
         # Labelled children, looked up once: `.labels()` takes a lock and builds a tuple
         # each call, four times the cost of the update itself (bench/report.py).
         self._gauges: tuple | None = None

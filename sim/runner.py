@@ -36,6 +36,8 @@ LEARNER_DIR = Path(__file__).resolve().parent / "learner"
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
 # After an operator stop, how long the learner has to comply before it is killed.
 STOP_GRACE_S = 5.0
+# The exporter stays up this long after a run ends, so a 1 s scrape sees the final state.
+METRICS_LINGER_S = 1.5
 # Throttle lowers the CPU cap to this fraction of the spec's cap.
 THROTTLE_FRACTION = 0.25
 
@@ -111,6 +113,7 @@ class Experiment:
         self._gauges: dict[str, float] = {}
         self._learner_exited = False
         self._killed = False
+        self.metrics_port: int | None = None
 
     # ---- set-up -------------------------------------------------------------------
     def _load(self) -> None:
@@ -469,6 +472,8 @@ class Experiment:
             await self.sandbox.close()
             if web is not None:
                 await web.stop()
+            if self.metrics_port is not None and not interrupted:
+                await asyncio.sleep(METRICS_LINGER_S)
             self.metrics.stop()
             self.trace.close()
             self.log.close()
