@@ -60,6 +60,7 @@ RECLASSIFY_S = 5.0  # how often every pid is re-read (a recycled pid number clas
 ENV_MARK = "RUNAWAY_SANDBOX_RUN"  # in every learner process's environ: how `clean` finds leftovers
 TMP_PREFIX = "runaway-proc-"
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_PDEATHSIG = 1
 _EVIDENCE_LINES = 200
 
 
@@ -418,8 +419,12 @@ class ProcessSandbox:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         cores, _ = _cap_for(self._cpus, self._host_cpus)
         os.sched_setaffinity(0, cores)
+        libc = ctypes.CDLL(None, use_errno=True)
+        # If the controller dies without closing (SIGKILL), the learner dies with it; its
+        # own children do not inherit this, which is what `clean()` is for.
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if spec.no_new_privileges:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
     # -- output ------------------------------------------------------------------------
 
