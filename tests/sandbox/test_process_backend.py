@@ -321,3 +321,17 @@ asyncio.run(main())
     while (st := procfs.read_stat(int(grandchild))) is not None and st.state != "Z" and time.monotonic() < deadline:
         time.sleep(0.02)
     assert st is None or st.state == "Z"
+
+
+async def test_clean_without_a_run_id_spares_a_live_controllers_run(tmp_path):
+    sb = ProcessSandbox(SPEC, run_id=f"live{os.getpid()}", python_modules=())
+    (tmp_path / "control").touch()
+    await sb.start(["python3", "-c", "import time; time.sleep(60)"], {}, LEARNER_DIR, {},
+                   tmp_path / "control", time.monotonic)
+    try:
+        removed = clean()
+        assert sb.run_id in removed.get("skipped live runs", [])
+        assert str(sb.pid) not in removed["processes"] and sb.root.exists()
+        assert procfs.read_stat(sb.pid).state != "Z"
+    finally:
+        await sb.close()
