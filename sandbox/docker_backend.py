@@ -40,7 +40,7 @@ from policies.model import Event, Sample
 
 from . import procfs
 from .base import ActionResult, SandboxError
-from .cgroup import Cgroup, CgroupReading, reading_from_stats
+from .cgroup import Cgroup, CgroupReading, forget, reading_from_stats
 from .image import LEARNER_DIR, ensure_image
 from .spec import NETWORK_NONE, SandboxSpec
 
@@ -583,6 +583,8 @@ class DockerSandbox:
             await self._final(ooms, prev)
         finally:
             self._close_fds()
+            if self.cgroup is not None:
+                forget(self.cgroup)
             self._obs.put_nowait(None)
 
     async def _final(self, ooms: int, prev: tuple[float, CgroupReading] | None) -> None:
@@ -772,6 +774,12 @@ class DockerSandbox:
                     except ProcessLookupError:
                         pass
                 await asyncio.sleep(0.002)
+            # Killed tasks leave the cgroup once reaped: give that a moment before escalating.
+            for _ in range(100):
+                left = self.cgroup.read()
+                if (left is None or left.pids == 0) and not self._members(True):
+                    break
+                await asyncio.sleep(0.002)
         left = self.cgroup.read() if self.cgroup is not None else None
         if self.cgroup is None or self._members(True) or (left is not None and left.pids > 0):
             # Frozen (SIGKILL waits for a thaw), or no cgroup to read: docker kill handles both.
@@ -779,7 +787,7 @@ class DockerSandbox:
             try:
                 await asyncio.to_thread(self.container.kill, "SIGKILL")
             except Exception as e:
-                if self._running():
+                if "is not running" not in str(e) and self._running():
                     return ActionResult(False, time.monotonic() - t0, {"reason": str(e), "evidence": files})
         # The effect is every process gone: the cgroup's member list says so first (the
         # daemon's exit notice follows as the lifecycle `exit` event).
