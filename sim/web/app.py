@@ -9,6 +9,7 @@ Events.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import math
@@ -81,7 +82,10 @@ class MockWeb:
         ):
             raise WebError(f"expected requests per second > 0 (or None for no limit), got {rate_limit!r}",
                            field="rate_limit")
-        if not isinstance(crawl_delay, (int, float)) or not 0 <= crawl_delay <= 3600:
+        if burst is not None and (isinstance(burst, bool) or not isinstance(burst, (int, float)) or not burst >= 1):
+            raise WebError(f"expected a burst of at least 1 request, got {burst!r}", field="burst")
+        if isinstance(crawl_delay, bool) or not isinstance(crawl_delay, (int, float)) \
+                or not 0 <= crawl_delay <= 3600:
             raise WebError(f"expected 0..3600 seconds, got {crawl_delay!r}", field="crawl_delay")
         self.seed = seed
         self.pages = pages
@@ -147,7 +151,10 @@ class MockWeb:
             await site.start()
         except OSError as e:
             await runner.cleanup()
-            raise WebError(f"cannot listen on {host}:{port}: {e.strerror or e}", field="port") from None
+            # Address in use is the port's fault; anything else (unknown name, an address
+            # this machine does not have) is the host's.
+            field = "port" if e.errno == errno.EADDRINUSE else "host"
+            raise WebError(f"cannot listen on {host}:{port}: {e.strerror or e}", field=field) from None
         self._runner = runner
         server = site._server
         assert server is not None and server.sockets  # type: ignore[union-attr]
@@ -269,11 +276,19 @@ class MockWeb:
             if transport is not None:
                 transport.abort()
             return web.Response(status=500)  # never sent: the connection is gone
+        self.metrics.count("page", 200)
+        try:
+            return await self._slow_answer(request, fault, body)
+        except ConnectionResetError:
+            # The crawler gave up on a tarpit or a huge page: expected, not an error.
+            return web.Response(status=200)  # never sent
+
+    async def _slow_answer(self, request: web.Request, fault: str, body: bytes) -> web.StreamResponse:
+        """The faults that send a 200 and then misbehave: huge, truncated, tarpit."""
+        resp = web.StreamResponse(headers=_HTML)
         if fault == "huge":
             size = max(self.faults.huge_bytes, len(body))
-            resp = web.StreamResponse(headers=_HTML)
             resp.content_length = size
-            self.metrics.count("page", 200)
             await resp.prepare(request)
             if request.method == "HEAD":
                 return resp
@@ -288,9 +303,7 @@ class MockWeb:
                 left -= len(chunk)
             await resp.write_eof()
             return resp
-        resp = web.StreamResponse(headers=_HTML)
         resp.content_length = len(body)
-        self.metrics.count("page", 200)
         await resp.prepare(request)
         if request.method == "HEAD":
             return resp

@@ -1,14 +1,16 @@
 """The deterministic site: pages, links, knowledge pages and sitemaps generated from a seed.
 
 Nothing is stored per page. Page `i` is a pure function of `(seed, i)`: a 64-byte
-BLAKE2b digest of the two picks its language, topic, sentences and extra links, so the
+BLAKE2b digest of the two picks its language, topic, title, paragraphs (from pools
+built once per site) and extra links, so the
 same seed and URL always give the same bytes and a site of ten million pages costs no
 more memory than one of ten.
 
 The graph: page 0 is `/`, page `i` is `/page/<i>`. Every page links to its parent and
 children in a k-ary tree (so every page is reachable from `/`), plus a heavy-tailed
-number of extra links (Pareto out-degree, targets biased towards low ids so in-degree is
-heavy-tailed too), plus now and then a link into a trap or the private area.
+number of extra links (Pareto out-degree; half the targets uniform, half from a per-site
+pool of hub pages biased towards low ids, so in-degree is heavy-tailed too), plus now
+and then a link into a trap or the private area.
 
 >>> s = Site(seed=7, pages=1000)
 >>> s.page(3) == Site(seed=7, pages=1000).page(3)
@@ -46,6 +48,8 @@ PARAGRAPHS = 256
 # Cap on extra links of one page (the Pareto tail is cut here so one page stays a page).
 MAX_EXTRA_LINKS = 60
 # URLs per sitemap file; above this /sitemap.xml is an index of /sitemap-<k>.xml.
+# (The sitemap protocol caps both a sitemap and an index at 50,000 entries, so past 500
+# million pages the files grow to 50,000 URLs each.)
 SITEMAP_CHUNK = 10_000
 # Fixed date so that sitemaps and the metadata service never depend on the wall clock.
 FIXED_DATE = "2026-01-01"
@@ -76,10 +80,9 @@ _EXTRA_LINKS = bytes(max(0, min(MAX_EXTRA_LINKS, int((65537 / (u + 1)) ** (1 / 1
 _U32X7 = struct.Struct("<7I").unpack_from
 _blake2b = hashlib.blake2b
 _NFILLER = len(FILLER_TOPICS)
-_UL_OPEN = b'<ul class="links">'
-_UL_CLOSE = b"</ul>\n</body></html>\n"
+_HUB_MASK = 4095
+_TAIL = b"</body></html>\n"
 _HOME_LINK = '<li><a href="/">home</a></li>'
-_INV32 = 1.0 / 4294967296.0
 
 
 def page_path(i: int) -> str:
@@ -107,6 +110,7 @@ class Site:
         self._paras = self._build_paragraphs()
         self._anchor_words = tuple(w for t in TOPICS for w in TOPIC_WORDS_EN[t])
         self._heads = self._build_heads()
+        self._hub_ids, self._hub_links = self._build_hubs()
         # (heads, paragraphs) by filler topic index, then by "is Chinese": two indexings
         # instead of building and hashing a (topic, lang) key on every page.
         self._filler = tuple(
@@ -183,8 +187,8 @@ class Site:
         return paras
 
     def _build_heads(self) -> dict[tuple[str, str], tuple[tuple[bytes, bytes], ...]]:
-        # Titles come from a pool of 256 per (topic, language), pre-encoded around the spot
-        # where the page's own canonical link goes, for the same reason as the paragraphs.
+        # Titles come from a pool of 256 per (topic, language), pre-encoded as the document
+        # head up to the canonical link and as the <h1>, for the same reason as the paragraphs.
         heads = {}
         for topic in TOPICS:
             for lang in ("en", "zh"):
@@ -194,7 +198,7 @@ class Site:
                     title = self._title(topic, lang, bytes(rng.randrange(256) for _ in range(3)), 0)
                     out.append((
                         f'<!doctype html>\n<html lang="{lang}"><head><meta charset="utf-8"><title>{title}</title>\n'.encode(),
-                        f"</head>\n<body><h1>{title}</h1>\n".encode(),
+                        f"<h1>{title}</h1>\n".encode(),
                     ))
                 heads[(topic, lang)] = tuple(out)
         return heads
@@ -231,37 +235,41 @@ class Site:
         return {t: [page_path(i) for i in ids] for t, ids in self._by_topic.items()}
 
     def _links(self, i: int, d: bytes) -> list[int]:
-        """Page ids page i links to: parent, children, then the heavy-tailed extras."""
-        links = [(i - 1) // self.branching] if i else []
-        links += self._more_links(i, d)
-        return links
+        """Page ids page i links to: parent, children, then the heavy-tailed extras.
 
-    def _more_links(self, i: int, d: bytes) -> list[int]:
+        The reference for what _page renders inline (a property test holds them equal).
+        """
         n = self.pages
-        first = i * self.branching + 1
-        links = list(range(first, min(first + self.branching, n))) if first < n else []
+        k = self.branching
+        links = [(i - 1) // k] if i else []
+        first = i * k + 1
+        if first < n:
+            links += range(first, min(first + k, n))
         extra = _EXTRA_LINKS[(d[32] << 8) | d[33]]
         if extra:
-            links += self._extra_links(i, d, extra)
+            draws = self._draws(i, d, extra)
+            for e in range(extra):
+                u = draws[e]
+                links.append((u * n) >> 32 if e & 1 else self._hub_ids[u & _HUB_MASK])
         return links
 
-    def _extra_links(self, i: int, d: bytes, extra: int) -> list[int]:
-        # Targets from the digest's last 28 bytes (7 draws), more digests past that. Even
-        # draws are cubed towards low ids (hubs), so in-degree is heavy-tailed too.
-        # (_page inlines the same arithmetic for extra <= 7; keep the two in step.)
-        n = self.pages
-        draws = list(_U32X7(d, 36))
+    def _draws(self, i: int, d: bytes, extra: int) -> tuple[int, ...]:
+        """`extra` 32-bit draws for page i's extra links: 7 from its digest, more digests past that."""
+        draws = _U32X7(d, 36)
         for e in range(7, extra, 7):
             draws += _U32X7(_digest(self._prefix, f"links:{i}:{e}"), 0)
-        out = []
-        for e in range(extra):
-            u = draws[e]
-            if e & 1:
-                out.append((u * n) >> 32)
-            else:
-                v = u * _INV32
-                out.append(int(n * v * v * v))
-        return out
+        return draws
+
+    def _build_hubs(self) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        # Half of the extra links go to a pool of 4096 hub targets drawn once per site,
+        # cubed towards low ids: a few pages collect most in-links (heavy-tailed in-degree),
+        # and their link markup is rendered once here instead of on every page.
+        rng = random.Random(f"{self.seed}:hubs")
+        n = self.pages
+        ids = tuple(int(n * rng.random() ** 3) for _ in range(_HUB_MASK + 1))
+        w = self._anchor_words
+        html = tuple(f'<li><a href="/page/{j}">{w[j % len(w)]}</a></li>' if j else _HOME_LINK for j in ids)
+        return ids, html
 
     def info(self, i: int) -> PageInfo:
         """The page's place in the graph (no text)."""
@@ -304,59 +312,57 @@ class Site:
         if topic is not None:
             return self._knowledge_page(i, d, topic)
         heads, paras = self._filler[d[1] % _NFILLER][d[0] < 77]
-        head_a, head_b = heads[d[2]]
+        head, h1 = heads[d[2]]
         n = self.pages
         k = self.branching
-        # The links, inlined with plain loops: on Python 3.11 each comprehension is a
-        # function created and called, which cost more than the links themselves here.
-        # Parent, children (none for the leaves, most of a k-ary tree), heavy-tailed extras.
-        targets = [(i - 1) // k] if i else []
-        first = i * k + 1
-        if first < n:
-            targets += range(first, min(first + k, n))
-        extra = _EXTRA_LINKS[(d[32] << 8) | d[33]]
-        if extra:
-            if extra <= 7:  # nearly every page: the draws are in this digest
-                us = _U32X7(d, 36)
-                for e in range(extra):
-                    u = us[e]
-                    if e & 1:
-                        targets.append((u * n) >> 32)
-                    else:
-                        v = u * _INV32
-                        targets.append(int(n * v * v * v))
-            else:
-                targets += self._extra_links(i, d, extra)
         w = self._anchor_words
         nw = len(w)
-        links = []
-        for j in targets:
+        # The links, rendered inline with plain loops (the same graph as _links). The list
+        # starts with the canonical link and the body's opening so that one str, encoded
+        # once, carries everything that depends on i.
+        links = [f'<link rel="canonical" href="/page/{i}"></head>\n<body><ul class="links">' if i
+                 else '<link rel="canonical" href="/"></head>\n<body><ul class="links">']
+        if i:
+            j = (i - 1) // k
             links.append(f'<li><a href="/page/{j}">{w[j % nw]}</a></li>' if j else _HOME_LINK)
+        first = i * k + 1
+        if first < n:  # leaves (most of a k-ary tree) have no children
+            for j in range(first, min(first + k, n)):
+                links.append(f'<li><a href="/page/{j}">{w[j % nw]}</a></li>')
+        extra = _EXTRA_LINKS[(d[32] << 8) | d[33]]
+        if extra:
+            draws = _U32X7(d, 36) if extra <= 7 else self._draws(i, d, extra)
+            hub_links = self._hub_links
+            for e in range(extra):
+                u = draws[e]
+                if e & 1:
+                    j = (u * n) >> 32
+                    links.append(f'<li><a href="/page/{j}">{w[j % nw]}</a></li>' if j else _HOME_LINK)
+                else:
+                    links.append(hub_links[u & _HUB_MASK])
         if d[31] < 52:
             for href in self._special_links(i, d):
                 links.append(f'<li><a href="{href}">{href}</a></li>')
+        links.append("</ul>\n")
         return b"".join((
-            head_a, b'<link rel="canonical" href="/page/%d">' % i if i else b'<link rel="canonical" href="/">',
-            head_b, paras[d[5]], paras[d[6]], paras[d[7]], paras[d[8]], paras[d[9]], paras[d[10]],
-            _UL_OPEN, "".join(links).encode(), _UL_CLOSE,
+            head, "".join(links).encode(), h1,
+            paras[d[5]], paras[d[6]], paras[d[7]], paras[d[8]], paras[d[9]], paras[d[10]], _TAIL,
         ))
 
     def _knowledge_page(self, i: int, d: bytes, topic: str) -> bytes:
         lang = "zh" if d[0] < 77 else "en"
-        head_a, head_b = self._heads[(topic, lang)][d[2]]
+        head, h1 = self._heads[(topic, lang)][d[2]]
         facts = FACTS_ZH[topic] if lang == "zh" else FACTS_EN[topic]
         pool = self._paras[(topic, lang)]
+        w = self._anchor_words
         links = "".join(
-            f'<li><a href="/page/{j}">{self._anchor_words[j % len(self._anchor_words)]}</a></li>' if j
-            else _HOME_LINK
-            for j in self._links(i, d)
+            f'<li><a href="/page/{j}">{w[j % len(w)]}</a></li>' if j else _HOME_LINK for j in self._links(i, d)
         ) + "".join(f'<li><a href="{href}">{href}</a></li>' for href in self._special_links(i, d))
         return b"".join((
-            head_a, f'<meta name="runaway-topic" content="{topic}">\n'.encode(),
-            b'<link rel="canonical" href="/page/%d">' % i if i else b'<link rel="canonical" href="/">',
-            head_b, f'<p class="facts">{escape(" ".join(facts))}</p>\n'.encode(),
-            pool[d[5]], pool[d[6]], pool[d[7]], pool[d[8]], pool[d[9]], pool[d[10]],
-            f'<ul class="links">{links}</ul>\n</body></html>\n'.encode(),
+            head, f'<meta name="runaway-topic" content="{topic}">\n'.encode(),
+            f'<link rel="canonical" href="{page_path(i)}"></head>\n<body><ul class="links">{links}</ul>\n'.encode(),
+            h1, f'<p class="facts">{escape(" ".join(facts))}</p>\n'.encode(),
+            pool[d[5]], pool[d[6]], pool[d[7]], pool[d[8]], pool[d[9]], pool[d[10]], _TAIL,
         ))
 
     def document(self, kind: str, key: str, title: str, links: list[str], *, note: str = "") -> bytes:
@@ -385,8 +391,9 @@ class Site:
         Small sites get one urlset; large ones an index of SITEMAP_CHUNK-URL files.
         """
         n = self.pages
+        size = SITEMAP_CHUNK if n <= SITEMAP_CHUNK * 50_000 else 50_000
         if chunk is None and n > SITEMAP_CHUNK:
-            files = (n + SITEMAP_CHUNK - 1) // SITEMAP_CHUNK
+            files = (n + size - 1) // size
             body = "".join(
                 f"<sitemap><loc>{base}/sitemap-{k}.xml</loc><lastmod>{FIXED_DATE}</lastmod></sitemap>\n"
                 for k in range(files)
@@ -399,9 +406,9 @@ class Site:
         if chunk is None:
             lo, hi = 0, n
         else:
-            if n <= SITEMAP_CHUNK or chunk * SITEMAP_CHUNK >= n:
+            if n <= SITEMAP_CHUNK or chunk * size >= n:
                 return None
-            lo, hi = chunk * SITEMAP_CHUNK, min(n, (chunk + 1) * SITEMAP_CHUNK)
+            lo, hi = chunk * size, min(n, (chunk + 1) * size)
         body = "".join(f"<url><loc>{base}{page_path(i)}</loc></url>\n" for i in range(lo, hi))
         return (
             '<?xml version="1.0" encoding="UTF-8"?>\n'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import aiohttp
 import pytest
@@ -134,6 +135,7 @@ def test_bad_fault_rates_name_the_field():
     ({"seed": -1, "pages": 100}, "seed"), ({"seed": "1", "pages": 100}, "seed"),
     ({"seed": 1, "pages": 3}, "pages"), ({"seed": 1, "pages": True}, "pages"),
     ({"seed": 1, "pages": 100, "rate_limit": 0}, "rate_limit"),
+    ({"seed": 1, "pages": 100, "burst": 0.5}, "burst"), ({"seed": 1, "pages": 100, "crawl_delay": -1}, "crawl_delay"),
 ])
 def test_bad_settings_name_the_field(kw, field):
     with pytest.raises(WebError) as e:
@@ -182,3 +184,26 @@ async def test_malformed_requests_never_break_the_server(serve, http):
         assert b"<script>" not in await r.read()
     async with http.get(base + "/") as r:
         assert r.status == 200
+
+
+async def test_a_crawler_hanging_up_on_a_tarpit_is_not_a_server_error(serve, caplog):
+    web, base, _ = await serve(faults=_faulty("tarpit", tarpit_seconds=0.5))
+    port = int(base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /page/5 HTTP/1.1\r\nHost: web.internal\r\n\r\n")
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    writer.close()
+    await writer.wait_closed()
+    # The tarpit keeps writing into the closed connection until it notices; then the
+    # server goes on serving, with nothing logged as an error.
+    await asyncio.sleep(0.6)
+    assert await _raw(port, b"GET /robots.txt HTTP/1.1\r\nHost: web.internal\r\n\r\n")
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_a_port_in_use_is_a_web_error_naming_the_port(serve):
+    web, base, _ = await serve()
+    other = MockWeb(1, 100)
+    with pytest.raises(WebError) as e:
+        await other.start("127.0.0.1", int(base.rsplit(":", 1)[1]))
+    assert e.value.field == "port"
