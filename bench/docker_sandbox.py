@@ -4,7 +4,7 @@ Each figure is printed beside a baseline measured in the same run:
 - start: prepare() + start() to the learner's first output line, vs. a bare container
   (same image, no network, no hardening) started through the SDK;
 - observer CPU: the controller's CPU use while observing an idle learner (samples at
-  4 Hz, identity checks at 40 Hz), vs. the same time with the observer not running;
+  4 Hz, identity checks at 30 Hz), vs. the same time with the observer not running;
 - escalation latency: from a setuid-root exec inside (its wall time, printed just before
   the exec) to the observer's uid_change event (stamped with the same wall clock);
 - action latency: throttle, pause, resume, disconnect, kill (with evidence) as measured

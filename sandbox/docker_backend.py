@@ -40,7 +40,7 @@ from policies.model import Event, Sample
 
 from . import procfs
 from .base import ActionResult, SandboxError
-from .cgroup import Cgroup, CgroupReading, reading_from_stats
+from .cgroup import Cgroup, CgroupReading, forget, reading_from_stats
 from .image import LEARNER_DIR, ensure_image
 from .spec import NETWORK_NONE, SandboxSpec
 
@@ -52,8 +52,9 @@ CONTROL_DIR = "/run/runaway/control"
 # The names the learner resolves to the mock web (the metadata name never reaches 169.254.169.254).
 WEB_NAMES = ("web.internal", "metadata.internal", "cloud.internal")
 CFS_PERIOD_US = 100_000
-# Identity checks run this often: an escalation must be an event within ~50 ms.
-WATCH_HZ = 40.0
+# Identity checks run this often: an escalation must be an event within 50 ms (p99), and
+# the observer must stay under 1% of a core (bench/docker_sandbox.py measures both).
+WATCH_HZ = 30.0
 DIFF_EVERY_S = 2.0
 EVIDENCE_LINES = 200
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
@@ -204,6 +205,7 @@ class DockerSandbox:
         self._procs_file = ""
         self._layers: tuple[str, list[str]] | None = None
         self._ident_raw: dict[int, bytes] = {}
+        self._fds: dict[str, int] = {}
         self._base_gid: int | None = None
         self._ident: dict[int, tuple[int, int, int]] = {}
         self._base_ids: tuple[int, int, int] | None = None
@@ -444,11 +446,8 @@ class DockerSandbox:
         if self.cgroup is not None:
             # Inline rather than procfs.pids_of_cgroup: this runs at watch_hz, and the path
             # object and sorting cost more than the read.
-            try:
-                with open(self._procs_file, "rb") as fh:
-                    return [int(x) for x in fh.read().split()]
-            except OSError:  # the cgroup has gone with its container
-                return []
+            raw = self._pread(self._procs_file)
+            return [int(x) for x in raw.split()] if raw else []
         if not self.pid:
             return []
         if full:
@@ -463,10 +462,8 @@ class DockerSandbox:
         out: list[Event] = []
         seen: dict[int, bytes] = {}
         for pid in pids:
-            try:
-                with open(f"/proc/{pid}/status", "rb") as fh:
-                    raw = fh.read()
-            except OSError:  # exited between the list and the read
+            raw = self._pread(f"/proc/{pid}/status")
+            if not raw:  # exited between the list and the read
                 continue
             i, j = raw.find(b"\nUid:"), raw.find(b"\nCapEff:")
             key = raw[i:raw.find(b"\n", raw.find(b"\nGid:") + 1)] + raw[j:raw.find(b"\n", j + 1)]
@@ -501,7 +498,31 @@ class DockerSandbox:
                                  kind="capability_gain", outcome="allowed",
                                  detail={"pid": pid, "name": st.name, "caps": procfs.cap_names(gained)}))
         self._ident_raw = seen
+        for path in [p for p in self._fds if p.startswith("/proc/") and int(p.split("/")[2]) not in seen]:
+            os.close(self._fds.pop(path))  # that process has gone
         return out
+
+    def _pread(self, path: str) -> bytes:
+        """The whole of a small /proc or cgroup file, through a descriptor kept open: at
+        watch_hz, open() and close() cost more than the read itself. A descriptor on
+        /proc/<pid>/... stays bound to that process, so a reused pid is never misread."""
+        fd = self._fds.get(path)
+        try:
+            if fd is None:
+                fd = self._fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            return os.pread(fd, 65536, 0)
+        except OSError:  # gone: the process exited, or the cgroup with its container
+            if fd is not None:
+                os.close(self._fds.pop(path))
+            return b""
+
+    def _close_fds(self) -> None:
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
 
     def _sample(self, r: CgroupReading, prev: tuple[float, CgroupReading] | None, now: float) -> Sample:
         ratio = 0.0
@@ -561,6 +582,9 @@ class DockerSandbox:
             await self._diff_events()
             await self._final(ooms, prev)
         finally:
+            self._close_fds()
+            if self.cgroup is not None:
+                forget(self.cgroup)
             self._obs.put_nowait(None)
 
     async def _final(self, ooms: int, prev: tuple[float, CgroupReading] | None) -> None:
@@ -750,6 +774,12 @@ class DockerSandbox:
                     except ProcessLookupError:
                         pass
                 await asyncio.sleep(0.002)
+            # Killed tasks leave the cgroup once reaped: give that a moment before escalating.
+            for _ in range(100):
+                left = self.cgroup.read()
+                if (left is None or left.pids == 0) and not self._members(True):
+                    break
+                await asyncio.sleep(0.002)
         left = self.cgroup.read() if self.cgroup is not None else None
         if self.cgroup is None or self._members(True) or (left is not None and left.pids > 0):
             # Frozen (SIGKILL waits for a thaw), or no cgroup to read: docker kill handles both.
@@ -757,7 +787,7 @@ class DockerSandbox:
             try:
                 await asyncio.to_thread(self.container.kill, "SIGKILL")
             except Exception as e:
-                if self._running():
+                if "is not running" not in str(e) and self._running():
                     return ActionResult(False, time.monotonic() - t0, {"reason": str(e), "evidence": files})
         # The effect is every process gone: the cgroup's member list says so first (the
         # daemon's exit notice follows as the lifecycle `exit` event).

@@ -58,8 +58,10 @@ EVENTS_COALESCE_S = 0.04  # at most 25 wakeups a second for kernel process event
 RELAY_S = 0.1  # at most this often (the monitor ticks at the sample rate with kernel events)
 RECLASSIFY_S = 5.0  # how often every pid is re-read (a recycled pid number classified afresh)
 ENV_MARK = "RUNAWAY_SANDBOX_RUN"  # in every learner process's environ: how `clean` finds leftovers
+OWNER_MARK = "RUNAWAY_SANDBOX_OWNER"  # the controller's pid:start_ticks: `clean` spares live runs
 TMP_PREFIX = "runaway-proc-"
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_PDEATHSIG = 1
 _EVIDENCE_LINES = 200
 
 
@@ -248,6 +250,8 @@ class ProcessSandbox:
         self._pythonpath = ""
         self._rr = 0  # round-robin position for identity checks of large groups
         self._mark = f"{ENV_MARK}={run_id}\0".encode()
+        me = procfs.read_stat(os.getpid())
+        self._owner = f"{os.getpid()}:{me.start_ticks if me else 0}"
         self._leader_start = 0  # a process started before the learner cannot be one of its own
 
     # -- what the user is told ---------------------------------------------------------
@@ -362,6 +366,7 @@ class ProcessSandbox:
         """The private tree: root-owned code and control copy, a scratch only the learner owns."""
         assert self.root is not None
         os.chmod(self.root, 0o755)
+        (self.root / "owner.json").write_text(json.dumps({"run": self.run_id, "owner": self._owner}))
         lib = self.root / "lib"
         lib.mkdir()
         if learner_dir.is_dir():
@@ -404,6 +409,7 @@ class ProcessSandbox:
             RUNAWAY_ATTEMPTS="dry-run",
         )
         out[ENV_MARK] = self.run_id
+        out[OWNER_MARK] = self._owner
         return out
 
     def _limits_in_child(self) -> None:
@@ -418,8 +424,12 @@ class ProcessSandbox:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         cores, _ = _cap_for(self._cpus, self._host_cpus)
         os.sched_setaffinity(0, cores)
+        libc = ctypes.CDLL(None, use_errno=True)
+        # If the controller dies without closing (SIGKILL), the learner dies with it; its
+        # own children do not inherit this, which is what `clean()` is for.
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if spec.no_new_privileges:
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
 
     # -- output ------------------------------------------------------------------------
 
@@ -916,29 +926,60 @@ class ProcessSandbox:
             await asyncio.to_thread(shutil.rmtree, self.root, True)
 
 
-def clean(run_id: str | None = None) -> dict[str, list[str]]:
-    """Kill learner processes and remove private trees left by process sandboxes that
-    ended without close() (a SIGKILLed controller): those of `run_id`, or all of them."""
+def _owner_alive(owner: str) -> bool:
+    """Whether the controller named `pid:start_ticks` still runs (not a recycled pid)."""
+    pid, _, start = owner.partition(":")
+    st = procfs.read_stat(int(pid)) if pid.isdigit() else None
+    return st is not None and str(st.start_ticks) == start and st.state != "Z"
+
+
+def _env_value(env: bytes, name: str) -> str | None:
+    for item in env.split(b"\0"):
+        if item.startswith(name.encode() + b"="):
+            return item[len(name) + 1 :].decode("utf-8", "replace")
+    return None
+
+
+def clean(run_id: str | None = None, *, include_live: bool = False) -> dict[str, list[str]]:
+    """Kill learner processes and remove private trees that process sandboxes left
+    without close() (a SIGKILLed controller): those of `run_id`, or else of every run
+    whose controller is gone (also the live ones with `include_live`)."""
     killed: list[str] = []
-    mark = f"{ENV_MARK}=".encode() + (run_id.encode() + b"\0" if run_id else b"")
+    skipped: set[str] = set()
+
+    def wanted(run: str | None, owner: str | None) -> bool:
+        if run is None:
+            return False
+        if run_id is not None:
+            return run == run_id
+        if not include_live and owner and _owner_alive(owner):
+            skipped.add(run)
+            return False
+        return True
+
     for pid in procfs.all_pids():
         if pid == os.getpid():
             continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as fh:
-                env = fh.read()
-        except OSError:
+        env = procfs.read_bytes(f"/proc/{pid}/environ")
+        if not env or ENV_MARK.encode() not in env:
             continue
-        if env.startswith(mark) or b"\0" + mark in env:
+        if wanted(_env_value(env, ENV_MARK), _env_value(env, OWNER_MARK)):
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(str(pid))
             except OSError:
                 pass
     removed: list[str] = []
-    base = Path(tempfile.gettempdir())
-    pattern = f"{TMP_PREFIX}{run_id}-*" if run_id else f"{TMP_PREFIX}*"
-    for d in base.glob(pattern):
-        shutil.rmtree(d, ignore_errors=True)
-        removed.append(str(d))
-    return {"processes": killed, "directories": removed}
+    for d in Path(tempfile.gettempdir()).glob(f"{TMP_PREFIX}*"):
+        try:
+            owner = json.loads((d / "owner.json").read_text())
+        except (OSError, ValueError):
+            owner = {}
+        run = owner.get("run") if isinstance(owner, dict) else None
+        if wanted(run if isinstance(run, str) else None, str(owner.get("owner", "")) if run else None):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(str(d))
+    out = {"processes": killed, "directories": removed}
+    if skipped:
+        out["skipped live runs"] = sorted(skipped)
+    return out

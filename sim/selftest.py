@@ -23,8 +23,9 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from policies.errors import RunawayError
 from policies.model import Event
 from sandbox import SandboxSpec, docker_available, open_sandbox
 
@@ -98,6 +99,16 @@ class SelftestReport:
         verdict = "passed" if self.passed else f"FAILED ({n_fail} of {len(self.rows)} rows)"
         lines.append(f"{len(self.rows)} rows: {verdict}")
         return "\n".join(lines)
+
+
+def check_attempt_names(names: Sequence[str]) -> None:
+    """Refuse attempt names the catalog does not have (RunawayError: one line, exit 2)."""
+    from sim.learner.attempts import CATALOG  # the catalog's names; it runs in the sandbox
+
+    for name in names:
+        if name not in CATALOG:
+            raise RunawayError(f"unknown attempt {name!r} (expected one of {', '.join(CATALOG)})",
+                               field="--attempt")
 
 
 def parse_protocol(line: str) -> dict[str, Any] | None:

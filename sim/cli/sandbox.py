@@ -76,7 +76,6 @@ def _register_clean(group: click.Group) -> None:
                 click.echo(f"removed {len(names)} {kind}: {', '.join(names)}")
 
 
-
 # -- selftest --------------------------------------------------------------------------
 
 
@@ -92,8 +91,9 @@ def _register_selftest(group: click.Group) -> None:
     def selftest(ctx: click.Context, backend: str, fmt: str, names: tuple[str, ...]) -> None:
         """Run the catalog of escape and escalation attempts in the sandbox; check each was
         contained and detected. Exit status 1 if any row fails."""
-        from sim.selftest import run_selftest
+        from sim.selftest import check_attempt_names, run_selftest
 
+        check_attempt_names(names)
         report = asyncio.run(run_selftest(backend, names=list(names) or None))
         if fmt == "json":
             click.echo(json.dumps(report.to_json(), ensure_ascii=False))

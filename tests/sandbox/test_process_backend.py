@@ -281,3 +281,57 @@ async def test_operator_lines_reach_the_learner_through_its_control_file(run, tm
     await r.ended.wait()
     assert "got stop from" in r.text()
     assert r.sb.returncode == 0
+
+
+def test_learner_dies_with_a_sigkilled_controller_and_clean_removes_the_rest(tmp_path):
+    """A controller killed without close() leaves no learner leader behind (parent-death
+    signal); a grandchild that outlives it, and the private tree, go with `clean`."""
+    import subprocess
+    import sys
+
+    code = f"""
+import asyncio, os, sys, time
+from pathlib import Path
+from sandbox import SandboxSpec
+from sandbox.process_backend import ProcessSandbox
+async def main():
+    sb = ProcessSandbox(SandboxSpec(cpus=1.0, memory="128m", pids=64), run_id="orphan{os.getpid()}",
+                        python_modules=())
+    (Path({str(tmp_path)!r}) / "control").touch()
+    prog = "import subprocess, sys, time; c = subprocess.Popen(['sleep', '60']); print(c.pid, flush=True); time.sleep(60)"
+    await sb.start(["python3", "-c", prog], {{}}, Path({str(LEARNER_DIR)!r}), {{}}, Path({str(tmp_path)!r}) / "control")
+    async for _, line in sb.output():
+        print(sb.pid, line, sb.root, flush=True)
+        await asyncio.sleep(60)
+asyncio.run(main())
+"""
+    ctl = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                           env=dict(os.environ, PYTHONPATH=str(LEARNER_DIR.parents[1])))
+    leader, grandchild, root = ctl.stdout.readline().split()
+    ctl.kill()
+    ctl.wait()
+    deadline = time.monotonic() + 10
+    while (st := procfs.read_stat(int(leader))) is not None and st.state != "Z" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert st is None or st.state == "Z"
+    assert procfs.read_stat(int(grandchild)) is not None  # the orphan outlived them both
+    removed = clean(f"orphan{os.getpid()}")
+    assert grandchild in removed["processes"] and root in removed["directories"]
+    assert not Path(root).exists()
+    while (st := procfs.read_stat(int(grandchild))) is not None and st.state != "Z" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert st is None or st.state == "Z"
+
+
+async def test_clean_without_a_run_id_spares_a_live_controllers_run(tmp_path):
+    sb = ProcessSandbox(SPEC, run_id=f"live{os.getpid()}", python_modules=())
+    (tmp_path / "control").touch()
+    await sb.start(["python3", "-c", "import time; time.sleep(60)"], {}, LEARNER_DIR, {},
+                   tmp_path / "control", time.monotonic)
+    try:
+        removed = clean()
+        assert sb.run_id in removed.get("skipped live runs", [])
+        assert str(sb.pid) not in removed["processes"] and sb.root.exists()
+        assert procfs.read_stat(sb.pid).state != "Z"
+    finally:
+        await sb.close()

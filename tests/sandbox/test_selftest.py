@@ -98,6 +98,13 @@ def test_selftest_text_names_the_dry_run_and_one_attempt_can_be_picked():
     assert len(rows) == 2 and all(" pass" in line and "FAIL" not in line for line in rows)
 
 
+def test_selftest_rejects_an_unknown_attempt_in_one_line():
+    p = _cli("selftest", "--backend", "process", "--attempt", "teleport")
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.startswith("runaway: --attempt: unknown attempt 'teleport'") and "setuid" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
 def test_selftest_rejects_an_unknown_backend():
     p = _cli("selftest", "--backend", "vm")
     assert p.returncode == 2 and "vm" in p.stderr
