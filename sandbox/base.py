@@ -30,10 +30,15 @@ class ActionResult:
 class Sandbox(Protocol):
     backend: str  # "docker" | "process"
     is_security_boundary: bool  # False for the process backend, and said so to the user
+    notice: str | None  # what the user must be told about this backend (None: nothing)
 
     async def prepare(self) -> str:
         """Create what the run needs before the web starts (network); return the host IP
         the mock web must bind to so that the learner, and only it, can reach it."""
+
+    def allow_port(self, port: int) -> None:
+        """Open exactly this port of the host IP to the learner (the mock web's), once it is
+        bound; everything else on the host side stays closed."""
 
     async def start(
         self,
