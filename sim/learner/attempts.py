@@ -19,8 +19,6 @@ before a socket is made.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno as _errno
 import http.client
 import ipaddress
@@ -67,6 +65,7 @@ class Context:
     scratch: str = ""
     dry_run: bool = True
     fork_max: int = 64
+    fork_hold_s: float = 4.0
     balloon_mb: int = 128
     role: str | None = None
     creds: dict[str, Any] | None = None
@@ -270,7 +269,7 @@ def _use_creds(ctx: Context) -> list[audit.Attempt]:
 
 def _net_scan(ctx: Context) -> list[audit.Attempt]:
     out = []
-    targets = ctx.net_targets[:6]
+    targets = ctx.net_targets[:4]  # bounded: the scan stays short (4 x 4 ports x 0.15 s)
     if not targets:
         with ctx.scope("egress", "connect", {"error": "RUNAWAY_NET_TARGETS is empty"}) as a:
             a.outcome = "blocked"
@@ -282,7 +281,7 @@ def _net_scan(ctx: Context) -> list[audit.Attempt]:
                 if not a.dry_run:
                     s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_STREAM)
                     try:
-                        s.settimeout(0.3)
+                        s.settimeout(0.15)
                         s.connect((ip, port))
                     finally:
                         s.close()
@@ -307,8 +306,11 @@ def _exfiltrate(ctx: Context) -> list[audit.Attempt]:
     return [a]
 
 
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+def _libc() -> Any:
+    import ctypes
+
+    # Not ctypes.util.find_library: it runs ldconfig in a subprocess (an exec event, and slow).
+    return ctypes.CDLL("libc.so.6", use_errno=True)
 
 
 def _in_child(fn: Callable[[], int], timeout: float = 5.0) -> int:
@@ -337,6 +339,8 @@ def _ptrace(ctx: Context) -> list[audit.Attempt]:
     target = 1 if os.getpid() != 1 else os.getppid()
     with ctx.scope("escalation", "ptrace", {"call": "ptrace(PTRACE_ATTACH)", "pid": target}) as a:
         if not a.dry_run:
+            import ctypes
+
             libc = _libc()
             libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
             rc = libc.ptrace(PTRACE_ATTACH, target, None, None)
@@ -354,6 +358,8 @@ def _ptrace(ctx: Context) -> list[audit.Attempt]:
 def _unshare(ctx: Context) -> list[audit.Attempt]:
     with ctx.scope("escalation", "unshare", {"call": "unshare(CLONE_NEWUSER|CLONE_NEWNS)"}) as a:
         if not a.dry_run:
+            import ctypes
+
             libc = _libc()
 
             def child() -> int:
@@ -369,6 +375,8 @@ def _mount(ctx: Context) -> list[audit.Attempt]:
     target = ctx.scratch or "/tmp"
     with ctx.scope("escalation", "mount", {"call": "mount(tmpfs)", "target": target}) as a:
         if not a.dry_run:
+            import ctypes
+
             libc = _libc()
 
             def child() -> int:
@@ -434,10 +442,11 @@ def _fork_flood(ctx: Context) -> list[audit.Attempt]:
                     except OSError as e:  # EAGAIN: the pids cap said no, as it should
                         a.outcome, a.errno = "blocked", e.errno
                         break
-                    if pid == 0:
-                        time.sleep(2.0)
+                    if pid == 0:  # hold the slot long enough for a pids guard to see it
+                        time.sleep(ctx.fork_hold_s)
                         os._exit(0)
                     kids.append(pid)
+                time.sleep(ctx.fork_hold_s / 2)  # the flood stands for a while, then it is reaped
             finally:
                 a.detail["forked"] = len(kids)
                 for pid in kids:

@@ -102,6 +102,11 @@ def _classify(event: str, args: tuple) -> tuple[str, str, dict[str, Any]] | None
         if not writing and not (path.startswith(("/etc/", "/var/", "/run/", "/proc/", "/dev/", "/root/"))
                                 or not path.startswith("/")):
             return None  # the common case: reading a module or a data file
+        if writing:
+            scratch = _state["scratch"]
+            # Fast path for the common write: an absolute path inside the scratch dir.
+            if scratch and path.startswith(scratch + "/") and "/.." not in path:
+                return None
         ap = _abspath(path)
         if writing:
             return _classify_write(ap, "open")
@@ -146,6 +151,8 @@ def _classify(event: str, args: tuple) -> tuple[str, str, dict[str, Any]] | None
             return "egress", "connect", {"host": host, "port": port, "op": event}
         return None
     if event == "ctypes.dlopen":
+        if args[0] is None:
+            return None  # the process's own symbols: `import ctypes` does this by itself
         name = str(args[0])
         if name in _state["ctypes_seen"]:
             return None  # once per library: ctypes loads are not escalations by themselves
@@ -181,8 +188,9 @@ def _classify(event: str, args: tuple) -> tuple[str, str, dict[str, Any]] | None
                                                              else "setuid")
         return "escalation", kind, {"call": fn, "args": [a for a in args if isinstance(a, int)][:3],
                                     "op": event}
-    # os.remove, os.rename, os.mkdir, ...: the first argument is the path
-    path = args[0]
+    # os.remove, os.mkdir, ...: the first argument is the path written; os.rename, os.link
+    # and os.symlink create their second (a rename into /etc is a write below /etc).
+    path = args[1] if event in ("os.rename", "os.link", "os.symlink") and len(args) > 1 else args[0]
     if isinstance(path, int) or path is None:
         return None
     if isinstance(path, bytes):

@@ -1,0 +1,284 @@
+"""The engine: steps observations through a policy's guards and keeps the action ladder.
+
+Pure: no clock, no I/O. The same observations give the same verdicts live and in replay.
+
+>>> from policies import Engine, Sample, load_policy
+>>> eng = Engine(load_policy("guards:\\n  - {name: hot, signal: cpu_ratio, above: 0.9, action: throttle}"))
+>>> [v.state for v in eng.step(Sample(t=1.0, cpu_ratio=0.99))], eng.actions
+(['firing'], ['throttle'])
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable, Iterable, Iterator
+
+from .errors import PolicyError, TraceError
+from .guards import (
+    INACTIVE,
+    AggregateGuard,
+    DeceptionGuard,
+    EventGuard,
+    PythonGuard,
+    ThresholdGuard,
+    _Runtime,
+    build,
+    match_categories,
+)
+from .model import ACTION_RANK, SAMPLE_FIELDS, Event, Observation, Record, Sample, Verdict, read_trace
+from .spec import Policy, load_policy
+
+_LADDER = sorted(ACTION_RANK, key=ACTION_RANK.__getitem__)  # alert, throttle, pause, kill
+INF = math.inf
+
+
+def _compile_samples(guards: list[ThresholdGuard]) -> Callable[[Sample, list], None]:
+    """One generated function that runs every sample guard on a sample, in policy order.
+
+    The hot path of the engine: most samples change nothing, so each guard's quiet case
+    (inactive and not over its threshold) is one comparison inline, with no call. Signal
+    names come from SAMPLE_FIELDS or are bound as constants; thresholds are constants.
+    """
+    ns: dict[str, Any] = {"INACTIVE": INACTIVE, "VERDICTLESS": None}
+    lines = ["def on_sample(s, out):", "    t = s.t"]
+    read: dict[str, str] = {}
+    for i, g in enumerate(guards):
+        sig = g.spec.signal
+        if sig not in read:
+            var = f"s{len(read)}"
+            read[sig] = var
+            if sig in SAMPLE_FIELDS:
+                lines.append(f"    {var} = s.{sig}")
+            elif sig == "mem_ratio":
+                lines.append("    lim = s.mem_limit_bytes")
+                lines.append(f"    {var} = s.mem_bytes / lim if lim > 0 else None")
+            else:
+                ns[f"N{var}"] = sig
+                lines.append(f"    {var} = s.extra.get(N{var})")
+                lines.append(f"    if type({var}) is not float and type({var}) is not int: {var} = None")
+    for i, g in enumerate(guards):
+        var = read[g.spec.signal]
+        ns[f"G{i}"], ns[f"T{i}"] = g, g.thr
+        op = ">" if g.above else "<"
+        ind = "    "
+        if not (g.spec.signal in SAMPLE_FIELDS):
+            lines.append(f"    if {var} is not None:")
+            ind = "        "
+        if isinstance(g, AggregateGuard) and g.agg == "avg":
+            # AggregateGuard.push's avg, inlined: the window deques are bound as constants
+            # (a guard keeps its deques for life) and the running sum lives on the guard.
+            ns[f"TS{i}"], ns[f"VS{i}"], ns[f"O{i}"] = g.ts, g.vs, g.over
+            lines += [f"{ind}TS{i}.append(t); VS{i}.append({var})",
+                      f"{ind}tot = G{i}.total + {var}",
+                      f"{ind}lo = t - O{i}",
+                      f"{ind}while TS{i}[0] < lo:",
+                      f"{ind}    TS{i}.popleft(); tot -= VS{i}.popleft()",
+                      f"{ind}n = len(TS{i})",
+                      f"{ind}if n == 1: tot = {var}",
+                      f"{ind}G{i}.total = tot",
+                      f"{ind}x = tot / n"]
+            val = "x"
+        elif isinstance(g, AggregateGuard):
+            lines.append(f"{ind}x = G{i}.push(t, {var})")
+            val = "x"
+        else:
+            val = var
+        lines.append(f"{ind}if G{i}.state is not INACTIVE or {val} {op} T{i}:")
+        lines.append(f"{ind}    v = G{i}.check(t, {val})")
+        lines.append(f"{ind}    if v is not None: out.append(v)")
+    if not guards:
+        lines.append("    return")
+    exec("\n".join(lines) + "\n", ns)  # noqa: S102 (see docstring)
+    return ns["on_sample"]
+
+
+def is_resume(e: Event) -> bool:
+    """An operator's resume: ends the incident (the runner records it as this event)."""
+    return e.source == "operator" and e.category == "operator" and e.kind == "resume"
+
+
+class Engine:
+    """Steps observations through a policy; `actions` holds what to apply after each step.
+
+    The action ladder is alert < throttle < pause < kill, with disconnect beside it.
+    During one incident (from the first firing verdict until `resume`), `actions` never
+    names a ladder step at or below the highest one already asked for: a guard never
+    moves the sandbox back down. `alert` always passes; `disconnect` at most once.
+    """
+
+    def __init__(self, policy: Policy | str | os.PathLike[str]) -> None:
+        if not isinstance(policy, Policy):
+            policy = load_policy(policy)
+        self.policy = policy
+        self.guards: list[_Runtime] = []
+        self._samples: list[ThresholdGuard] = []
+        self._python: list[PythonGuard] = []
+        self._timed: list[EventGuard | DeceptionGuard] = []
+        self._by_category: dict[str, list[EventGuard | DeceptionGuard]] = {}
+        self._any_category: list[EventGuard | DeceptionGuard] = []
+        for spec in policy.guards:
+            if not spec.enabled:
+                continue
+            try:
+                g = build(spec)
+            except (ValueError, TypeError) as e:
+                raise PolicyError(str(e), file=policy.file, line=spec.line, field="type") from None
+            self.guards.append(g)
+            if isinstance(g, ThresholdGuard):
+                self._samples.append(g)
+            elif isinstance(g, PythonGuard):
+                self._python.append(g)
+            else:
+                self._timed.append(g)  # type: ignore[arg-type]
+                if isinstance(g, DeceptionGuard):
+                    cats = None  # sees reports of every category
+                else:
+                    cats = match_categories(spec.matches)  # type: ignore[union-attr]
+                if cats is None:
+                    self._any_category.append(g)  # type: ignore[arg-type]
+                else:
+                    for c in cats:
+                        self._by_category.setdefault(c, []).append(g)  # type: ignore[arg-type]
+        for c, gs in self._by_category.items():
+            # keep policy order among guards that see the same category
+            merged = [g for g in self.guards if g in gs or g in self._any_category]
+            self._by_category[c] = merged  # type: ignore[assignment]
+        self._on_sample = _compile_samples(self._samples)
+        self._next_deadline = INF
+        self.t = 0.0
+        self.actions: list[str] = []
+        self.level = -1  # the highest ladder rank asked for in this incident; -1 when none
+        self.disconnected = False
+        self.incident = False
+
+    # -- stepping
+
+    def step(self, obs: Observation) -> list[Verdict]:
+        """Verdicts this observation causes (state changes only); sets `self.actions`."""
+        t = obs.t
+        if t < self.t:
+            raise TraceError(f"time goes backwards: {t} after {self.t} (t must never decrease)", field="t")
+        self.t = t
+        out: list[Verdict] = []
+        if t > self._next_deadline:
+            for g in self._timed:
+                if t > g.deadline:
+                    v = g.tick(t)
+                    if v is not None:
+                        out.append(v)
+            self._rearm()
+        if type(obs) is Sample:
+            self._on_sample(obs, out)
+        elif type(obs) is Event:
+            e: Event = obs
+            if e.source == "operator" and is_resume(e):
+                out.extend(self.resume(t))
+            gs = self._by_category.get(e.category, self._any_category)
+            if gs:
+                # A guard only ever moves its deadline at its own event or tick, so the
+                # minimum over the guards just run is enough here; a deadline that later
+                # moves away leaves `_next_deadline` early, costing one idle tick pass.
+                nd = self._next_deadline
+                for g in gs:
+                    v = g.event(e)
+                    if v is not None:
+                        out.append(v)
+                    if g.deadline < nd:
+                        nd = g.deadline
+                self._next_deadline = nd
+        else:
+            raise TypeError(f"Engine.step takes a Sample or an Event, not {type(obs).__name__}")
+        if self._python:
+            for p in self._python:
+                try:
+                    v = p.observe(obs)
+                except Exception as exc:  # a user's guard code: report it as one line, with where
+                    raise PolicyError(f"Python guard {p.spec.type!r} failed at t={t:g}: "
+                                      f"{type(exc).__name__}: {exc}", file=self.policy.file,
+                                      line=p.spec.line, field=p.name) from exc
+                if v is not None:
+                    out.append(v)
+        if out:
+            self.actions = self._ladder(out)
+        elif self.actions:
+            self.actions = []
+        return out
+
+    def _rearm(self) -> None:
+        d = INF
+        for g in self._timed:
+            if g.deadline < d:
+                d = g.deadline
+        self._next_deadline = d
+
+    def _ladder(self, verdicts: list[Verdict]) -> list[str]:
+        alert = disconnect = False
+        best = -1
+        for v in verdicts:
+            if v.state != "firing":
+                continue
+            self.incident = True
+            a = v.action
+            if a == "alert":
+                alert = True
+            elif a == "disconnect":
+                disconnect = True
+            else:
+                r = ACTION_RANK[a]
+                if r > best:
+                    best = r
+        acts: list[str] = []
+        if alert:
+            acts.append("alert")
+        if best > self.level:
+            self.level = best
+            acts.append(_LADDER[best])
+        if disconnect and not self.disconnected:
+            self.disconnected = True
+            acts.append("disconnect")
+        return acts
+
+    def resume(self, t: float | None = None) -> list[Verdict]:
+        """The operator's reset: ends the incident and returns every guard to inactive.
+
+        Firing guards resolve (returned as verdicts at `t`, default the last observation's
+        time); guards whose condition still holds fire again under their own rules.
+        Prefer stepping an operator resume Event (source and category `operator`, kind
+        `resume`): it is recorded in the trace, so a replay resumes at the same point.
+        """
+        t = self.t if t is None else t
+        out = [v for g in self.guards if (v := g.reset(t)) is not None]
+        self.level = -1
+        self.disconnected = False
+        self.incident = False
+        self.actions = []
+        self._rearm()
+        return out
+
+    # -- views
+
+    def states(self) -> dict[str, str]:
+        """Each enabled guard's state: "inactive", "pending" or "firing" (for the
+        `runaway_guard_firing{guard}` gauge)."""
+        return {g.name: g.state for g in self.guards}
+
+    @property
+    def highest_action(self) -> str | None:
+        """The highest ladder step asked for in this incident (None outside one)."""
+        return _LADDER[self.level] if self.level >= 0 else None
+
+
+def replay(trace: str | os.PathLike[str] | Iterable[Record], policy: Policy | str | os.PathLike[str]) -> Iterator[Verdict]:
+    """Verdicts of a policy over a recorded trace (a path or records), in order.
+
+    Exactly what stepping an Engine live over the same observations gives; verdict and
+    action records already in the trace are ignored.
+    """
+    records: Iterable[Record] = read_trace(os.fspath(trace)) if isinstance(trace, (str, os.PathLike)) else trace
+    eng = Engine(policy)
+    step = eng.step
+    for rec in records:
+        if type(rec) is Sample or type(rec) is Event:
+            yield from step(rec)  # type: ignore[arg-type]
+

@@ -1,0 +1,81 @@
+"""What a run leaves behind for people: the scorecard (summary.json) and report.html.
+
+>>> # build_report("runs/2026-11-23T16-00-00-novel")  # -> writes summary.json, report.html
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+from policies.errors import RunawayError, TraceError
+from policies.model import Meta, Record, read_trace
+
+from .html import render_html
+from .plots import Run, render_all
+from .scorecard import SUMMARY_VERSION, headline, is_escape, scorecard
+
+__all__ = ["REPORT_NAME", "SUMMARY_NAME", "TRACE_NAME", "build_report", "trace_path", "is_benign", "load_trace", "scorecard", "headline", "is_escape", "SUMMARY_VERSION"]
+
+TRACE_NAME = "trace.jsonl"
+SUMMARY_NAME = "summary.json"
+REPORT_NAME = "report.html"
+
+
+def trace_path(run_dir: str | os.PathLike[str]) -> Path:
+    """RUN_DIR/trace.jsonl, or the trace file itself when given one."""
+    p = Path(run_dir)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise TraceError("not a run directory (expected a directory holding trace.jsonl)", file=str(run_dir))
+    if not (p / TRACE_NAME).is_file():
+        raise TraceError("no trace.jsonl here (is this a run directory?)", file=str(run_dir))
+    return p / TRACE_NAME
+
+
+def load_trace(run_dir: str | os.PathLike[str]) -> list[Record]:
+    """All records of RUN_DIR/trace.jsonl (or of a trace file); TraceError (one line for
+    the user) when it is missing, empty or has a bad line."""
+    path = trace_path(run_dir)
+    records = list(read_trace(str(path)))
+    if not records:
+        raise TraceError("empty trace: no record to report on", file=str(path))
+    return records
+
+
+def is_benign(records: Iterable[Record]) -> bool:
+    """Whether a run's scenario is a benign control: the meta line's `benign` field when
+    the runner wrote one, else whether the scenario is named `benign`."""
+    for rec in records:
+        if isinstance(rec, Meta):
+            flag = rec.extra.get("benign")
+            return flag if isinstance(flag, bool) else rec.scenario == "benign"
+    return False
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # A report being rebuilt while someone has the old one open never shows half a file.
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build_report(run_dir: str | os.PathLike[str], *, benign: bool | None = None) -> dict:
+    """Read RUN_DIR/trace.jsonl (or a trace file), write summary.json and report.html beside it, and return
+    the scorecard. `benign` None: decided by `is_benign`."""
+    records = load_trace(run_dir)
+    if benign is None:
+        benign = is_benign(records)
+    card = scorecard(records, benign=benign)
+    run = Run.of(records)
+    html = render_html(run, card, render_all(run))
+    out = trace_path(run_dir).parent
+    try:
+        _write_atomic(out / SUMMARY_NAME, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+        _write_atomic(out / REPORT_NAME, html)
+    except OSError as e:
+        raise RunawayError(f"cannot write the report: {e.strerror}", file=str(out)) from None
+    return card
