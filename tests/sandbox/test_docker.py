@@ -490,3 +490,29 @@ def test_clean_removes_what_a_sigkilled_controller_left(learner_image: str, run_
     rules = subprocess.run(["iptables", "-S", "INPUT"], capture_output=True, text=True).stdout
     assert f"runaway.run={run_id}" not in rules and bridge_name(run_id) not in rules
     client.close()
+
+
+def test_image_build_is_cached_by_recipe(learner_image: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "sim", "image", "build"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"{learner_image}: present")  # same recipe: nothing rebuilt
+    out = subprocess.run([sys.executable, "-m", "sim", "image", "show"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"{learner_image}: built"
+    import docker
+
+    client = docker.from_env()
+    img = client.images.get(learner_image)
+    client.close()
+    assert img.attrs["Config"]["User"] == "10001:10001"
+    assert img.attrs["Config"]["Labels"]["runaway.recipe"] == learner_image.split(":")[1]
+
+
+def test_the_recipe_hash_follows_the_recipe(monkeypatch) -> None:
+    import sandbox.image as image
+
+    before = image.image_tag()
+    monkeypatch.setattr(image, "PACKAGES", (*image.PACKAGES, "python3-yaml"))
+    assert image.image_tag() != before
+    monkeypatch.setattr(image, "PACKAGES", image.PACKAGES[:-1])
+    assert image.image_tag() == before
