@@ -682,12 +682,15 @@ class DockerSandbox:
                 count = int(self.container.attrs.get("RestartCount", 0))
             except Exception:
                 break
-            if state.get("Running") and count > restarts:
-                restarts = count
+            new_pid = int(state.get("Pid") or 0) or None
+            if state.get("Running") and (count > restarts or new_pid != self.pid):
+                restarts = max(count, restarts + 1)
                 self.pid = int(state.get("Pid") or 0) or None
                 self._find_cgroup()
                 self._obs.put_nowait(Event(t=self._clock(), source="observer", category="lifecycle",
-                                           kind="restart", outcome="allowed", detail={"restarts": count}))
+                                           kind="restart", outcome="allowed",
+                                           detail={"restarts": restarts, "pid": self.pid,
+                                                   "returncode_before": self.exit_code}))
                 continue
             break
         self._exited.set()

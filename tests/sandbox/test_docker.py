@@ -516,3 +516,21 @@ def test_the_recipe_hash_follows_the_recipe(monkeypatch) -> None:
     assert image.image_tag() != before
     monkeypatch.setattr(image, "PACKAGES", image.PACKAGES[:-1])
     assert image.image_tag() == before
+
+
+async def test_a_restart_is_a_lifecycle_event_and_the_new_init_is_watched(make_sandbox, tmp_path: Path) -> None:
+    sb = make_sandbox()
+    await sb.prepare()
+    run = await Run(sb).start("", tmp_path, argv=["sleep", "30"])
+    first = sb.pid
+    await asyncio.to_thread(sb.container.restart, timeout=0)  # e.g. an operator's `docker restart`
+    deadline = time.monotonic() + 10
+    while not run.events("lifecycle", "restart"):
+        assert time.monotonic() < deadline, run.obs
+        await asyncio.sleep(0.05)
+    assert sb.pid != first
+    r = await sb.kill(tmp_path / "evidence")  # the kill reaches the restarted container
+    assert r.ok
+    await run.finish()
+    await sb.close()
+    assert [e.kind for e in run.events("lifecycle")] == ["start", "restart", "exit"]
