@@ -206,6 +206,7 @@ class DockerSandbox:
         self._layers: tuple[str, list[str]] | None = None
         self._ident_raw: dict[int, bytes] = {}
         self._fds: dict[str, int] = {}
+        self._net_last: tuple[int, int] = (0, 0)
         self._base_gid: int | None = None
         self._ident: dict[int, tuple[int, int, int]] = {}
         self._base_ids: tuple[int, int, int] | None = None
@@ -532,6 +533,9 @@ class DockerSandbox:
                 # Against the spec's cap, not the live one: a throttle shows as a drop.
                 ratio = max(r.cpu_ns - prev[1].cpu_ns, 0) / 1e9 / (dt * self.spec.cpus)
         rx, tx = procfs.read_net_dev(self.pid) if self.pid else (0, 0)
+        # Counters of a namespace that has gone (the learner exited) read as 0: keep the last.
+        rx, tx = max(rx, self._net_last[0]), max(tx, self._net_last[1])
+        self._net_last = (rx, tx)
         return Sample(
             t=self._clock(), cpu_ratio=round(ratio, 4), cpu_seconds=round(r.cpu_ns / 1e9, 4),
             mem_bytes=r.mem_bytes, mem_limit_bytes=r.mem_limit_bytes or (self.spec.memory or 0),
@@ -682,12 +686,15 @@ class DockerSandbox:
                 count = int(self.container.attrs.get("RestartCount", 0))
             except Exception:
                 break
-            if state.get("Running") and count > restarts:
-                restarts = count
+            new_pid = int(state.get("Pid") or 0) or None
+            if state.get("Running") and (count > restarts or new_pid != self.pid):
+                restarts = max(count, restarts + 1)
                 self.pid = int(state.get("Pid") or 0) or None
                 self._find_cgroup()
                 self._obs.put_nowait(Event(t=self._clock(), source="observer", category="lifecycle",
-                                           kind="restart", outcome="allowed", detail={"restarts": count}))
+                                           kind="restart", outcome="allowed",
+                                           detail={"restarts": restarts, "pid": self.pid,
+                                                   "returncode_before": self.exit_code}))
                 continue
             break
         self._exited.set()

@@ -168,7 +168,7 @@ def build_image(*, force: bool = False, via: str = "auto", mirror: str | None = 
 def _build_dockerfile(client, tag: str, log: Callable[[str], None]) -> None:
     import docker
 
-    repo, _, version = tag.partition(":")
+    version = tag.partition(":")[2]
     try:
         client.images.build(path=str(DOCKERFILE.parent), dockerfile="Dockerfile", tag=tag, rm=True,
                             forcerm=True, labels={"runaway.image": "learner", "runaway.recipe": version})

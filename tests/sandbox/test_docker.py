@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -392,15 +392,17 @@ class Listener:
 
 PROBE = r"""
 import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
 targets = json.loads(sys.argv[1])
-out = {}
-for name, host, port in targets:
+def probe(target):
+    name, host, port = target
     try:
         with socket.create_connection((host, port), timeout=1.5) as s:
-            out[name] = s.recv(5).decode() or "connected"
+            return name, s.recv(5).decode() or "connected"
     except OSError as e:
-        out[name] = type(e).__name__
-print(json.dumps(out), flush=True)
+        return name, type(e).__name__
+with ThreadPoolExecutor(len(targets)) as pool:
+    print(json.dumps(dict(pool.map(probe, targets))), flush=True)
 """
 
 
@@ -438,6 +440,8 @@ async def test_the_sandbox_reaches_the_mock_web_and_nothing_else(make_sandbox, t
         await sb.close()
     res = run.json_line()
     assert res["web"] == "hello" and res["web_by_name"] == "hello"
+    # The traffic shows in the samples, read from the container's own network namespace.
+    assert run.samples()[-1].net_tx_bytes > 0 and run.samples()[-1].net_rx_bytes > 0
     for name in ("gateway_other_port", "gateway_ssh", "gateway_other_port_by_name",
                  "neighbour_on_own_network", "other_docker_network_gateway"):
         assert res[name] != "hello" and res[name] != "connected", (name, res)
@@ -490,3 +494,47 @@ def test_clean_removes_what_a_sigkilled_controller_left(learner_image: str, run_
     rules = subprocess.run(["iptables", "-S", "INPUT"], capture_output=True, text=True).stdout
     assert f"runaway.run={run_id}" not in rules and bridge_name(run_id) not in rules
     client.close()
+
+
+def test_image_build_is_cached_by_recipe(learner_image: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-m", "sim", "image", "build"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith(f"{learner_image}: present")  # same recipe: nothing rebuilt
+    out = subprocess.run([sys.executable, "-m", "sim", "image", "show"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == f"{learner_image}: built"
+    import docker
+
+    client = docker.from_env()
+    img = client.images.get(learner_image)
+    client.close()
+    assert img.attrs["Config"]["User"] == "10001:10001"
+    assert img.attrs["Config"]["Labels"]["runaway.recipe"] == learner_image.split(":")[1]
+
+
+def test_the_recipe_hash_follows_the_recipe(monkeypatch) -> None:
+    import sandbox.image as image
+
+    before = image.image_tag()
+    monkeypatch.setattr(image, "PACKAGES", (*image.PACKAGES, "python3-yaml"))
+    assert image.image_tag() != before
+    monkeypatch.setattr(image, "PACKAGES", image.PACKAGES[:-1])
+    assert image.image_tag() == before
+
+
+async def test_a_restart_is_a_lifecycle_event_and_the_new_init_is_watched(make_sandbox, tmp_path: Path) -> None:
+    sb = make_sandbox()
+    await sb.prepare()
+    run = await Run(sb).start("", tmp_path, argv=["sleep", "30"])
+    first = sb.pid
+    await asyncio.to_thread(sb.container.restart, timeout=0)  # e.g. an operator's `docker restart`
+    deadline = time.monotonic() + 10
+    while not run.events("lifecycle", "restart"):
+        assert time.monotonic() < deadline, run.obs
+        await asyncio.sleep(0.05)
+    assert sb.pid != first
+    r = await sb.kill(tmp_path / "evidence")  # the kill reaches the restarted container
+    assert r.ok
+    await run.finish()
+    await sb.close()
+    assert [e.kind for e in run.events("lifecycle")] == ["start", "restart", "exit"]

@@ -84,3 +84,20 @@ def test_overrides_name_the_bad_field() -> None:
 def test_sizes_round_trip(n: int) -> None:
     """Any byte count formats to a spelling that parses back to the same count."""
     assert parse_size(format_size(n)) == n
+
+
+def test_open_sandbox_names_a_bad_backend() -> None:
+    from sandbox import open_sandbox
+
+    with pytest.raises(SandboxError, match="unknown backend 'vm'") as e:
+        open_sandbox(PROFILES["ci"], "vm", run_id="r")
+    assert e.value.field == "backend"
+
+
+@pytest.mark.docker
+def test_auto_picks_docker_where_a_daemon_answers() -> None:
+    from sandbox import open_sandbox
+
+    notices: list[str] = []
+    sb = open_sandbox(PROFILES["ci"], "auto", run_id="r-auto", notices=notices)
+    assert sb.backend == "docker" and sb.is_security_boundary and notices == []
