@@ -49,9 +49,11 @@ LABEL = "runaway.run"
 # things from an interrupted run's leftovers (the start ticks defeat pid reuse).
 OWNER_LABEL = "runaway.owner"
 CONTROL_DIR = "/run/runaway/control"
+# A user's agent directory (`runaway run --agent CMD --agent-dir DIR`), read-only, its cwd.
+AGENT_DIR = "/opt/runaway/agent"
 # The names the learner resolves to the mock web (the metadata name never reaches 169.254.169.254).
 WEB_NAMES = ("web.internal", "metadata.internal", "cloud.internal")
-CFS_PERIOD_US = 100_000
+CFS_PERIOD_US = 10_000  # 10 ms: a 250 ms sample spans 25 periods, so the quota does not alias into it
 # Identity checks run this often: an escalation must be an event within 50 ms (p99), and
 # the observer must stay under 1% of a core (bench/docker_sandbox.py measures both).
 WATCH_HZ = 30.0
@@ -171,8 +173,10 @@ class DockerSandbox:
     is_security_boundary = True
 
     def __init__(self, spec: SandboxSpec, *, run_id: str, image: str | None = None, client=None,
-                 watch_hz: float = WATCH_HZ, diff_every_s: float = DIFF_EVERY_S) -> None:
+                 watch_hz: float = WATCH_HZ, diff_every_s: float = DIFF_EVERY_S,
+                 agent_dir: Path | None = None) -> None:
         self.spec = spec
+        self.agent_dir = Path(agent_dir).resolve() if agent_dir else None
         self.run_id = run_id
         self.watch_hz = watch_hz
         self.diff_every_s = diff_every_s
@@ -315,9 +319,13 @@ class DockerSandbox:
         }
         for m in spec.mounts:  # only ever here when admitted (under the scratch dir, or --unsafe)
             binds[m.source] = {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+        workdir = spec.workdir
+        if self.agent_dir is not None:
+            binds[str(self.agent_dir)] = {"bind": AGENT_DIR, "mode": "ro"}
+            workdir = AGENT_DIR
         kw: dict[str, Any] = dict(
             image=self._image, command=argv, name=self.name, labels=self.labels, detach=True,
-            user=spec.user, environment=full_env, working_dir=spec.workdir, hostname="learner",
+            user=spec.user, environment=full_env, working_dir=workdir, hostname="learner",
             read_only=spec.read_only_root, privileged=spec.privileged,
             cap_drop=list(spec.cap_drop), cap_add=list(spec.cap_add) or None,
             security_opt=["no-new-privileges:true"] if spec.no_new_privileges else None,
@@ -355,7 +363,7 @@ class DockerSandbox:
         except docker.errors.APIError:
             self._fs_seen = set()
         # Docker makes the mount points (and their parents) at start, and writes these files.
-        for target in (LEARNER_DIR, CONTROL_DIR, spec.workdir, *(m.target for m in spec.mounts)):
+        for target in (LEARNER_DIR, CONTROL_DIR, AGENT_DIR, spec.workdir, *(m.target for m in spec.mounts)):
             p = Path(target)
             self._fs_seen.update(str(q) for q in (p, *p.parents) if str(q) != "/")
         self._fs_seen.update(("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/etc", "/dev", "/proc", "/sys"))

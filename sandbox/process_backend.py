@@ -50,7 +50,7 @@ from .spec import SandboxSpec, format_size
 DEFAULT_HOSTS = {"web.internal": "127.0.0.1", "metadata.internal": "127.0.0.1",
                  "cloud.internal": "127.0.0.1"}
 NOFILE = 1024
-DUTY_PERIOD_S = 0.1  # one SIGCONT..SIGSTOP cycle; short enough that a 4 Hz sample sees the average
+DUTY_PERIOD_S = 0.025  # one SIGCONT..SIGSTOP cycle: ten in a 4 Hz sample, so the sample sees the average
 # Identity (uid, caps) polls between samples when kernel process events are not available
 # (not root): the escalation event latency is then about 1/WATCH_HZ.
 WATCH_HZ = 20.0
@@ -184,8 +184,9 @@ class ProcessSandbox:
 
     def __init__(self, spec: SandboxSpec, *, run_id: str, watch_hz: float = WATCH_HZ,
                  proc_events: bool = True, python_modules: Sequence[str] = ("aiohttp",),
-                 base_dir: str | Path | None = None) -> None:
+                 base_dir: str | Path | None = None, agent_dir: Path | None = None) -> None:
         self.spec = spec
+        self.agent_dir = Path(agent_dir).resolve() if agent_dir else None
         self.run_id = run_id
         self.watch_hz = watch_hz
         self.use_proc_events = proc_events
@@ -317,7 +318,7 @@ class ProcessSandbox:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                cwd=str(self.scratch),
+                cwd=str(self.agent_copy or self.scratch),
                 env=full_env,
                 start_new_session=True,
                 user=self.run_uid,
@@ -375,6 +376,16 @@ class ProcessSandbox:
             shutil.copytree(learner_dir, lib / learner_dir.name,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         self._pythonpath = str(lib)
+        self.agent_copy: Path | None = None
+        if self.agent_dir is not None:
+            # A root-owned copy for the same reasons as the learner's code: readable by the
+            # learner's uid wherever the original sits, and not rewritable by it.
+            self.agent_copy = self.root / "agent"
+            shutil.copytree(self.agent_dir, self.agent_copy, ignore=shutil.ignore_patterns("__pycache__"))
+            for d, _, files in os.walk(self.agent_copy):
+                os.chmod(d, 0o755)
+                for f in files:
+                    os.chmod(os.path.join(d, f), 0o644)
         self.scratch = self.root / "scratch"
         self.scratch.mkdir(mode=0o700)
         self._relay_from = None

@@ -386,7 +386,7 @@ class Experiment:
         scen_name = self.scenario.name if not self.cfg.agent else "agent"
         self.metrics = RunMetrics(self.run_id, scen_name)
         self.sandbox = open_sandbox(self.spec, backend=self.cfg.backend, run_id=self.run_id,
-                                    notices=self.notices)
+                                    notices=self.notices, agent_dir=self.cfg.agent_dir)
         if getattr(self.sandbox, "notice", None):
             self.notices.append(self.sandbox.notice)
         tasks: list[asyncio.Task[Any]] = []

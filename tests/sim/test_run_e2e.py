@@ -117,9 +117,13 @@ def test_a_python_agent_is_watched_by_the_audit_hook_and_contained(tmp_path):
     records, summary = load(out)
     assert records[0].extra["agent"]["watched"] == "inside and outside"
     audit = [r for r in records if isinstance(r, Event) and r.source == "audit" and r.category == "escalation"]
-    assert audit and audit[0].outcome == "blocked"
+    assert audit and audit[0].kind == "read_sensitive_file" and "/etc/shadow" in str(audit[0].detail)
     assert "escalation" in firing(records)
-    assert "agent: hello" in (out / "learner.log").read_text()
+    log = (out / "learner.log").read_text()
+    assert "agent: hello" in log
+    assert "agent: shadow 13" in log, "the sandbox refused the read (EACCES) before the kill"
+    kill = [r for r in records if isinstance(r, Action) and r.action == "kill"]
+    assert kill and kill[0].ok and records[-1].t < 20
 
 
 @pytest.mark.docker
