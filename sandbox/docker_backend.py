@@ -39,6 +39,7 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 from policies.model import Event, Sample
 
 from . import procfs
+from .identity import identity_events
 from .base import ActionResult, SandboxError
 from .cgroup import Cgroup, CgroupReading, forget, reading_from_stats
 from .image import LEARNER_DIR, ensure_image
@@ -488,24 +489,9 @@ class DockerSandbox:
                 self._base_ids = (uid, uid, 0 if no_caps else st.cap_eff)
                 self._base_gid = self.spec.gid if self.spec.gid is not None else st.gid
             b_uid, b_euid, b_caps = self._base_ids
-            gained = st.cap_eff & ~b_caps
-            if (st.euid != b_euid or st.uid != b_uid) and (pid, "uid") not in self._reported:
-                self._reported.add((pid, "uid"))
-                out.append(Event(t=self._clock(), source="observer", category="escalation",
-                                 kind="uid_change", outcome="allowed",
-                                 detail={"pid": pid, "name": st.name, "uid": [b_uid, st.uid],
-                                         "euid": [b_euid, st.euid]}))
-            if (st.egid != self._base_gid or st.gid != self._base_gid) and (pid, "gid") not in self._reported:
-                self._reported.add((pid, "gid"))
-                out.append(Event(t=self._clock(), source="observer", category="escalation",
-                                 kind="gid_change", outcome="allowed",
-                                 detail={"pid": pid, "name": st.name, "gid": [self._base_gid, st.gid],
-                                         "egid": [self._base_gid, st.egid]}))
-            if gained and (pid, "caps") not in self._reported:
-                self._reported.add((pid, "caps"))
-                out.append(Event(t=self._clock(), source="observer", category="escalation",
-                                 kind="capability_gain", outcome="allowed",
-                                 detail={"pid": pid, "name": st.name, "caps": procfs.cap_names(gained)}))
+            out += identity_events(self._clock(), pid, st.name,
+                                   (b_uid, b_euid, self._base_gid, self._base_gid, b_caps),
+                                   (st.uid, st.euid, st.gid, st.egid, st.cap_eff), self._reported, pid)
         self._ident_raw = seen
         for path in [p for p in self._fds if p.startswith("/proc/") and int(p.split("/")[2]) not in seen]:
             os.close(self._fds.pop(path))  # that process has gone

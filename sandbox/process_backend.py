@@ -42,6 +42,7 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 from policies.model import Event, Sample
 
 from . import procfs
+from .identity import identity_events
 from .proc_events import ProcEvents
 from .base import ActionResult, SandboxError
 from .spec import SandboxSpec, format_size
@@ -603,57 +604,13 @@ class ProcessSandbox:
             pids = sorted(part)
         if self._base_ids is None:
             return out
-        b_uid, b_euid, b_gid, b_egid, b_caps = self._base_ids
         for pid in pids:
             ids = procfs.read_ids(pid)
             if ids is None or ids == self._base_ids:
                 continue
-            uid, euid, gid, egid, caps = ids
             st = procfs.read_stat(pid)
-            start = st.start_ticks if st else 0
-            name = st.comm if st else "?"
-            gained_caps = caps & ~b_caps
-            if (uid != b_uid or euid != b_euid) and (pid, start, "uid") not in self._reported:
-                self._reported.add((pid, start, "uid"))
-                out.append(Event(t=self._clock(), source="observer", category="escalation",
-                                 kind="uid_change", outcome="allowed",
-                                 detail={"pid": pid, "name": name, "uid": [b_uid, uid],
-                                         "euid": [b_euid, euid]}))
-            if (gid != b_gid or egid != b_egid) and (pid, start, "gid") not in self._reported:
-                self._reported.add((pid, start, "gid"))
-                out.append(Event(t=self._clock(), source="observer", category="escalation",
-                                 kind="gid_change", outcome="allowed",
-                                 detail={"pid": pid, "name": name, "gid": [b_gid, gid],
-                                         "egid": [b_egid, egid]}))
-            if gained_caps and (pid, start, "caps") not in self._reported:
-                self._reported.add((pid, start, "caps"))
-                out.append(Event(t=self._clock(), source="observer", category="escalation",
-                                 kind="capability_gain", outcome="allowed",
-                                 detail={"pid": pid, "name": name,
-                                         "caps": procfs.cap_names(gained_caps)}))
-        return out
-        b_uid, b_euid, b_caps = self._base_ids
-        for pid in pids:
-            ids = procfs.read_ids(pid)
-            if ids is None or ids == self._base_ids:
-                continue
-            uid, euid, caps = ids
-            st = procfs.read_stat(pid)
-            start = st.start_ticks if st else 0
-            name = st.comm if st else "?"
-            gained_caps = caps & ~b_caps
-            if (uid != b_uid or euid != b_euid) and (pid, start, "uid") not in self._reported:
-                self._reported.add((pid, start, "uid"))
-                out.append(Event(t=self._clock(), source="observer", category="escalation",
-                                 kind="uid_change", outcome="allowed",
-                                 detail={"pid": pid, "name": name, "uid": [b_uid, uid],
-                                         "euid": [b_euid, euid]}))
-            if gained_caps and (pid, start, "caps") not in self._reported:
-                self._reported.add((pid, start, "caps"))
-                out.append(Event(t=self._clock(), source="observer", category="escalation",
-                                 kind="capability_gain", outcome="allowed",
-                                 detail={"pid": pid, "name": name,
-                                         "caps": procfs.cap_names(gained_caps)}))
+            out += identity_events(self._clock(), pid, st.comm if st else "?", self._base_ids, ids,
+                                   self._reported, (pid, st.start_ticks if st else 0))
         return out
 
     def _sample(self, stats: Mapping[int, procfs.ProcStat]) -> tuple[Sample, list[tuple[int, int]]]:

@@ -141,6 +141,17 @@ def _no_data(ax: Axes, what: str) -> None:
             va="center", color="#7F7F7F")
 
 
+def _finish_sample_plot(fig: plt.Figure, ax: Axes, run: Run, *, labels: bool) -> bytes:
+    """What every plot over the samples ends with: the no-data note, the containment marks
+    (labelled on the first plot only, to keep the others readable) and the legend."""
+    if not run.samples:
+        _no_data(ax, "samples")
+    handles = _mark_containment(ax, run, labels=labels)
+    h, _ = ax.get_legend_handles_labels()
+    ax.legend(handles=h + handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    return _png(fig)
+
+
 def plot_cpu(run: Run) -> bytes:
     """CPU used against the cap over time, with verdicts and actions marked and labelled."""
     fig, ax = _axes("CPU against the cap", "CPU used / CPU cap", run)
@@ -153,12 +164,7 @@ def plot_cpu(run: Run) -> bytes:
                label=f"pegged ({CPU_PEGGED:g}, the scorecard's yardstick)")
     top = max([1.25] + [s.cpu_ratio * 1.1 for s in run.samples])
     ax.set_ylim(0, top)
-    if not run.samples:
-        _no_data(ax, "samples")
-    handles = _mark_containment(ax, run, labels=True)
-    h, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=h + handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    return _png(fig)
+    return _finish_sample_plot(fig, ax, run, labels=True)
 
 
 def plot_memory(run: Run) -> bytes:
@@ -170,12 +176,7 @@ def plot_memory(run: Run) -> bytes:
     if any(limits):
         ax.plot(ts, limits, color="#C00000", linewidth=1.5, label="memory limit")
     ax.set_ylim(bottom=0)
-    if not run.samples:
-        _no_data(ax, "samples")
-    handles = _mark_containment(ax, run, labels=False)
-    h, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=h + handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    return _png(fig)
+    return _finish_sample_plot(fig, ax, run, labels=False)
 
 
 def plot_pids(run: Run) -> bytes:
@@ -187,12 +188,7 @@ def plot_pids(run: Run) -> bytes:
     if isinstance(limit, (int, float)) and not isinstance(limit, bool) and limit > 0:
         ax.axhline(limit, color="#C00000", linewidth=1.5, label=f"pids limit ({limit:g})")
     ax.set_ylim(bottom=0)
-    if not run.samples:
-        _no_data(ax, "samples")
-    handles = _mark_containment(ax, run, labels=False)
-    h, _ = ax.get_legend_handles_labels()
-    ax.legend(handles=h + handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
-    return _png(fig)
+    return _finish_sample_plot(fig, ax, run, labels=False)
 
 
 def plot_events(run: Run) -> bytes:

@@ -48,7 +48,9 @@ def run_id() -> str:
 
 
 @pytest.fixture
-def make_sandbox(learner_image: str, run_id: str, tmp_path: Path):
+async def make_sandbox(learner_image: str, run_id: str, tmp_path: Path):
+    # async, so its teardown runs inside the test's event loop: the loop's close waits for
+    # threads blocked on a container that only this teardown removes.
     made: list[DockerSandbox] = []
 
     def make(spec: SandboxSpec | None = None, unsafe: bool = False) -> DockerSandbox:
@@ -63,6 +65,7 @@ def make_sandbox(learner_image: str, run_id: str, tmp_path: Path):
 
     for sb in made:  # a test that failed before close() leaves these: remove by label
         if not sb._closed:
+            await sb.close()
             clean(sb.run_id)
 
 
@@ -126,7 +129,7 @@ async def test_every_hardening_knob_is_in_effect(make_sandbox, tmp_path: Path) -
         c = sb.container
         c.reload()
         hc = c.attrs["HostConfig"]
-        assert hc["CpuQuota"] == 50_000 and hc["CpuPeriod"] == 100_000  # 0.5 CPU
+        assert hc["CpuQuota"] == 5_000 and hc["CpuPeriod"] == 10_000  # 0.5 CPU (a 10 ms CFS period)
         assert hc["Memory"] == 256 << 20 and hc["MemorySwap"] == 256 << 20  # no swap beyond memory
         assert hc["PidsLimit"] == PROFILES["ci"].pids
         assert hc["ReadonlyRootfs"] is True and hc["Privileged"] is False
@@ -325,7 +328,7 @@ async def test_each_action_works_and_has_a_latency(make_sandbox, tmp_path: Path)
 
     r = await sb.throttle(0.25)
     assert r.ok and r.latency_s > 0 and r.detail["cpus"] == [0.5, 0.25]
-    assert Path(sb.cgroup.cpu, "cpu.cfs_quota_us").read_text().strip() == "25000"
+    assert Path(sb.cgroup.cpu, "cpu.cfs_quota_us").read_text().strip() == "2500"  # 0.25 of a 10 ms period
 
     r = await sb.pause()
     assert r.ok and r.latency_s > 0 and r.detail["freezer"] == "FROZEN"
