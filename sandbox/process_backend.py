@@ -619,7 +619,9 @@ class ProcessSandbox:
         tasks = 0
         sizes: list[tuple[int, int]] = []
         for pid, st in stats.items():
-            c = st.cpu_seconds
+            # schedstat, not stat's 10 ms ticks, which alias into a 4 Hz sample (procfs).
+            precise = procfs.cpu_seconds_precise(pid)
+            c = st.cpu_seconds if precise is None else precise
             self._cpu_last[(pid, st.start_ticks)] = c
             cpu_live += c
             rss += st.rss_bytes

@@ -108,10 +108,10 @@ def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
     _positive("--duration", duration)
     backend = "process"
     if docker_available() is None:
-        from sandbox.image import ensure_image
+        from sandbox.image import build_image
 
         click.echo("Docker answers: making sure the learner image is built (first time: a few minutes)...")
-        ensure_image(echo=click.echo)
+        build_image(log=click.echo)  # cached: returns at once when the image is there
         backend = "docker"
     else:
         click.echo("No Docker daemon answers: using the process sandbox, which is NOT a security boundary.")

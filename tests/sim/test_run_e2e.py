@@ -168,7 +168,8 @@ def test_ctrl_c_mid_run_leaves_a_valid_trace_and_report_and_no_container(tmp_pat
 
 @pytest.mark.parametrize("scenario", ["benign", "greedy"])
 def test_process_backend_runs_and_says_it_is_not_a_boundary(tmp_path, scenario):
-    p, out = run_scenario(tmp_path, scenario, backend="process", duration=15)
+    # cpu-pegged holds for 10 s once the learner pegs (~3 s in): 22 s leaves room for a dip.
+    p, out = run_scenario(tmp_path, scenario, backend="process", duration=22)
     records, summary = load(out)
     meta = records[0]
     assert meta.backend == "process" and meta.extra["security_boundary"] is False
@@ -180,3 +181,27 @@ def test_process_backend_runs_and_says_it_is_not_a_boundary(tmp_path, scenario):
         assert firing(records) & {"cpu-pegged", "cpu-duty-cycle"}
     else:
         assert firing(records) == set()
+
+
+def test_a_live_sweep_runs_every_combination_side_by_side_and_tables_them(tmp_path):
+    p = runaway("sweep", "--scenario", "benign", "--scenario", "greedy", "--seeds", "0-1", "--duration", "6",
+                "--backend", "process", "--profile", "ci", "--parallel", "2", "--out", str(tmp_path))
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    import csv
+
+    rows = {r["scenario"]: r for r in csv.DictReader(open(tmp_path / "sweep.csv"))}
+    assert set(rows) == {"benign", "greedy"}
+    assert rows["benign"]["runs"] == rows["greedy"]["runs"] == "2"
+    assert rows["benign"]["false_alarms"] == "0"
+    for name in ("benign-default-s0", "benign-default-s1", "greedy-default-s0", "greedy-default-s1"):
+        assert (tmp_path / name / "report.html").exists()
+
+
+@pytest.mark.docker
+def test_the_demo_runs_the_novel_on_docker_and_says_where_the_report_is(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "sim", "demo", "--duration", "8", "--plain"], env=ENV, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "backend docker" in p.stdout
+    report = p.stdout.strip().splitlines()[-1].split("Open the report: ", 1)[1]
+    assert (tmp_path / report).is_file() if not report.startswith("/") else Path(report).is_file()
