@@ -26,15 +26,22 @@ def _free_port() -> int:
 
 @pytest.mark.docker
 def test_panels_get_data_and_exported_rules_fire_during_a_novel_run(prometheus, tmp_path):
+    # The default policy with the CPU guards only alerting: a throttle by our own engine
+    # would end the pegging at the moment Prometheus's copy of the rule comes due.
+    policy = tmp_path / "policy.yaml"
+    text = (ROOT / "policies" / "default.yaml").read_text()
+    assert text.count("action: throttle") == 2
+    policy.write_text(text.replace("action: throttle", "action: alert"))
     rules = tmp_path / "rules.yml"
-    p = subprocess.run([sys.executable, "-m", "sim", "rules", "-o", str(rules)], env=ENV, capture_output=True,
-                       text=True, timeout=60)
+    p = subprocess.run([sys.executable, "-m", "sim", "rules", str(policy), "-o", str(rules)], env=ENV,
+                       capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     port = _free_port()
     out = tmp_path / "run"
     with prometheus(port, rule_files=[rules]) as base:
         run = subprocess.Popen([sys.executable, "-m", "sim", "run", "novel", "--backend", "docker", "--profile", "ci",
-                                "--duration", "60", "--out", str(out), "--plain", "--metrics-port", str(port)],
+                                "--duration", "60", "--out", str(out), "--plain", "--metrics-port", str(port),
+                                "--policy", str(policy)],
                                env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             # The run id names the series; it is in the trace's first line.
