@@ -8,10 +8,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Mapping, Protocol, Sequence
+import asyncio
+from typing import Any, AsyncIterator, Callable, Mapping, Protocol, Sequence, TypeVar
 
 from policies.errors import RunawayError
 from policies.model import Event, Sample
+
+
+T = TypeVar("T")
+
+
+async def until_none(queue: asyncio.Queue[T | None]) -> AsyncIterator[T]:
+    """The items a backend's thread or task puts on a queue, until the None that ends them."""
+    while True:
+        item = await queue.get()
+        if item is None:
+            return
+        yield item
 
 
 class SandboxError(RunawayError):

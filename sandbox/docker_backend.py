@@ -40,7 +40,7 @@ from policies.model import Event, Sample
 
 from . import procfs
 from .identity import identity_events
-from .base import ActionResult, SandboxError
+from .base import ActionResult, SandboxError, until_none
 from .cgroup import Cgroup, CgroupReading, forget, reading_from_stats
 from .image import LEARNER_DIR, ensure_image
 from .spec import NETWORK_NONE, SandboxSpec
@@ -419,19 +419,11 @@ class DockerSandbox:
             except RuntimeError:  # the loop is closed: nobody is reading any more
                 pass
 
-    async def output(self) -> AsyncIterator[tuple[str, str]]:
-        while True:
-            item = await self._out.get()
-            if item is None:
-                return
-            yield item
+    def output(self) -> AsyncIterator[tuple[str, str]]:
+        return until_none(self._out)
 
-    async def observations(self) -> AsyncIterator[Sample | Event]:
-        while True:
-            item = await self._obs.get()
-            if item is None:
-                return
-            yield item
+    def observations(self) -> AsyncIterator[Sample | Event]:
+        return until_none(self._obs)
 
     # -- observing ----------------------------------------------------------------------
 

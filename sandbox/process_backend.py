@@ -44,7 +44,7 @@ from policies.model import Event, Sample
 from . import procfs
 from .identity import identity_events
 from .proc_events import ProcEvents
-from .base import ActionResult, SandboxError
+from .base import ActionResult, SandboxError, until_none
 from .spec import SandboxSpec, format_size
 
 # Names the learner resolves itself (RUNAWAY_HOSTS): everything is this host's loopback.
@@ -483,12 +483,8 @@ class ProcessSandbox:
                 continue
             yield item
 
-    async def observations(self) -> AsyncIterator[Sample | Event]:
-        while True:
-            item = await self._obs.get()
-            if item is None:
-                return
-            yield item
+    def observations(self) -> AsyncIterator[Sample | Event]:
+        return until_none(self._obs)
 
     # -- observing ---------------------------------------------------------------------
 
