@@ -148,7 +148,9 @@ class Experiment:
         self.waived = admit(self.spec, unsafe=cfg.unsafe)
         if cfg.duration <= 0:
             raise RunError(f"expected a positive duration, got {cfg.duration}", field="--duration")
-        name = _safe_name(self.scenario.name if not cfg.agent else "agent")
+        # A user's agent runs in place of the scenario, and is named so everywhere.
+        self.scenario_name = "agent" if cfg.agent else self.scenario.name
+        name = _safe_name(self.scenario_name)
         self.run_id = f"{_stamp()}-{name}-{os.getpid() % 10000:04d}"
         self.out = Path(cfg.out) if cfg.out else Path("runs") / f"{_stamp()}-{name}"
         try:
@@ -225,7 +227,6 @@ class Experiment:
     # ---- the consumer -------------------------------------------------------------
     def _record(self, rec: Any) -> None:
         self.trace.write(rec)
-        self.records.append(rec)
         self.metrics.observe(rec)
         if self.view is not None:
             self.view.update(rec)
@@ -349,7 +350,7 @@ class Experiment:
         if self.cfg.operator_stop_at is not None:
             extra["operator_stop_at"] = self.cfg.operator_stop_at
         return Meta(
-            t=0.0, run=self.run_id, scenario=self.scenario.name if not self.cfg.agent else "agent",
+            t=0.0, run=self.run_id, scenario=self.scenario_name,
             seed=self.cfg.seed, backend=self.sandbox.backend, caps=caps,
             policy_sha256=hashlib.sha256(self.policy_text).hexdigest() if self.cfg.guards else "",
             versions={"runaway": ver("runaway"), "python": sys.version.split()[0],
@@ -376,30 +377,22 @@ class Experiment:
         self._load()
         self._t0 = time.monotonic()
         self._wall0 = time.time()
-        self.records: list[Any] = []
         self.engine = Engine(self.policy) if self.policy is not None else None
         self.control_file = self.out / "control" / "commands.jsonl"
         self.control_file.parent.mkdir(exist_ok=True)
         self.control_file.touch()
         self.trace = TraceWriter(str(self.out / "trace.jsonl"))
         self.log = open(self.out / "learner.log", "a", encoding="utf-8")
-        scen_name = self.scenario.name if not self.cfg.agent else "agent"
-        self.metrics = RunMetrics(self.run_id, scen_name)
+        self.metrics = RunMetrics(self.run_id, self.scenario_name)
         self.sandbox = open_sandbox(self.spec, backend=self.cfg.backend, run_id=self.run_id,
                                     notices=self.notices, agent_dir=self.cfg.agent_dir)
-        if getattr(self.sandbox, "notice", None):
+        if self.sandbox.notice:
             self.notices.append(self.sandbox.notice)
         tasks: list[asyncio.Task[Any]] = []
         consumer = actuator = None
         web = None
         loop = asyncio.get_running_loop()
-        interrupted = False
-
         def on_signal() -> None:
-            nonlocal interrupted
-            if self._done.is_set():
-                return
-            interrupted = True
             self._finish("interrupted")
 
         signals = (signal.SIGINT, signal.SIGTERM) if self.handle_signals else ()
@@ -420,7 +413,6 @@ class Experiment:
                 self.notices.append(f"metrics on http://{self.cfg.metrics_host}:{self.metrics_port}/metrics")
             meta = self._meta()
             self.trace.write(meta)
-            self.records.append(meta)
             if self.engine is not None:
                 self.metrics.set_guard_states(self.engine.states())
             if self.view is not None:
@@ -472,7 +464,7 @@ class Experiment:
             await self.sandbox.close()
             if web is not None:
                 await web.stop()
-            if self.metrics_port is not None and not interrupted:
+            if self.metrics_port is not None and self._stopped_by != "interrupted":
                 await asyncio.sleep(METRICS_LINGER_S)
             self.metrics.stop()
             self.trace.close()
