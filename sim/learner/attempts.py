@@ -34,6 +34,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from . import audit, protocol
+from .workers import kill_and_reap
 
 PTRACE_ATTACH, PTRACE_DETACH = 16, 17
 CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
@@ -449,16 +450,7 @@ def _fork_flood(ctx: Context) -> list[audit.Attempt]:
                 time.sleep(ctx.fork_hold_s / 2)  # the flood stands for a while, then it is reaped
             finally:
                 a.detail["forked"] = len(kids)
-                for pid in kids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                for pid in kids:
-                    try:
-                        os.waitpid(pid, 0)
-                    except ChildProcessError:
-                        pass
+                kill_and_reap(kids)
     return [a]
 
 

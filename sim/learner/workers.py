@@ -103,6 +103,20 @@ def _child_loop(parent: int, duty: float) -> None:
             time.sleep(rest)
 
 
+
+def kill_and_reap(pids: list[int]) -> None:
+    """SIGKILL each child, then reap them all, so none is left a zombie."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+
 class Workers:
     """Forked helper processes of two kinds: `burn` (CPU) and `spawn` (the "cluster")."""
 
@@ -134,11 +148,11 @@ class Workers:
     def set_burn(self, n: int, duty: float) -> int:
         """Runs exactly n burners at `duty`; returns how many run."""
         if duty != self.duty:
-            self._kill(self.burners)
+            kill_and_reap(self.burners)
             self.burners = []
             self.duty = duty
         while len(self.burners) > n:
-            self._kill([self.burners.pop()])
+            kill_and_reap([self.burners.pop()])
         while len(self.burners) < n:
             pid = self._fork(duty)
             if pid is None:
@@ -205,20 +219,8 @@ class Workers:
                 if done:
                     group.remove(pid)
 
-    def _kill(self, pids: list[int]) -> None:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        for pid in pids:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-
     def stop(self) -> None:
-        self._kill(self.burners + self.spawned)
+        kill_and_reap(self.burners + self.spawned)
         self.burners, self.spawned = [], []
         self.ballast = []
         self.model_ballast = b""
