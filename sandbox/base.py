@@ -17,6 +17,10 @@ from policies.model import Event, Sample
 
 T = TypeVar("T")
 
+# The longest line a backend hands over: a learner that writes without newlines gets its
+# output cut into pieces this long, so it cannot grow the controller's buffers.
+MAX_LINE_BYTES = 64 * 1024
+
 
 async def until_none(queue: asyncio.Queue[T | None]) -> AsyncIterator[T]:
     """The items a backend's thread or task puts on a queue, until the None that ends them."""

@@ -40,7 +40,7 @@ from policies.model import Event, Sample
 
 from . import procfs
 from .identity import identity_events
-from .base import ActionResult, SandboxError, until_none
+from .base import MAX_LINE_BYTES, ActionResult, SandboxError, until_none
 from .cgroup import Cgroup, CgroupReading, forget, reading_from_stats
 from .image import LEARNER_DIR, ensure_image
 from .spec import NETWORK_NONE, SandboxSpec
@@ -405,9 +405,13 @@ class DockerSandbox:
                     if not chunk:
                         continue
                     buf = bufs[name] + chunk
-                    *lines, bufs[name] = buf.split(b"\n")
+                    *lines, rest = buf.split(b"\n")
                     for line in lines:
-                        emit(name, line)
+                        emit(name, line[:MAX_LINE_BYTES])
+                    while len(rest) > MAX_LINE_BYTES:  # a line without end: hand over what we have
+                        emit(name, rest[:MAX_LINE_BYTES])
+                        rest = rest[MAX_LINE_BYTES:]
+                    bufs[name] = rest
         except Exception:  # the stream closes when the container is removed: the end
             pass
         finally:

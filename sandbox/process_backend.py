@@ -44,7 +44,7 @@ from policies.model import Event, Sample
 from . import procfs
 from .identity import identity_events
 from .proc_events import ProcEvents
-from .base import ActionResult, SandboxError, until_none
+from .base import MAX_LINE_BYTES, ActionResult, SandboxError, until_none
 from .spec import SandboxSpec, format_size
 
 # Names the learner resolves itself (RUNAWAY_HOSTS): everything is this host's loopback.
@@ -457,14 +457,14 @@ class ProcessSandbox:
                     break
                 buf += chunk
                 while True:
-                    nl = buf.find(b"\n")
-                    if nl < 0:
-                        if len(buf) > 1 << 20:  # a line without end: hand over what we have
-                            nl = len(buf)
-                        else:
-                            break
-                    line = buf[:nl].decode("utf-8", "replace").rstrip("\r")
-                    buf = buf[nl + 1 :]
+                    nl = buf.find(b"\n", 0, MAX_LINE_BYTES + 1)
+                    if nl >= 0:
+                        line, buf = buf[:nl], buf[nl + 1 :]
+                    elif len(buf) > MAX_LINE_BYTES:  # a line without end: hand over a piece
+                        line, buf = buf[:MAX_LINE_BYTES], buf[MAX_LINE_BYTES:]
+                    else:
+                        break
+                    line = line.decode("utf-8", "replace").rstrip("\r")
                     self._tail.append(f"{name}: {line}")
                     self._out.put_nowait((name, line))
             if buf:

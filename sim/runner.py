@@ -31,6 +31,7 @@ from policies.model import Action, Event, Meta, Sample, TraceWriter, Verdict
 from policies.text import covert_marker_event
 
 from . import protocol
+from .protocol import OutputGate
 
 LEARNER_DIR = Path(__file__).resolve().parent / "learner"
 DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
@@ -165,11 +166,6 @@ class Experiment:
     def clock(self) -> float:
         return time.monotonic() - self._t0
 
-    def wall_to_t(self, wall: float | None) -> float:
-        if wall is None:
-            return self.clock()
-        return max(0.0, wall - self._wall0)
-
     def _stamp_t(self, t: float) -> float:
         # The one place time is made monotonic: sources race, the trace must not go back.
         if t < self._last_t:
@@ -192,8 +188,18 @@ class Experiment:
         self._finish("learner_exit")
 
     async def _pump_output(self) -> None:
+        # The learner's output is untrusted input: a flood must not starve the samples or
+        # fill the disk, so lines over the budget are dropped, counted, and reported.
+        gate = OutputGate(self.clock)
         async for stream, line in self.sandbox.output():
-            self._put(("line", stream, line))
+            if gate.admit(line):
+                self._put(("line", stream, line))
+            ev = gate.report()
+            if ev is not None:
+                self._put(ev)
+        ev = gate.report(final=True)
+        if ev is not None:
+            self._put(ev)
 
     async def _operator_stop(self, at: float) -> None:
         await asyncio.sleep(max(0.0, at - self.clock()))
@@ -234,22 +240,27 @@ class Experiment:
     async def _consume(self) -> None:
         while True:
             item = await self._queue.get()
-            if isinstance(item, tuple):
-                if item[0] == "line":
-                    await self._on_line(item[1], item[2])
-                elif item[0] == "operator_kill":
-                    self._actions.put_nowait(("kill", "operator stop ignored", self.clock()))
+            try:
+                await self._handle(item)
+            finally:
                 self._queue.task_done()
-                continue
-            if isinstance(item, Sample):
-                extra = dict(item.extra)
-                extra.update(self._gauges)
-                item = dataclasses.replace(item, t=self._stamp_t(item.t), extra=extra)
-            else:
-                item = dataclasses.replace(item, t=self._stamp_t(item.t))
-            self._record(item)
-            await self._step(item)
-            self._queue.task_done()
+
+    async def _handle(self, item: Any) -> None:
+        """One item of the queue: a learner line, an operator kill, or an observation."""
+        if isinstance(item, tuple):
+            if item[0] == "line":
+                await self._on_line(item[1], item[2])
+            elif item[0] == "operator_kill":
+                self._actions.put_nowait(("kill", "operator stop ignored", self.clock()))
+            return
+        if isinstance(item, Sample):
+            extra = dict(item.extra)
+            extra.update(self._gauges)
+            item = dataclasses.replace(item, t=self._stamp_t(item.t), extra=extra)
+        else:
+            item = dataclasses.replace(item, t=self._stamp_t(item.t))
+        self._record(item)
+        await self._step(item)
 
     async def _actuator(self) -> None:
         while True:
@@ -262,13 +273,19 @@ class Experiment:
     async def _on_line(self, stream: str, line: str) -> None:
         self.log.write(line + "\n")
         self.log.flush()
-        parsed = protocol.parse_line(line, self.wall_to_t)
+        # Stamped with the controller's clock when read: the learner's own `wall` is never
+        # the run's time (a learner that could stamp its events could blind every `for:`).
+        parsed = protocol.parse_line(line, self._stamp_t(self.clock()))
         if isinstance(parsed, protocol.Gauge):
             self._gauges.update(parsed.values)
-        elif isinstance(parsed, Event):
-            ev = dataclasses.replace(parsed, t=self._stamp_t(parsed.t))
+        elif isinstance(parsed, protocol.Refused):
+            ev = Event(t=self._last_t, source="observer", category="deception", kind="bad_protocol_line",
+                       outcome="blocked", detail={"reason": parsed.reason, "line": line[:200], "stream": stream})
             self._record(ev)
             await self._step(ev)
+        elif isinstance(parsed, Event):
+            self._record(parsed)
+            await self._step(parsed)
         text = protocol.text_of(parsed)
         if text:
             ev = covert_marker_event(self._last_t, text, stream=stream)
@@ -376,7 +393,6 @@ class Experiment:
 
         self._load()
         self._t0 = time.monotonic()
-        self._wall0 = time.time()
         self.engine = Engine(self.policy) if self.policy is not None else None
         self.control_file = self.out / "control" / "commands.jsonl"
         self.control_file.parent.mkdir(exist_ok=True)
