@@ -40,6 +40,7 @@ from policies.model import Event, Sample
 
 from . import procfs
 from .identity import identity_events
+from . import watchdog
 from .base import MAX_LINE_BYTES, ActionResult, SandboxError, until_none
 from .cgroup import Cgroup, CgroupReading, forget, reading_from_stats
 from .image import LEARNER_DIR, ensure_image
@@ -217,6 +218,7 @@ class DockerSandbox:
         self._base_ids: tuple[int, int, int] | None = None
         self._reported: set[tuple[int, str]] = set()
         self.exit_code: int | None = None
+        self._watchdog = None
 
     # -- setup --------------------------------------------------------------------------
 
@@ -234,6 +236,8 @@ class DockerSandbox:
 
     def _prepare(self) -> None:
         docker = _docker()
+        if self._watchdog is None:  # before anything is made: nothing of it outlives us
+            self._watchdog = watchdog.arm(self.run_id)
         self._image = self._image or ensure_image(self.client)
         if self.spec.network == NETWORK_NONE:
             return
@@ -866,6 +870,7 @@ class DockerSandbox:
                 self._client.close()
             except Exception:
                 pass
+        watchdog.disarm(self._watchdog)
 
 
 def clean(run_id: str | None = None, client=None, *, include_live: bool = False) -> dict[str, list[str]]:

@@ -78,6 +78,7 @@ class RunResult:
     summary: dict[str, Any]
     stopped_by: str
     notices: list[str] = field(default_factory=list)
+    signal: int = 0  # the signal that interrupted the run (exit status 128 + it), else 0
 
 
 def _stamp() -> str:
@@ -115,6 +116,7 @@ class Experiment:
         self._learner_exited = False
         self._killed = False
         self.metrics_port: int | None = None
+        self.signal: int = 0  # the signal that interrupted the run, if one did
 
     # ---- set-up -------------------------------------------------------------------
     def _load(self) -> None:
@@ -408,13 +410,15 @@ class Experiment:
         consumer = actuator = None
         web = None
         loop = asyncio.get_running_loop()
-        def on_signal() -> None:
+        def on_signal(sig: int) -> None:
+            self.signal = self.signal or sig
             self._finish("interrupted")
 
-        signals = (signal.SIGINT, signal.SIGTERM) if self.handle_signals else ()
+        # A closed terminal (SIGHUP) stops the run as cleanly as Ctrl-C or SIGTERM.
+        signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if self.handle_signals else ()
         for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, on_signal)
+                loop.add_signal_handler(sig, on_signal, sig)
         try:
             host_ip = await self.sandbox.prepare()
             web = MockWeb(
@@ -491,4 +495,4 @@ class Experiment:
             if self.view is not None:
                 self.view.stop()
         summary = build_report(self.out)
-        return RunResult(self.run_id, self.out, summary, self._stopped_by, self.notices)
+        return RunResult(self.run_id, self.out, summary, self._stopped_by, self.notices, self.signal)

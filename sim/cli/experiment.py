@@ -90,8 +90,8 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
     )
     res = _run(cfg, live)
     _print_result(res)
-    if res.stopped_by == "interrupted":
-        raise click.exceptions.Exit(130)
+    if res.stopped_by == "interrupted":  # 130 for Ctrl-C, 143 for SIGTERM, as shells expect
+        raise click.exceptions.Exit(128 + (res.signal or 2))
 
 
 @click.command("demo")
