@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -117,6 +118,8 @@ class Experiment:
         self._killed = False
         self.metrics_port: int | None = None
         self.signal: int = 0  # the signal that interrupted the run, if one did
+        self._started = False  # the learner started: from here on the run is kept, failed or not
+        self._out_existed = True
 
     # ---- set-up -------------------------------------------------------------------
     def _load(self) -> None:
@@ -156,6 +159,7 @@ class Experiment:
         name = _safe_name(self.scenario_name)
         self.run_id = f"{_stamp()}-{name}-{os.getpid() % 10000:04d}"
         self.out = Path(cfg.out) if cfg.out else Path("runs") / f"{_stamp()}-{name}"
+        self._out_existed = self.out.exists()
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "evidence").mkdir(exist_ok=True)
@@ -273,8 +277,11 @@ class Experiment:
                 self._actions.task_done()
 
     async def _on_line(self, stream: str, line: str) -> None:
-        self.log.write(line + "\n")
-        self.log.flush()
+        try:
+            self.log.write(line + "\n")
+            self.log.flush()
+        except OSError as e:  # a full disk: stop the run with one line, not a traceback
+            raise RunError(f"cannot write the learner's log: {e.strerror}", file=str(self.out / "learner.log")) from None
         # Stamped with the controller's clock when read: the learner's own `wall` is never
         # the run's time (a learner that could stamp its events could blind every `for:`).
         parsed = protocol.parse_line(line, self._stamp_t(self.clock()))
@@ -388,12 +395,32 @@ class Experiment:
         return argv
 
     async def run(self) -> RunResult:
+        self._load()
+        try:
+            return await self._run()
+        except BaseException:
+            if not self._started:
+                self._unmake_out()  # a run that never started leaves no half-made directory
+            raise
+
+    def _unmake_out(self) -> None:
+        """Remove what this run made in its directory (all of it, when it made the directory)."""
+        if not self._out_existed:
+            shutil.rmtree(self.out, ignore_errors=True)
+            return
+        for name in ("trace.jsonl", "learner.log"):
+            with contextlib.suppress(OSError):
+                (self.out / name).unlink()
+        shutil.rmtree(self.out / "control", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.out / "evidence").rmdir()
+
+    async def _run(self) -> RunResult:
         from sandbox import open_sandbox
         from sim.metrics import RunMetrics
         from sim.report import build_report
         from sim.web import MockWeb
 
-        self._load()
         self._t0 = time.monotonic()
         self.engine = Engine(self.policy) if self.policy is not None else None
         self.control_file = self.out / "control" / "commands.jsonl"
@@ -453,6 +480,7 @@ class Experiment:
                 t.add_done_callback(lambda t: t.cancelled() or t.exception() is None or self._finish("error"))
             await self.sandbox.start(self._learner_argv(), env, LEARNER_DIR, hosts, self.control_file,
                                      self.clock)
+            self._started = True
             tasks.append(asyncio.create_task(self._pump_observations(), name="observations"))
             tasks.append(asyncio.create_task(self._pump_output(), name="output"))
             tasks.append(asyncio.create_task(self._timer(), name="timer"))
@@ -478,9 +506,10 @@ class Experiment:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             with contextlib.suppress(Exception):
-                self._record(Event(t=self._stamp_t(self.clock()), source="operator", category="lifecycle",
-                                   kind="run_end", outcome="unknown",
-                                   detail={"stopped_by": self._stopped_by or "error"}))
+                if self._started:  # else the directory goes
+                    self._record(Event(t=self._stamp_t(self.clock()), source="operator", category="lifecycle",
+                                       kind="run_end", outcome="unknown",
+                                       detail={"stopped_by": self._stopped_by or "error"}))
             await self.sandbox.close()
             if web is not None:
                 await web.stop()
@@ -488,7 +517,8 @@ class Experiment:
                 await asyncio.sleep(METRICS_LINGER_S)
             self.metrics.stop()
             self.trace.close()
-            self.log.close()
+            with contextlib.suppress(OSError):  # what is buffered is lost on a full disk, not the error
+                self.log.close()
             for sig in signals:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
