@@ -434,13 +434,13 @@ def read_trace(path: str) -> Iterator[Record]:
     >>> # for rec in read_trace("runs/x/trace.jsonl"): ...
     """
     try:
-        fh = open(path, encoding="utf-8", errors="strict")
-        st = os.fstat(fh.fileno())
+        # Non-blocking open: a FIFO named as a trace must not hang the reader.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         raise TraceError(f"cannot read trace: {e.strerror}", file=str(path)) from None
-    with fh:
-        if not stat.S_ISREG(st.st_mode):
-            raise TraceError("not a regular file (a trace is a JSON Lines file)", file=str(path))
+    with os.fdopen(fd, encoding="utf-8", errors="strict") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TraceError("cannot read trace: not a regular file", file=str(path))
         yield from parse_trace_lines(_bounded_lines(fh, str(path)), file=str(path))
 
 

@@ -19,13 +19,15 @@ import hashlib
 import math
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import yaml
 
 from .errors import PolicyError
-from .model import ACTIONS, CATEGORIES, OUTCOMES, SOURCES
+from .inputs import compose_yaml, read_text
+from .model import ACTIONS, CATEGORIES, OUTCOMES, SAMPLE_FIELDS, SOURCES
 
 SEVERITIES = ("info", "warning", "critical")
 AGGREGATES = ("avg", "max", "min", "rate")
@@ -49,25 +51,57 @@ _TOP_FIELDS = ("guards", "name", "description", "version")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _SIGNAL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Signals a policy is expected to name: the observer's sample fields, the derived ones and
+# the learner's gauges. Any other name is allowed (a user's agent may report its own
+# gauges) but warned about, so a typo (`cpu_ratoi`) does not silently disarm a guard.
+KNOWN_SIGNALS = (*SAMPLE_FIELDS, *DERIVED_SIGNALS, "pages", "bits_per_char", "workers", "concurrency",
+                 "model_contexts")
+# The longest duration a guard may name: 30 days (a longer one is a typo, and would not
+# survive the export to Prometheus rules).
+MAX_DURATION_S = 30 * 24 * 3600.0
+# The most matches a count guard may ask for (the engine keeps that many times).
+MAX_COUNT = 1_000_000
+
+
+class PolicyWarning(UserWarning):
+    """A policy that loads but probably does not say what its author meant."""
+
+
+class DurationError(PolicyError, ValueError):
+    """Not a duration runaway accepts (a ValueError too, for callers that catch that)."""
 
 
 def parse_duration(text: Any) -> float:
-    """Seconds in a duration such as `250ms`, `5s`, `2m`, `1h` or `1m30s` (ValueError if not one)."""
+    """Seconds in a duration such as `250ms`, `5s`, `2m`, `1h` or `1m30s`, at most 30 days;
+    DurationError (a PolicyError and a ValueError) saying what was expected otherwise.
+
+    >>> parse_duration("1m30s")
+    90.0
+    >>> parse_duration("-5s")
+    Traceback (most recent call last):
+    ...
+    policies.spec.DurationError: expected a duration like 250ms, 5s, 2m or 1h, got '-5s'
+    """
+    def bad() -> DurationError:
+        return DurationError(f"expected a duration like 250ms, 5s, 2m or 1h, got {str(text)[:40]!r}")
+
     if isinstance(text, bool):
-        raise ValueError(text)
+        raise bad()
     if isinstance(text, (int, float)) and text == 0:
         return 0.0
     if not isinstance(text, str):
-        raise ValueError(text)
+        raise bad()
     s = text.strip()
     pos, total = 0, 0.0
-    for m in _DURATION_PART.finditer(s):
+    for m in _DURATION_PART.finditer(s[:100]):
         if m.start() != pos:
-            raise ValueError(text)
+            raise bad()
         total += float(m.group(1)) * _UNIT_S[m.group(2)]
         pos = m.end()
     if pos == 0 or pos != len(s):
-        raise ValueError(text)
+        raise bad()
+    if not math.isfinite(total) or total > MAX_DURATION_S:
+        raise DurationError(f"expected a duration of at most 30 days, got {str(text)[:40]!r}")
     return total
 
 
@@ -313,12 +347,15 @@ class _Parser:
             raise self.fail(node, path, f"expected a number, got {self._what(node)}")
         return float(v)
 
-    def duration(self, node: yaml.Node, path: str) -> float:
+    def duration(self, node: yaml.Node, path: str, *, positive: bool = False) -> float:
         v = self.value(node)
         try:
-            return parse_duration(v)
-        except ValueError:
-            raise self.fail(node, path, f"expected a duration like 250ms, 5s, 2m or 1h, got {v!r}") from None
+            d = parse_duration(v)
+        except DurationError as e:
+            raise self.fail(node, path, e.message) from None
+        if positive and d <= 0:
+            raise self.fail(node, path, f"expected a window longer than 0s, got {v!r}")
+        return d
 
     def boolean(self, node: yaml.Node, path: str) -> bool:
         v = self.value(node)
@@ -407,13 +444,14 @@ class _Parser:
             spec: dict[str, Any] = {"matches": self.matches(f["on_event"][1], p("on_event"))}
             if (n := get("count")) is not None:
                 c = self.value(n)
-                if isinstance(c, bool) or not isinstance(c, int) or c < 1:
-                    raise self.fail(n, p("count"), f"expected a whole number >= 1, got {self._what(n)}")
+                if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= MAX_COUNT:
+                    raise self.fail(n, p("count"), f"expected a whole number from 1 to {MAX_COUNT}, "
+                                                   f"got {self._what(n)[:40]}")
                 spec["count"] = c
                 if get("within") is None and c > 1:
                     raise self.fail(n, p("within"), "missing: `count` above 1 needs a window (`within: 10s`)")
             if (n := get("within")) is not None:
-                spec["within_s"] = self.duration(n, p("within"))
+                spec["within_s"] = self.duration(n, p("within"), positive=True)
             if (n := get("keep_firing_for")) is not None:
                 spec["keep_firing_for_s"] = self.duration(n, p("keep_firing_for"))
             return EventSpec(**common, **spec)
@@ -423,7 +461,7 @@ class _Parser:
                 spec["by"] = self.string(n, p("by"), SOURCES)
             if (n := get("within")) is None:
                 raise self.fail(node, p("within"), "missing required field (expected a duration like 3s)")
-            spec["within_s"] = self.duration(n, p("within"))
+            spec["within_s"] = self.duration(n, p("within"), positive=True)
             if (n := get("keep_firing_for")) is not None:
                 spec["keep_firing_for_s"] = self.duration(n, p("keep_firing_for"))
             return DeceptionSpec(**common, **spec)
@@ -468,6 +506,11 @@ class _Parser:
         signal = self.string(n, p("signal"))
         if not _SIGNAL_RE.match(signal):
             raise self.fail(n, p("signal"), f"expected a sample field name such as cpu_ratio, got {signal!r}")
+        if signal not in KNOWN_SIGNALS:
+            hint = difflib.get_close_matches(signal, KNOWN_SIGNALS, n=1)
+            warnings.warn(PolicyWarning(str(self.fail(
+                n, p("signal"), f"unknown signal {signal!r}: no sample carries it unless your agent reports it"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")))), stacklevel=2)
         above, below = get("above"), get("below")
         if above is None and below is None:
             raise self.fail(node, p("above"), "missing: a threshold guard needs `above` or `below`")
@@ -515,11 +558,7 @@ def load_policy(source: str | os.PathLike[str], *, file: str | None = None) -> P
     if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
                                             and not source.lstrip().startswith(("guards:", "{"))):
         path = os.fspath(source)
-        try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as e:
-            raise PolicyError(f"cannot read policy: {e.strerror}", file=path) from None
+        text = read_text(path, what="policy", error=PolicyError)
         file = file or path
     else:
         text = str(source)
@@ -530,14 +569,7 @@ def load_policy(source: str | os.PathLike[str], *, file: str | None = None) -> P
 def parse_policy(text: str, *, file: str = "<policy>") -> Policy:
     """Parse policy YAML text (see load_policy)."""
     p = _Parser(file)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise PolicyError(f"not valid YAML: {e.problem or e.context}", file=file, line=line) from None
-    except yaml.YAMLError as e:
-        raise PolicyError(f"not valid YAML: {e}", file=file) from None
+    root = compose_yaml(text, file=file, error=PolicyError)
     if root is None:
         raise PolicyError("empty policy (expected a mapping with `guards:`)", file=file, line=1)
     top = p.mapping(root, "")

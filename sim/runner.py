@@ -40,6 +40,8 @@ DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.
 STOP_GRACE_S = 5.0
 # The exporter stays up this long after a run ends, so a 1 s scrape sees the final state.
 METRICS_LINGER_S = 1.5
+# The longest run: a week (longer is a typo; `inf` or 1e308 would overflow the timer).
+MAX_DURATION_S = 7 * 24 * 3600.0
 # Throttle lowers the CPU cap to this fraction of the spec's cap.
 THROTTLE_FRACTION = 0.25
 
@@ -152,8 +154,14 @@ class Experiment:
         from sandbox import admit
 
         self.waived = admit(self.spec, unsafe=cfg.unsafe)
-        if cfg.duration <= 0:
-            raise RunError(f"expected a positive duration, got {cfg.duration}", field="--duration")
+        if not (isinstance(cfg.duration, (int, float)) and 0 < cfg.duration <= MAX_DURATION_S):
+            raise RunError(f"expected a duration in seconds from 0 to {MAX_DURATION_S:g} (a week), got {cfg.duration}",
+                           field="--duration")
+        stop = cfg.operator_stop_at
+        if stop is not None and not (isinstance(stop, (int, float)) and 0 <= stop <= MAX_DURATION_S):
+            raise RunError(f"expected seconds into the run (0 or more), got {stop}", field="--operator-stop-at")
+        if not (isinstance(cfg.seed, int) and 0 <= cfg.seed < 2**32):
+            raise RunError(f"expected a seed from 0 to 4294967295, got {cfg.seed}", field="--seed")
         # A user's agent runs in place of the scenario, and is named so everywhere.
         self.scenario_name = "agent" if cfg.agent else self.scenario.name
         name = _safe_name(self.scenario_name)

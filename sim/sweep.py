@@ -21,6 +21,9 @@ from policies.errors import RunawayError
 from policies.model import Action, Event, Meta, Sample, Verdict, read_trace
 
 CONTAINING = ("pause", "kill", "disconnect")
+# A live sweep of more runs than this is refused before anything starts (a typo such as
+# `--seeds 0-100000000` would otherwise build a grid that fills the host's memory).
+MAX_CELLS = 10_000
 
 
 class SweepError(RunawayError):

@@ -33,7 +33,9 @@ def _print_result(res) -> None:  # type: ignore[no-untyped-def]
 
 
 def _positive(name: str, value: float | None) -> None:
-    if value is not None and value <= 0:
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):  # nan > 0 is False too
         raise RunawayError(f"expected a positive number, got {value}", field=name)
 
 
@@ -129,7 +131,7 @@ def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
 @click.option("--duration", type=float, default=30.0, show_default=True, help="Seconds per run.")
 @click.option("--profile", type=click.Choice(["novel", "laptop", "ci"]), default="ci", show_default=True)
 @click.option("--backend", type=click.Choice(["auto", "docker", "process"]), default="auto", show_default=True)
-@click.option("--parallel", type=int, default=0, help="Runs at once (default: as many as the host's CPUs fit).")
+@click.option("--parallel", type=int, default=None, help="Runs at once, 1 or more (default: as many as the host's CPUs fit).")
 @click.option("--replay", "replay", multiple=True, type=click.Path(exists=True),
               help="Run nothing: re-evaluate the policies over this recorded run dir or trace (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -141,7 +143,7 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
 
     from sandbox import PROFILES
     from sim.runner import _stamp
-    from sim.sweep import live_sweep, replay_sweep, table, write_table
+    from sim.sweep import MAX_CELLS, live_sweep, replay_sweep, table, write_table
 
     pols = list(policies) or [None]
     out = out or Path("runs") / f"sweep-{_stamp()}"
@@ -150,7 +152,12 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
     else:
         seed_list = _parse_seeds(seeds)
         _positive("--duration", duration)
-        if parallel <= 0:
+        cells = len(seed_list) * len(pols) * max(1, len(scenarios))
+        if cells > MAX_CELLS:
+            raise RunawayError(f"{cells} runs is more than a sweep runs ({MAX_CELLS} at most)", field="--seeds")
+        if parallel is not None and parallel < 1:
+            raise RunawayError(f"expected at least 1 run at once, got {parallel}", field="--parallel")
+        if parallel is None:
             cap = PROFILES[profile].cpus or 1.0
             parallel = max(1, int(len(os.sched_getaffinity(0)) // cap) - 1)
         cells = asyncio.run(live_sweep(list(scenarios) or ["novel"], pols, seed_list, out=out, duration=duration,
@@ -163,19 +170,28 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
 
 
 def _parse_seeds(text: str) -> list[int]:
-    seeds: list[int] = []
+    from sim.sweep import MAX_CELLS
+
+    ranges: list[range] = []
     try:
-        for part in text.split(","):
+        for part in text[:1000].split(","):
             part = part.strip()
             if "-" in part:
                 a, b = part.split("-", 1)
-                seeds.extend(range(int(a), int(b) + 1))
+                ranges.append(range(int(a), int(b) + 1))
             elif part:
-                seeds.append(int(part))
+                ranges.append(range(int(part), int(part) + 1))
     except ValueError:
-        raise RunawayError(f"expected seeds like 0,1,2 or 0-4, got {text!r}", field="--seeds") from None
+        raise RunawayError(f"expected seeds like 0,1,2 or 0-4, got {text[:80]!r}", field="--seeds") from None
+    # Counted before any list is made: `0-100000000` must be refused, not built.
+    count = sum(len(r) for r in ranges)
+    if count > MAX_CELLS:
+        raise RunawayError(f"{count} seeds is more than a sweep runs ({MAX_CELLS} at most)", field="--seeds")
+    seeds = [k for r in ranges for k in r]
     if not seeds:
         raise RunawayError("expected at least one seed", field="--seeds")
+    if any(not 0 <= k < 2**32 for k in seeds):
+        raise RunawayError("expected seeds from 0 to 4294967295", field="--seeds")
     return seeds
 
 

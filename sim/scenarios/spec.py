@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from policies.inputs import compose_yaml, read_text
+
 from policies.errors import RunawayError
 
 CATALOG_DIR = Path(__file__).parent
@@ -354,13 +356,7 @@ def _kind(v: Any) -> str:
 
 def parse_scenario(text: str, file: str = "<scenario>", default_name: str = "") -> Scenario:
     """A Scenario from YAML text; ScenarioError(file, line, field) on any mistake."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ScenarioError(f"not valid YAML: {problem}", file=file,
-                            line=mark.line + 1 if mark else None) from None
+    node = compose_yaml(text, file=file, error=ScenarioError)
     doc = _Doc(file)
     if node is None:
         raise ScenarioError("empty file (expected a scenario mapping)", file=file, line=1)
@@ -413,12 +409,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     s = str(name_or_path)
     p = Path(s)
     if "/" in s or s.endswith((".yaml", ".yml")) or (p.exists() and p.is_file()):
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ScenarioError(f"cannot read scenario file: {e.strerror}", file=s) from None
-        except UnicodeDecodeError:
-            raise ScenarioError("not UTF-8 text", file=s) from None
+        text = read_text(p, what="scenario file", error=ScenarioError)
         return parse_scenario(text, file=s, default_name=p.stem)
     path = _catalog_path(s)
     if not path.exists():
