@@ -22,7 +22,7 @@ from .spec import (
 __all__ = [
     "ActionResult", "Sandbox", "SandboxError", "SandboxSpec", "Mount", "PROFILES", "DEFAULT_USER",
     "ProfileChoice", "choose_profile", "admit", "parse_size", "format_size",
-    "open_sandbox", "clean", "docker_available",
+    "open_sandbox", "clean", "docker_available", "docker_configured",
 ]
 
 
@@ -41,10 +41,24 @@ def docker_available(timeout: float = 3.0) -> str | None:
         return f"{type(e).__name__}: {e}".splitlines()[0][:200]
 
 
+def docker_configured() -> str | None:
+    """Where a Docker daemon is configured to be (DOCKER_HOST, or the default socket
+    exists), or None when this host has no Docker at all."""
+    import os
+
+    if os.environ.get("DOCKER_HOST"):
+        return f"DOCKER_HOST={os.environ['DOCKER_HOST']}"
+    if os.path.exists("/var/run/docker.sock"):
+        return "/var/run/docker.sock"
+    return None
+
+
 def open_sandbox(spec: SandboxSpec, backend: str = "auto", *, run_id: str,
                  notices: list[str] | None = None, **kwargs) -> Sandbox:
-    """A sandbox for `spec`: `docker`, `process`, or `auto` (Docker when a daemon answers,
-    else the process fallback, with a notice appended to `notices` saying so).
+    """A sandbox for `spec`: `docker`, `process`, or `auto` (Docker when a daemon answers;
+    the process fallback, with a notice appended to `notices`, only where no Docker is
+    configured at all: a configured daemon that does not answer is a SandboxError, never a
+    quiet step down to a sandbox that is not a security boundary).
 
     Admission is the caller's job (`admit(spec, unsafe)`), so that the waived findings
     can be recorded in the trace before anything starts.
@@ -53,8 +67,12 @@ def open_sandbox(spec: SandboxSpec, backend: str = "auto", *, run_id: str,
         raise SandboxError(f"unknown backend {backend!r} (expected auto, docker or process)", field="backend")
     if backend == "auto":
         why = docker_available()
+        where = docker_configured()
         if why is None:
             backend = "docker"
+        elif where is not None:
+            raise SandboxError(f"Docker is configured ({where}) but does not answer: {why}. Fix the daemon, "
+                               "or choose --backend process (NOT a security boundary)", field="backend")
         else:
             backend = "process"
             if notices is not None:
@@ -78,14 +96,19 @@ def clean(run_id: str | None = None, *, include_live: bool = False) -> dict[str,
     Without a run id, a run whose controller is still alive is skipped unless
     `include_live`. Returns what was removed (and skipped), by kind."""
     removed: dict[str, list[str]] = {}
-    if docker_available() is None:
+    why = docker_available()
+    if why is None:
         from .docker_backend import clean as docker_clean
 
         removed.update(docker_clean(run_id, include_live=include_live))
     else:
         from .docker_backend import firewall_remove
 
-        removed["firewall rules"] = firewall_remove(run_id)
+        # Without the daemon, which runs are live is unknown: a rule whose bridge still
+        # exists may guard a live run, so only a named run's rules, or orphans, go.
+        removed["firewall rules"] = firewall_remove(run_id, keep_live_bridges=run_id is None and not include_live)
+        if docker_configured() is not None:
+            removed["docker unreachable"] = [why]
     from .process_backend import clean as process_clean
 
     removed.update(process_clean(run_id))

@@ -135,9 +135,12 @@ def firewall_allow(run_id: str, bridge: str, ip: str, port: int) -> None:
         raise SandboxError(f"cannot open port {port} for the sandbox: {r.stderr.strip()}", field="network")
 
 
-def firewall_remove(run_id: str | None = None, keep: set[str] = frozenset()) -> list[str]:
+def firewall_remove(run_id: str | None = None, keep: set[str] = frozenset(), *,
+                    keep_live_bridges: bool = False) -> list[str]:
     """Delete the INPUT rules tagged runaway.run (=run_id, and not in `keep`); returns the
-    rules removed."""
+    rules removed. `keep_live_bridges` (when the daemon cannot say which runs are live)
+    also keeps the rules of any bridge that still exists: its network, so maybe its run,
+    is still there."""
     removed: list[str] = []
     for b in _firewall_binaries():
         r = _iptables(b, "-S", "INPUT")
@@ -151,6 +154,9 @@ def firewall_remove(run_id: str | None = None, keep: set[str] = frozenset()) -> 
             comment = args[args.index("--comment") + 1] if "--comment" in args[:-1] else ""
             tag, _, rid = comment.partition("=")
             if tag != LABEL or (run_id is not None and rid != _run_tag(run_id)) or rid in keep:
+                continue
+            bridge = args[args.index("-i") + 1] if "-i" in args[:-1] else ""
+            if keep_live_bridges and bridge and os.path.exists(f"/sys/class/net/{bridge}"):
                 continue
             if _iptables(b, "-D", *args[1:]).returncode == 0:
                 removed.append(f"{b} {line}")
