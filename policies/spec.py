@@ -303,7 +303,11 @@ class _Parser:
         return PolicyError(message, file=self.file, line=line, field=field)
 
     def value(self, node: yaml.Node) -> Any:
-        return self._ctor.construct_object(node, deep=True)
+        try:
+            return self._ctor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError) as e:  # e.g. a date like 2024-13-45
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise self.fail(node, None, f"not a value YAML can build: {problem}") from None
 
     def mapping(self, node: yaml.Node, path: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         if not isinstance(node, yaml.MappingNode):

@@ -105,13 +105,22 @@ class _Doc:
     def __init__(self, file: str) -> None:
         self.file = file
         self.lines: dict[tuple, int] = {}
+        self._ctor = yaml.SafeLoader("")  # builds plain values from nodes (no re-parsing)
+
+    def scalar(self, node: yaml.Node) -> Any:
+        try:
+            return self._ctor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError) as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ScenarioError(f"not a value YAML can build: {problem}", file=self.file,
+                                line=node.start_mark.line + 1) from None
 
     def build(self, node: yaml.Node, path: tuple) -> Any:
         self.lines[path] = node.start_mark.line + 1
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}
             for k, v in node.value:
-                key = str(yaml.safe_load(yaml.serialize(k))) if not isinstance(k, yaml.ScalarNode) else k.value
+                key = str(self.scalar(k)) if not isinstance(k, yaml.ScalarNode) else k.value
                 if key in out:
                     raise ScenarioError("duplicate key", file=self.file, line=k.start_mark.line + 1,
                                         field=_fmt(path + (key,)))
@@ -120,7 +129,7 @@ class _Doc:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(v, path + (i,)) for i, v in enumerate(node.value)]
-        return yaml.safe_load(yaml.serialize(node))
+        return self.scalar(node)
 
     def line(self, path: tuple) -> int | None:
         while path:
