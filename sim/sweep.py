@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import html
+import io
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -95,7 +97,8 @@ def replay_sweep(run_dirs: Iterable[Path], policies: Sequence[str | None]) -> li
 async def live_sweep(scenarios: Sequence[str], policies: Sequence[str | None], seeds: Sequence[int], *,
                      out: Path, duration: float, profile: str | None, backend: str, parallel: int,
                      echo: Any = print) -> list[Cell]:
-    """Run every combination, `parallel` at a time."""
+    """Run every combination, `parallel` at a time. The table in `out` is rewritten as each
+    run finishes, so an interrupted sweep keeps what it did."""
     from sim.runner import Experiment, RunConfig
 
     sem = asyncio.Semaphore(max(1, parallel))
@@ -111,6 +114,7 @@ async def live_sweep(scenarios: Sequence[str], policies: Sequence[str | None], s
             echo(f"done   {name}: {res.stopped_by}, contained {res.summary.get('contained')}")
             cells.append(Cell(res.summary.get("scenario") or Path(scen).stem, _policy_label(pol), seed,
                               res.summary, str(res.out)))
+            write_table(table(cells), out)
 
     await asyncio.gather(*(one(s, p, k) for s in scenarios for p in policies for k in seeds))
     cells.sort(key=lambda c: (c.scenario, c.policy, c.seed))
@@ -133,22 +137,34 @@ def write_table(rows: Sequence[dict[str, Any]], out: Path) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     cols = list(rows[0].keys()) if rows else ["scenario", "policy"]
     csv_path = out / "sweep.csv"
-    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    _write_atomic(csv_path, buf.getvalue())
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape('' if r[c] is None else str(r[c]))}</td>" for c in cols) + "</tr>"
         for r in rows
     )
     html_path = out / "sweep.html"
-    html_path.write_text(
+    _write_atomic(html_path, 
         "<!doctype html><meta charset='utf-8'><title>runaway sweep</title>"
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#eee}</style>"
         f"<h1>runaway sweep</h1><table><tr>{head}</tr>{body}</table>",
-        encoding="utf-8",
     )
     return csv_path, html_path
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # Rewritten after every run: a reader (or an interrupt) never sees half a table, and a
+    # failed write leaves no temp file.
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8", newline="")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import signal
 from pathlib import Path
 
 import click
@@ -160,8 +161,32 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
         if parallel is None:
             cap = PROFILES[profile].cpus or 1.0
             parallel = max(1, int(len(os.sched_getaffinity(0)) // cap) - 1)
-        cells = asyncio.run(live_sweep(list(scenarios) or ["novel"], pols, seed_list, out=out, duration=duration,
-                                       profile=profile, backend=backend, parallel=parallel, echo=click.echo))
+        sig = 0
+
+        async def interruptible() -> list:
+            # Ctrl-C, SIGTERM or SIGHUP cancel the runs under way (each closes its sandbox);
+            # the table of the runs already done is on disk (live_sweep rewrites it as they end).
+            nonlocal sig
+            task = asyncio.current_task()
+            loop = asyncio.get_running_loop()
+
+            def stop(s: int) -> None:
+                nonlocal sig
+                sig = sig or s
+                task.cancel()  # type: ignore[union-attr]
+
+            for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(s, stop, s)
+            return await live_sweep(list(scenarios) or ["novel"], pols, seed_list, out=out, duration=duration,
+                                    profile=profile, backend=backend, parallel=parallel, echo=click.echo)
+
+        try:
+            cells = asyncio.run(interruptible())
+        except asyncio.CancelledError:
+            if not sig:
+                raise
+            click.echo(f"runaway: interrupted; the runs that finished are in {out / 'sweep.csv'}", err=True)
+            raise click.exceptions.Exit(128 + sig) from None
     rows = table(cells)
     csv_path, html_path = write_table(rows, out)
     for r in rows:

@@ -120,3 +120,23 @@ def test_sigterm_and_sighup_stop_the_run_cleanly(tmp_path, sig, status):
     assert last["kind"] == "run_end" and last["detail"]["stopped_by"] == "interrupted"
     assert (out / "report.html").exists()
     assert learner_pids(run_id) == []
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_sweep_keeps_the_table_of_the_runs_it_finished(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sim", "sweep", "--scenario", "benign", "--seeds", "0-5", "--duration", "3",
+         "--backend", "process", "--profile", "ci", "--parallel", "1", "--out", str(tmp_path)],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    until(lambda: (tmp_path / "sweep.csv").exists(), timeout=90)
+    proc.send_signal(signal.SIGTERM)
+    text, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 143, text[-3000:]
+    assert "Traceback" not in text
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "sweep.csv")))
+    assert rows and rows[0]["scenario"] == "benign" and int(rows[0]["runs"]) >= 1
+    assert not list(tmp_path.glob(".*.tmp"))
+    assert not [p for p in Path("/tmp").glob(f"{TMP_PREFIX}*-benign-*")
+                if json.loads((p / "owner.json").read_text()).get("owner", "").startswith(f"{proc.pid}:")]
