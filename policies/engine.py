@@ -156,8 +156,8 @@ class Engine:
 
     def step(self, obs: Observation) -> list[Verdict]:
         """Verdicts this observation causes (state changes only); sets `self.actions`."""
-        if type(obs) is not Sample and type(obs) is not Event:
-            raise TraceError(f"expected a Sample or an Event, got {type(obs).__name__}", field="obs")
+        if type(obs) is not Sample and type(obs) is not Event:  # before obs.t: step(None) too
+            raise TypeError(f"Engine.step takes a Sample or an Event, not {type(obs).__name__}")
         t = obs.t
         if t < self.t:
             raise TraceError(f"time goes backwards: {t} after {self.t} (t must never decrease)", field="t")
