@@ -340,6 +340,12 @@ class Experiment:
             "security_boundary": self.sandbox.is_security_boundary,
             "notices": list(self.notices),
         }
+        if self.policy is not None:
+            from sim.report.scorecard import policy_watches
+
+            # Which incident classes each guard watches: the scorecard credits a detection
+            # only to those (a report rebuilt later has no policy file to ask).
+            extra["watches"] = policy_watches(self.policy)
         if self.waived:
             extra["unsafe"] = list(self.waived)
         if self.cfg.agent:

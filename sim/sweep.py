@@ -55,7 +55,10 @@ def replay_records(records: Sequence[Any], policy_path: str | None) -> list[Any]
         if isinstance(rec, (Verdict, Action)):
             continue
         if isinstance(rec, Meta):
-            out.append(replace(rec, extra={**rec.extra, "replayed_with": _policy_label(policy_path)}))
+            from sim.report.scorecard import policy_watches
+
+            out.append(replace(rec, policy_sha256=policy.sha256, extra={
+                **rec.extra, "replayed_with": _policy_label(policy_path), "watches": policy_watches(policy)}))
             continue
         out.append(rec)
         if not isinstance(rec, (Sample, Event)):

@@ -207,6 +207,55 @@ def test_scorecard_is_consistent_on_any_trace(recs):
     json.dumps(card)  # summary.json is always writable
 
 
+GUARD_NAMES = ("cpu-g", "esc-g", "egress-g", "any-g", "blind-g")
+CLASSES = ("cpu", "memory", "escalation", "egress", "filesystem", "robots", "deception")
+verdicts = st.builds(lambda t, g, state: Verdict(t=t, guard=g, state=state, severity="warning", action="alert"),
+                     times, st.sampled_from(GUARD_NAMES), st.sampled_from(["pending", "firing", "resolved"]))
+
+
+@given(st.lists(st.one_of(records, verdicts), max_size=40),
+       st.fixed_dictionaries({g: st.lists(st.sampled_from(CLASSES), unique=True) for g in GUARD_NAMES}))
+def test_incidents_are_credited_only_to_guards_that_watch_their_class(recs, watches):
+    """For any trace and any map of which guard watches which incident class, each incident is detected by the first firing, at or after its start, of a guard that watches its class, and is undetected when no such guard fired, whatever else fired."""
+    recs = sorted(recs, key=lambda r: r.t)
+    card = scorecard([META, *recs], benign=False, watches=watches)
+    for inc in card["incidents"]:
+        relevant = [r for r in recs if isinstance(r, Verdict) and r.state == "firing"
+                    and r.t >= inc["start"] - 1e-3 and inc["class"] in watches.get(r.guard, ())]
+        if not relevant:
+            assert inc["detected_by"] is None and inc["time_to_detect_s"] is None
+        else:
+            assert inc["detected_by"] == relevant[0].guard
+            assert inc["detected_at"] == round(relevant[0].t, 3)
+            assert inc["class"] in watches[inc["detected_by"]]
+
+
+def test_the_cpu_incident_is_not_credited_to_the_robots_guard():
+    # The shipped example: robots-violation fires at 31.5 s, during the CPU incident; the CPU
+    # is detected by the first CPU guard to fire (cpu-duty-cycle, 50.25 s).
+    from policies.model import read_trace
+
+    card = scorecard(read_trace(str(ROOT / "docs/examples/novel-trace.jsonl")), benign=False)
+    by_class = {i["class"]: i for i in card["incidents"]}
+    assert by_class["cpu"]["detected_by"] == "cpu-duty-cycle" and by_class["cpu"]["detected_at"] == 50.25
+    assert by_class["robots"]["detected_by"] == "robots-violation"
+    # With guards off but an unrelated alert firing, the CPU incident stays undetected.
+    no_cpu = {"robots-violation": ["robots"]}
+    card = scorecard(read_trace(str(ROOT / "docs/examples/novel-trace.jsonl")), benign=False, watches=no_cpu)
+    assert {i["class"]: i["detected_by"] for i in card["incidents"]}["cpu"] is None
+
+
+def test_the_default_guards_watch_what_their_names_say():
+    from policies import default_policy
+    from sim.report.scorecard import policy_watches
+
+    w = policy_watches(default_policy())
+    assert w["cpu-pegged"] == w["cpu-duty-cycle"] == ["cpu"] and w["memory-pressure"] == ["memory"]
+    assert w["escalation"] == ["escalation"] and w["egress-scan"] == ["egress"]
+    assert w["robots-violation"] == ["robots"] and w["pids-explosion"] == [] and w["self-modification"] == []
+    assert w["deception"] == ["deception", "egress", "escalation", "filesystem"]
+
+
 # --- report.html and the CLI -----------------------------------------------------------
 
 def test_report_is_one_self_contained_file_with_plots_and_scorecard(tmp_path):
