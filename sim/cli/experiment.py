@@ -37,6 +37,11 @@ def _positive(name: str, value: float | None) -> None:
         raise RunawayError(f"expected a positive number, got {value}", field=name)
 
 
+def _port(name: str, value: int | None) -> None:
+    if value is not None and not 0 <= value <= 65535:
+        raise RunawayError(f"expected a port 0-65535, got {value}", field=name)
+
+
 @click.command("run")
 @click.argument("scenario", default="novel")
 @click.option("--backend", type=click.Choice(["auto", "docker", "process"]), default="auto", show_default=True,
@@ -77,8 +82,7 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
     _positive("--cpus", cpus)
     if pages is not None and pages < 1:
         raise RunawayError(f"expected at least 1 page, got {pages}", field="--pages")
-    if metrics_port is not None and not 0 <= metrics_port <= 65535:
-        raise RunawayError(f"expected a port 0-65535, got {metrics_port}", field="--metrics-port")
+    _port("--metrics-port", metrics_port)
     agent_argv = shlex.split(agent) if agent else None
     if agent is not None and not agent_argv:
         raise RunawayError("expected a command", field="--agent")
@@ -97,7 +101,9 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
 @click.command("demo")
 @click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds the story runs.")
 @click.option("--live/--plain", "live", default=None, help="Live terminal view or plain lines.")
-def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
+@click.option("--metrics-port", type=int, default=9464, show_default=True,
+              help="Prometheus exporter port on 127.0.0.1, the one grafana/prometheus.yml scrapes (0: any free port).")
+def demo_cmd(duration, live, metrics_port):  # type: ignore[no-untyped-def]
     """Set up and run the `novel` scenario on the best backend here, then say where the report is.
 
     Builds the learner image first when Docker answers and the image is missing.
@@ -106,6 +112,7 @@ def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
     from sim.runner import RunConfig
 
     _positive("--duration", duration)
+    _port("--metrics-port", metrics_port)
     backend = "process"
     if docker_available() is None:
         from sandbox.image import build_image
@@ -115,7 +122,7 @@ def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
         backend = "docker"
     else:
         click.echo("No Docker daemon answers: using the process sandbox, which is NOT a security boundary.")
-    cfg = RunConfig(scenario="novel", backend=backend, duration=duration, metrics_port=0, live=live)
+    cfg = RunConfig(scenario="novel", backend=backend, duration=duration, metrics_port=metrics_port, live=live)
     res = _run(cfg, live)
     _print_result(res)
     click.echo(f"\nOpen the report: {res.out / 'report.html'}")

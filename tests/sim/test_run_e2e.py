@@ -199,7 +199,7 @@ def test_a_live_sweep_runs_every_combination_side_by_side_and_tables_them(tmp_pa
 
 @pytest.mark.docker
 def test_the_demo_runs_the_novel_on_docker_and_says_where_the_report_is(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "sim", "demo", "--duration", "8", "--plain"], env=ENV, cwd=tmp_path,
+    p = subprocess.run([sys.executable, "-m", "sim", "demo", "--duration", "8", "--plain", "--metrics-port", "0"], env=ENV, cwd=tmp_path,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "backend docker" in p.stdout
