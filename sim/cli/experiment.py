@@ -148,12 +148,13 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
 
     from sandbox import PROFILES
     from sim.runner import _stamp
-    from sim.sweep import live_sweep, replay_sweep, table, write_table
+    from sim.report.sweep import HEADERS, text_table
+    from sim.sweep import live_sweep, replay_sweep, run_rows, table, write_table
 
     pols = list(policies) or [None]
     out = out or Path("runs") / f"sweep-{_stamp()}"
     if replay:
-        cells = replay_sweep([Path(r) for r in replay], pols)
+        cells = replay_sweep([Path(r) for r in replay], pols, out=out)
     else:
         seed_list = _parse_seeds(seeds)
         _positive("--duration", duration)
@@ -163,10 +164,15 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
         cells = asyncio.run(live_sweep(list(scenarios) or ["novel"], pols, seed_list, out=out, duration=duration,
                                        profile=profile, backend=backend, parallel=parallel, echo=click.echo))
     rows = table(cells)
-    csv_path, html_path = write_table(rows, out)
-    for r in rows:
-        click.echo("  ".join(f"{k}={v}" for k, v in r.items()))
-    click.echo(f"table: {csv_path}  {html_path}")
+    runs = run_rows(cells)
+    csv_path, html_path = write_table(rows, out, runs)
+    short = {k: v for k, v in HEADERS.items()}
+    click.echo(text_table([{k: r[k] for k in ("scenario", "policy", "runs", "contained_rate", "escapes",
+                                                "undetected_incidents", "median_time_to_detect_s",
+                                                "median_time_to_contain_s")} for r in rows], short))
+    click.echo("")
+    click.echo(text_table([{k: r[k] for k in ("scenario", "policy", "seed", "contained", "why")} for r in runs]))
+    click.echo(f"\ntable: {csv_path}  {html_path}  (one row per run: {out / 'runs.csv'})")
 
 
 def _parse_seeds(text: str) -> list[int]:
