@@ -231,18 +231,22 @@ def test_incidents_are_credited_only_to_guards_that_watch_their_class(recs, watc
 
 
 def test_the_cpu_incident_is_not_credited_to_the_robots_guard():
-    # The shipped example: robots-violation fires at 31.5 s, during the CPU incident; the CPU
-    # is detected by the first CPU guard to fire (cpu-duty-cycle, 50.25 s).
+    # What the issue saw: robots-violation fires during a CPU incident, cpu-pegged later.
+    recs = [META, *(Sample(t=t / 2, cpu_ratio=1.0) for t in range(0, 30)),
+            ev(3.0, "robots", "robots_violation", "allowed", source="web"),
+            firing(3.0, "robots-violation", "alert"), firing(12.0, "cpu-pegged", "throttle")]
+    recs = sorted(recs, key=lambda r: r.t)
+    by_class = {i["class"]: i for i in scorecard(recs, benign=False)["incidents"]}
+    assert by_class["cpu"]["detected_by"] == "cpu-pegged" and by_class["cpu"]["time_to_detect_s"] == 12.0
+    assert by_class["robots"]["detected_by"] == "robots-violation"
+    # Only an unrelated guard fired: the CPU incident is undetected.
+    card = scorecard([r for r in recs if getattr(r, "guard", "") != "cpu-pegged"], benign=False)
+    assert {i["class"]: i["detected_by"] for i in card["incidents"]}["cpu"] is None
+    # The shipped example, whatever its timings: its CPU incident is a CPU guard's.
     from policies.model import read_trace
 
     card = scorecard(read_trace(str(ROOT / "docs/examples/novel-trace.jsonl")), benign=False)
-    by_class = {i["class"]: i for i in card["incidents"]}
-    assert by_class["cpu"]["detected_by"] == "cpu-duty-cycle" and by_class["cpu"]["detected_at"] == 50.25
-    assert by_class["robots"]["detected_by"] == "robots-violation"
-    # With guards off but an unrelated alert firing, the CPU incident stays undetected.
-    no_cpu = {"robots-violation": ["robots"]}
-    card = scorecard(read_trace(str(ROOT / "docs/examples/novel-trace.jsonl")), benign=False, watches=no_cpu)
-    assert {i["class"]: i["detected_by"] for i in card["incidents"]}["cpu"] is None
+    assert {i["class"]: i["detected_by"] for i in card["incidents"]}["cpu"] in ("cpu-pegged", "cpu-duty-cycle")
 
 
 def test_the_default_guards_watch_what_their_names_say():
