@@ -343,6 +343,7 @@ class Experiment:
         if self.policy is not None:
             from sim.report.scorecard import policy_watches
 
+            extra["policy"] = self.policy.name or Path(self.policy.file or "policy").stem
             # Which incident classes each guard watches: the scorecard credits a detection
             # only to those (a report rebuilt later has no policy file to ask).
             extra["watches"] = policy_watches(self.policy)
