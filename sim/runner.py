@@ -379,6 +379,7 @@ class Experiment:
         from sandbox import open_sandbox
         from sim.metrics import RunMetrics
         from sim.report import build_report
+        from sim.report.index import refresh_index
         from sim.web import MockWeb
 
         self._load()
@@ -482,4 +483,5 @@ class Experiment:
             if self.view is not None:
                 self.view.stop()
         summary = build_report(self.out)
+        refresh_index(self.out.parent)
         return RunResult(self.run_id, self.out, summary, self._stopped_by, self.notices)

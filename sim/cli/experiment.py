@@ -166,6 +166,9 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
     rows = table(cells)
     runs = run_rows(cells)
     csv_path, html_path = write_table(rows, out, runs)
+    from sim.report.index import refresh_index
+
+    refresh_index(out.parent)
     short = {k: v for k, v in HEADERS.items()}
     click.echo(text_table([{k: r[k] for k in ("scenario", "policy", "runs", "contained_rate", "escapes",
                                                 "undetected_incidents", "median_time_to_detect_s",

@@ -60,11 +60,11 @@ def run_links(run_dir: Path) -> dict[str, str]:
     """{label: href relative to the run directory} of the files a run left that exist:
     the trace, the learner's log, the evidence a kill saved, the scorecard."""
     out = {}
-    for label, name in (("trace", TRACE_NAME), ("learner log", "learner.log"), ("evidence", "evidence"),
-                        ("summary.json", SUMMARY_NAME)):
+    for label, name in (("trace", TRACE_NAME), ("learner log", "learner.log"), ("evidence", "evidence")):
         p = run_dir / name
         if p.is_file() or (p.is_dir() and any(p.iterdir())):
             out[label] = name + ("/" if p.is_dir() else "")
+    out["summary.json"] = SUMMARY_NAME  # written with the report
     return out
 
 
