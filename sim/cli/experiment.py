@@ -19,17 +19,19 @@ def _run(cfg, live):  # type: ignore[no-untyped-def]
     return asyncio.run(Experiment(cfg, view=view).run())
 
 
-def _print_result(res) -> None:  # type: ignore[no-untyped-def]
+def _print_result(res, *, headline: bool = True) -> None:  # type: ignore[no-untyped-def]
+    from sim.view import STOP_REASONS
+
     s = res.summary
     click.echo("")
-    click.echo(f"run {res.run_id} ended: {res.stopped_by}")
-    if s:
-        esc = s.get("escaped") or []
-        click.echo(f"  contained: {s.get('contained')}   escaped: {len(esc)}   "
-                   f"detections: {len(s.get('detections') or [])}")
+    click.echo(f"run {res.run_id} ended: {STOP_REASONS.get(res.stopped_by, res.stopped_by)}")
     click.echo(f"  trace:   {res.out / 'trace.jsonl'}")
     click.echo(f"  summary: {res.out / 'summary.json'}")
     click.echo(f"  report:  {res.out / 'report.html'}")
+    click.echo(f"  all runs: {res.out.parent / 'index.html'}")
+    if headline and s and s.get("headline"):
+        click.echo("")
+        click.echo(s["headline"])  # the last line: what the run comes to, in one sentence
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -124,8 +126,10 @@ def demo_cmd(duration, live, metrics_port):  # type: ignore[no-untyped-def]
         click.echo("No Docker daemon answers: using the process sandbox, which is NOT a security boundary.")
     cfg = RunConfig(scenario="novel", backend=backend, duration=duration, metrics_port=metrics_port, live=live)
     res = _run(cfg, live)
-    _print_result(res)
+    _print_result(res, headline=False)
     click.echo(f"\nOpen the report: {res.out / 'report.html'}")
+    if res.summary.get("headline"):
+        click.echo(res.summary["headline"])
 
 
 @click.command("sweep")
