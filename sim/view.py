@@ -172,6 +172,7 @@ class LiveView:
         self.meta: Meta | None = None
         self.exp: Any = None
         self.stop_reason: str | None = None
+        self.stop_t: float | None = None  # when the run started to stop (its clock)
         self.stopped = False
         self._live: Any = None
 
@@ -199,6 +200,7 @@ class LiveView:
 
     def stopping(self, why: str) -> None:
         self.stop_reason = why
+        self.stop_t = self.exp.clock() if self.exp is not None else None
 
     def render(self) -> Any:
         from rich.console import Group
@@ -235,12 +237,14 @@ class LiveView:
         decisions = self.decisions.text() or ["(none yet)"]
         events = self.events.text() or ["(none yet)"]
         elapsed = self.exp.clock() if self.exp is not None else 0.0
+        why = STOP_REASONS.get(self.stop_reason or "", self.stop_reason or "ended")
+        at = self.stop_t if self.stop_t is not None else elapsed
         if self.stopped:
-            footer: Any = Text(f"stopped after {elapsed:.1f}s ({STOP_REASONS.get(self.stop_reason or '', self.stop_reason or 'ended')})",
+            footer: Any = Text(f"stopped at {at:.1f}s ({why}); the teardown took {max(elapsed - at, 0):.1f}s",
                                style="bold")
         elif self.stop_reason is not None:
-            footer = Text(f"stopping ({STOP_REASONS.get(self.stop_reason, self.stop_reason)}): saving the trace "
-                          f"and the evidence, removing the sandbox... {elapsed:.1f}s", style="bold yellow")
+            footer = Text(f"stopping at {at:.1f}s ({why}): saving the trace and the evidence, removing the "
+                          f"sandbox... {max(elapsed - at, 0):.1f}s so far", style="bold yellow")
         else:
             bar = ProgressBar(total=self.duration, completed=min(elapsed, self.duration), width=50)
             footer = Group(Text(f"{elapsed:5.1f}s of {self.duration:.0f}s"), bar)

@@ -1,8 +1,9 @@
 """Makes the workshop's screenshots from a real run: the live view's last frame and a
 frame mid-run, and the top of the report, as small PNGs in docs/img/.
 
-    python3 docs/img/make_screenshots.py            # from the repository root; needs Docker
-                                                    # and Debian's chromium; about 2 minutes
+    python3 docs/img/make_screenshots.py            # from the repository root; needs Docker,
+                                                    # Debian's chromium and a CJK font
+                                                    # (fonts-wqy-microhei); about 2 minutes
 
 It runs `novel` on Docker under the ci profile (0.5 cpu, 256 MiB) for 80 s, records the
 live view (rich) as SVG, and has headless Chromium photograph the SVGs and the report.
@@ -48,7 +49,7 @@ def small(src: Path, dest: Path) -> None:
     from PIL import Image
 
     img = Image.open(src).convert("RGB")
-    img.quantize(colors=64, method=Image.Quantize.MEDIANCUT).save(dest, optimize=True)
+    img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(dest, optimize=True)
 
 
 async def main() -> None:

@@ -68,13 +68,14 @@ def test_verdicts_stay_in_sight_above_a_flood_of_repeated_events():
     assert "escalation firing" in text and "disconnect ok" in text
     assert "0.24× cap (0.5 cpu, throttled to 0.125)" in text
     # The teardown has a state, then the end.
-    exp.now = 22.9
     assert "of 20s" in text
+    exp.now = 20.1
     view.stopping("duration")
+    exp.now = 22.9
     text = render(view)
-    assert "stopping (its time is up)" in text and "22.9s of 20s" not in text
+    assert "stopping at 20.1s (its time is up)" in text and "22.9s of 20s" not in text
     view.stop()
-    assert "stopped after 22.9s" in render(view)
+    assert "stopped at 20.1s (its time is up); the teardown took 2.8s" in render(view)
 
 
 def test_plain_lines_collapse_repeats_and_say_when_the_run_stops():
