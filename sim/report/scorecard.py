@@ -57,7 +57,7 @@ CONTAINED_BY: Mapping[str, frozenset[str]] = {
 }
 # Sample signals a threshold or aggregate guard can watch, and the resource incident each
 # one is about. A guard on any other signal (pids, pages, ...) watches no incident class.
-SIGNAL_CLASSES: Mapping[str, str] = {"cpu_ratio": "cpu", "cpu_seconds": "cpu",
+SIGNAL_CLASSES: Mapping[str, str] = {"cpu_ratio": "cpu", "cpu_seconds": "cpu", "cpu_demand": "cpu",
                                      "mem_bytes": "memory", "mem_ratio": "memory"}
 INCIDENT_CLASSES = ("cpu", "memory") + INCIDENT_CATEGORIES
 # Operator commands the runner records, and the learner's answers (self-report).
