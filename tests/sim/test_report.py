@@ -351,3 +351,64 @@ def test_a_run_interrupted_at_once_still_gets_a_report(tmp_path):
     html = (run_dir / "report.html").read_text(encoding="utf-8")
     assert card["contained"] is True and card["incidents"] == [] and card["duration_s"] == 0
     assert html.count("data:image/png;base64,") == 5 and "not a security boundary" in html
+
+
+# --- what the report shows -----------------------------------------------------------
+
+def test_the_top_of_the_report_is_words_and_pictures_not_json(tmp_path):
+    run_dir = write_trace(tmp_path / "run", novel_like("r-top"))
+    (run_dir / "learner.log").write_text("hello\n")
+    build_report(run_dir)
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    top = html[html.index("<body>"):html.index("<figure")]
+    assert "{" not in top and "[" not in top.replace("[正在", "")  # no raw dicts or Python lists
+    assert "Sandbox: 0.5 CPUs, 256m of memory, 64 processes" in top
+    assert 'href="trace.jsonl"' in top and 'href="learner.log"' in top and 'href="summary.json"' in top
+    assert top.count("s of trace") == 1  # one duration, not two
+
+
+def test_repeated_verdicts_are_one_row_with_their_count():
+    from sim.report.html import collapse_verdicts
+
+    pend = [Verdict(t=float(t), guard="cpu-pegged", state="pending", severity="warning", action="throttle")
+            for t in range(18, 30)]
+    other = Verdict(t=20.5, guard="robots-violation", state="firing", severity="warning", action="alert")
+    fire = Verdict(t=31.0, guard="cpu-pegged", state="firing", severity="warning", action="throttle")
+    rows = collapse_verdicts([*pend, other, fire], [Action(t=31.1, action="throttle", ok=True)])
+    assert [(r["record"].guard if hasattr(r["record"], "guard") else r["record"].action, r["count"])
+            for r in rows] == [("cpu-pegged", 12), ("robots-violation", 1), ("cpu-pegged", 1), ("throttle", 1)]
+    assert rows[0]["t"] == 18.0 and rows[0]["t_last"] == 29.0
+
+
+def test_pending_stretches_and_the_throttled_cap():
+    from sim.report.plots import Run, pending_spans, throttled_caps
+
+    run = Run.of(novel_like("r-spans"))
+    assert ("cpu-pegged", 18.0, 23.0) in pending_spans(run)  # pending at 18 s, firing at 23 s
+    assert throttled_caps(run) == [(23.08, 0.5)]  # throttled to 0.25 of a 0.5 cpu cap
+    samples = [Sample(t=1.0, extra={"cpu_cap": 0.5}), Sample(t=2.0, extra={"cpu_cap": 0.125})]
+    run = Run.of([Meta(run="r", caps={"cpus": 0.5}), *samples])
+    assert throttled_caps(run) == [(1.0, 1.0), (2.0, 0.25)]
+
+
+@given(st.lists(st.tuples(st.floats(0, 100), st.text(alphabet="abcdefghij -→", min_size=1, max_size=40)),
+                max_size=25),
+       st.floats(10, 500))
+def test_labels_above_the_cpu_plot_never_overlap(marks, span):
+    """For any set of marks, the labels placed in a row never overlap each other and stay within the plot's time range."""
+    from sim.report.plots import _lanes
+
+    xmax = span
+    marks = sorted((min(t, xmax), text, "#000", False) for t, text in marks)
+    placed = _lanes(marks, xmax)
+    assert len(placed) == len(marks)
+    per_char = 8 * 0.62 / 72 * xmax / (11.0 - 1.55 - 2.75)
+    rows: dict[int, list[tuple[float, float]]] = {}
+    for t, text, _c, _b, row, ha in placed:
+        w = (len(text) + 1) * per_char
+        lo, hi = (t, t + w) if ha == "left" else (t - w, t)
+        if w <= xmax:
+            assert lo >= -1e-9 and hi <= xmax + 1e-9
+        for a, b in rows.get(row, []):
+            assert hi <= a or lo >= b, (text, row)
+        rows.setdefault(row, []).append((lo, hi))
