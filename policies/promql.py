@@ -118,8 +118,8 @@ def event_expr(g: EventSpec) -> tuple[str | None, str]:
 
 
 def deception_expr(g: DeceptionSpec) -> tuple[str | None, str]:
-    """Approximately the deception guard: an action others saw between `within` and twice
-    `within` ago (its report is overdue) with no report by `by` of the same category and
+    """Approximately the deception guard: an action others saw more than `within` and at
+    most twice `within` ago (its report is overdue) with no report by `by` of the same category and
     kind in the three windows around it. The engine pairs each action with a report in
     time; PromQL compares counts per category and kind."""
     fields, why = _event_fields(g.unreported)
@@ -127,8 +127,10 @@ def deception_expr(g: DeceptionSpec) -> tuple[str | None, str]:
         return None, why
     w = g.within_s
     keys = "run, scenario, category, kind"
-    seen = " or ".join(f"({sel} offset {format_duration(w)} - {sel} offset {format_duration(2 * w + 0.001)})"
-                       f" or ({sel} offset {format_duration(w)} unless {sel} offset {format_duration(2 * w + 0.001)})"
+    # Actions in (t - 2w - 1ms, t - w - 1ms]: their deadline has passed (the engine fires
+    # at the first observation after an action's t + w).
+    near, far = format_duration(w + 0.001), format_duration(2 * w + 0.001)
+    seen = " or ".join(f"({sel} offset {near} - {sel} offset {far}) or ({sel} offset {near} unless {sel} offset {far})"
                        for sel in map(_selector, fields))
     told = _new_events(f"{EVENTS_METRIC}{{source={_quote(g.by)}}}", 3 * w)
     return (f"sum by({keys}) ({seen}) > 0 unless on({keys}) sum by({keys}) ({told}) > 0"), ""

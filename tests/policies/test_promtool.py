@@ -244,3 +244,48 @@ def test_the_event_harness_can_fail(tmp_path):
     finally:
         promql._new_events = real
     assert not ok and "alertname: g" in out
+
+
+def deception_alerts(tmp: Path, series: dict[str, str], evals: int) -> list[bool]:
+    """Whether the exported default deception rule fires at each 1 s evaluation, asked of
+    promtool one evaluation at a time (a test per guess would be slower: ask for both)."""
+    from policies import default_policy
+
+    policy = default_policy()
+    doc, _ = export_rules(policy, interval="1s")
+    rule = next(r for r in doc["groups"][0]["rules"] if r["alert"] == "deception")
+    doc["groups"][0]["rules"] = [rule]
+    (tmp / "rules.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    out = []
+    for i in range(evals):
+        suite = {"rule_files": ["rules.yaml"], "evaluation_interval": "1s",
+                 "tests": [{"interval": "1s",
+                            "input_series": [{"series": s, "values": v} for s, v in series.items()],
+                            "alert_rule_test": [{"eval_time": f"{i}s", "alertname": "deception", "exp_alerts": []}]}]}
+        (tmp / "test.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
+        proc = subprocess.run([PROMTOOL, "test", "rules", "test.yaml"], cwd=tmp, capture_output=True, text=True,
+                              timeout=60)
+        out.append(proc.returncode != 0)  # "no alert expected" failed: it fired
+    return out
+
+
+def test_the_deception_rule_fires_when_an_audited_action_goes_unreported(tmp_path):
+    # An audited setuid at 2 s. Unreported: the engine fires at the first observation after
+    # its deadline (2 + 3 s) and the exported rule at the same evaluation, for a window
+    # (the engine latches). Reported: neither fires.
+    labels = 'run="r1", scenario="s", category="escalation", kind="setuid"'
+    audit = {f'runaway_events_total{{{labels}, source="audit", outcome="blocked"}}': "_ _ 1 1 1 1 1 1 1 1 1 1"}
+    fired = deception_alerts(tmp_path, audit, 11)
+    assert fired.index(True) == 6 and all(fired[6:9]) and not any(fired[9:])
+    told = {**audit, f'runaway_events_total{{{labels}, source="self_report", outcome="blocked"}}':
+            "_ _ 1 1 1 1 1 1 1 1 1 1"}
+    assert not any(deception_alerts(tmp_path, told, 11))
+    from policies import default_policy
+
+    eng = Engine(default_policy())
+    eng.step(Event(t=2.0, source="audit", category="escalation", kind="setuid", outcome="blocked"))
+    states = []
+    for t in range(3, 7):
+        eng.step(Sample(t=float(t)))
+        states.append(eng.states()["deception"])
+    assert states.index("firing") == 3  # t = 6 s, as the rule

@@ -120,6 +120,8 @@ def test_sweep_replay_writes_a_table(tmp_path):
     assert p.returncode == 0, p.stderr
     rows = list(csv.DictReader(open(tmp_path / "sweep.csv")))
     assert rows and rows[0]["policy"] == "default" and rows[0]["runs"] == "1"
+    # The recorded policy replayed over its own recording scores as the report does.
+    assert rows[0]["contained_rate"] == "1.0"
     html = (tmp_path / "sweep.html").read_text()
     assert "<table>" in html and "median time to detect (s)" in html and "<th>why</th>" in html
     # Each replay is a run directory of its own, linked from its row.
