@@ -29,7 +29,7 @@ from sim.view import LiveView  # noqa: E402
 
 OUT = ROOT / "docs" / "img"
 DURATION = 80.0
-MID_AT = 58.0  # the story's egress scan and escalation come after this
+MID_AFTER_S = 1.5  # the mid-run frame: this long after the first guard fires
 
 
 def snap(console_svg: str, png: Path, width: int, height: int) -> None:
@@ -52,28 +52,41 @@ def small(src: Path, dest: Path) -> None:
     img.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(dest, optimize=True)
 
 
+def frame(view: LiveView, title: str) -> str:
+    c = Console(record=True, width=104, file=io.StringIO(), force_terminal=True, color_system="truecolor")
+    c.print(view.render())
+    return c.export_svg(title=title)
+
+
+class RecordedView(LiveView):
+    """The live view, photographed once mid-run: shortly after the first guard fires."""
+
+    mid_svg: str | None = None
+
+    def update(self, rec: object) -> None:
+        super().update(rec)
+        if getattr(rec, "state", None) == "firing" and self.mid_svg is None:
+            self.mid_svg = ""
+            asyncio.get_running_loop().call_later(MID_AFTER_S, self._snap)
+
+    def _snap(self) -> None:
+        self.mid_svg = frame(self, "runaway run novel (mid-run)")
+
+
 async def main() -> None:
     runs = Path(tempfile.mkdtemp(prefix="runaway-shots-"))
     console = Console(record=True, width=104, file=io.StringIO(), force_terminal=True, color_system="truecolor")
-    view = LiveView(DURATION, console=console)
+    view = RecordedView(DURATION, console=console)
     cfg = RunConfig(scenario="novel", backend="docker", profile="ci", duration=DURATION, metrics_port=None,
                     out=runs / "novel", live=True)
-    exp = Experiment(cfg, view=view)
-
-    async def mid() -> None:
-        await asyncio.sleep(MID_AT)
-        c = Console(record=True, width=104, file=io.StringIO(), force_terminal=True, color_system="truecolor")
-        c.print(view.render())
-        snap(c.export_svg(title="runaway run novel (mid-run)"), OUT / "live-view-mid.png", 900, 760)
-
-    task = asyncio.create_task(mid())
-    res = await exp.run()
-    await task
-    final = Console(record=True, width=104, file=io.StringIO(), force_terminal=True, color_system="truecolor")
-    final.print(view.render())
-    final.print("")
-    final.print(res.summary["headline"], highlight=False)
-    snap(final.export_svg(title="runaway run novel (the end)"), OUT / "live-view-end.png", 900, 800)
+    res = await Experiment(cfg, view=view).run()
+    if view.mid_svg:
+        snap(view.mid_svg, OUT / "live-view-mid.png", 900, 760)
+    end = Console(record=True, width=104, file=io.StringIO(), force_terminal=True, color_system="truecolor")
+    end.print(view.render())
+    end.print("")
+    end.print(res.summary["headline"], highlight=False)
+    snap(end.export_svg(title="runaway run novel (the end)"), OUT / "live-view-end.png", 900, 800)
     snap((res.out / "report.html").read_text(encoding="utf-8").replace(
         "<head>", f'<head><base href="{res.out.as_uri()}/">'), OUT / "report-top.png", 1100, 1500)
     print(res.summary["headline"])

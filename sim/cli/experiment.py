@@ -147,7 +147,8 @@ def demo_cmd(duration, live, metrics_port):  # type: ignore[no-untyped-def]
               help="Where the runs and sweep.csv / sweep.html go (default runs/sweep-<utc-stamp>/).")
 def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, replay, out):  # type: ignore[no-untyped-def]
     """Scenarios x policies x seeds in one table (CSV and HTML): contained rate, escapes,
-    median time to detect and to contain, usefulness, false alarms."""
+    median time to detect and to contain, usefulness, false alarms; and one row per run
+    with why it was or was not contained (runs.csv, sweep.html)."""
     import os
 
     from sandbox import PROFILES
@@ -173,10 +174,9 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
     from sim.report.index import refresh_index
 
     refresh_index(out.parent)
-    short = {k: v for k, v in HEADERS.items()}
     click.echo(text_table([{k: r[k] for k in ("scenario", "policy", "runs", "contained_rate", "escapes",
                                                 "undetected_incidents", "median_time_to_detect_s",
-                                                "median_time_to_contain_s")} for r in rows], short))
+                                                "median_time_to_contain_s")} for r in rows], HEADERS))
     click.echo("")
     click.echo(text_table([{k: r[k] for k in ("scenario", "policy", "seed", "contained", "why")} for r in runs]))
     click.echo(f"\ntable: {csv_path}  {html_path}  (one row per run: {out / 'runs.csv'})")
