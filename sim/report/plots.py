@@ -32,6 +32,7 @@ DPI = 100
 MIB = 1024 * 1024
 LABEL_FONT = 8
 LANE_H = 0.2                            # inches per row of labels above the CPU plot
+MERGE_WITHIN_S = 3.0                    # an action this soon after its verdict shares its label
 
 # Colour-blind-safe palette (Okabe-Ito), fixed per category so reports compare.
 CATEGORY_COLOURS = {
@@ -132,7 +133,8 @@ def pending_spans(run: Run) -> list[tuple[str, float, float]]:
 def _marks(run: Run) -> list[tuple[float, str, str, bool]]:
     """(t, label, colour, bold) of what the plots mark: each guard's firing, each
     containment action, each operator command. An action that follows the firing that
-    asked for it within a second shares its label ("escalation fires -> kill")."""
+    asked for it within MERGE_WITHIN_S shares its label ("escalation fires -> kill", with
+    "+2.0s" when it took effect that much later)."""
     out = []
     actions = [a for a in run.actions if a.action in CONTAINING_ACTIONS or a.action in ("alert", "resume")]
     used: set[int] = set()
@@ -140,11 +142,13 @@ def _marks(run: Run) -> list[tuple[float, str, str, bool]]:
         if v.state != "firing":
             continue
         a = next((a for i, a in enumerate(actions) if i not in used and a.action == v.action
-                  and v.t <= a.t <= v.t + 1.0), None)
+                  and v.t <= a.t <= v.t + MERGE_WITHIN_S), None)
         if a is not None:
             used.add(actions.index(a))
             tail = "" if a.ok else " (failed)"
-            out.append((v.t, f"{v.guard} fires \u2192 {a.action}{tail}", ACTION_COLOUR if a.ok else "#7F7F7F", True))
+            later = f" +{a.t - v.t:.1f}s" if a.t - v.t >= 0.5 else ""  # the action's own line is there
+            out.append((v.t, f"{v.guard} fires \u2192 {a.action}{tail}{later}", ACTION_COLOUR if a.ok else "#7F7F7F",
+                        True))
         else:
             out.append((v.t, f"{v.guard} fires", FIRING_COLOUR, False))
     for i, a in enumerate(actions):
