@@ -125,7 +125,7 @@ def build_index(root: str | os.PathLike[str]) -> Path:
     """Write ROOT/index.html (atomically: someone may have the old one open) and return it."""
     root = Path(root)
     path = root / INDEX_NAME
-    tmp = root / f".{INDEX_NAME}.tmp"
+    tmp = root / f".{INDEX_NAME}.{os.getpid()}.tmp"  # two runs ending at once each write their own
     tmp.write_text(render_index(root), encoding="utf-8")
     os.replace(tmp, path)
     return path
