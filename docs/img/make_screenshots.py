@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 from rich.console import Console  # noqa: E402
 
-from sim.runner import Experiment, RunConfig  # noqa: E402
-from sim.view import LiveView  # noqa: E402
+from sim.lab.runner import Experiment, RunConfig  # noqa: E402
+from sim.lab.view import LiveView  # noqa: E402
 
 OUT = ROOT / "docs" / "img"
 DURATION = 80.0

@@ -15,7 +15,7 @@ from policies.model import TraceWriter
 from sim.report import build_report
 from sim.report.index import build_index
 from sim.report.synthetic import benign_like, novel_like
-from sim.sweep import replay_sweep, run_rows, table, write_table
+from sim.lab.sweep import replay_sweep, run_rows, table, write_table
 
 from browser_check import CHROMIUM, Chromium
 

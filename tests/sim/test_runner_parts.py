@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from policies.model import Action, Event, Verdict, read_trace
-from sim import protocol
+from sim.lab import protocol
+from sim.lab.sweep import replay_records, replay_sweep, run_rows, table
 from sim.report import scorecard
-from sim.sweep import replay_records, replay_sweep, run_rows, table
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs" / "examples" / "novel-trace.jsonl"

@@ -8,7 +8,7 @@ from rich.console import Console
 
 from policies import Engine, default_policy
 from policies.model import Action, Event, Meta, Sample, Verdict
-from sim.view import LiveView, PlainView, cpu_text
+from sim.lab.view import LiveView, PlainView, cpu_text
 
 META = Meta(run="r1", scenario="novel", backend="docker", caps={"cpus": 0.5, "memory_bytes": 256 * 2**20},
             extra={"guards": True})

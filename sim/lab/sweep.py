@@ -60,7 +60,7 @@ def replay_records(records: Sequence[Any], policy_path: str | None) -> list[Any]
     learner would have gone on too, slower or offline; what it did next is approximated by
     what it did). So two policies that act alike on a trace give identical rows."""
     from sim.report.scorecard import policy_watches
-    from sim.runner import DEFAULT_POLICY
+    from sim.lab.runner import DEFAULT_POLICY
 
     policy = load_policy(policy_path or str(DEFAULT_POLICY))
     engine = Engine(policy)
@@ -128,7 +128,7 @@ async def live_sweep(scenarios: Sequence[str], policies: Sequence[str | None], s
                      out: Path, duration: float, profile: str | None, backend: str, parallel: int,
                      echo: Any = print) -> list[Cell]:
     """Run every combination, `parallel` at a time."""
-    from sim.runner import Experiment, RunConfig
+    from sim.lab.runner import Experiment, RunConfig
 
     sem = asyncio.Semaphore(max(1, parallel))
     cells: list[Cell] = []
