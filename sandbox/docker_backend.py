@@ -163,6 +163,12 @@ def firewall_remove(run_id: str | None = None, keep: set[str] = frozenset()) -> 
     return removed
 
 
+def _seccomp_mode(status: bytes) -> int:
+    """The `Seccomp:` mode of a /proc/<pid>/status (0 none, 1 strict, 2 filter)."""
+    i = status.find(b"\nSeccomp:\t")
+    return int(status[i + 10:i + 11]) if i >= 0 and status[i + 10:i + 11].isdigit() else 0
+
+
 def _monotonic(r: CgroupReading, p: CgroupReading) -> CgroupReading:
     """`r` with cumulative counters never below `p`'s: a dying cgroup loses its files one
     controller at a time, and a half-read cgroup must not make counters go back."""
@@ -215,6 +221,7 @@ class DockerSandbox:
         self._fs_seen: set[str] = set()
         self._fallback_members: list[int] = []
         self._procs_file = ""
+        self._base_seccomp = 0  # the container init's seccomp mode (2: a filter, Docker's default)
         self._layers: tuple[str, list[str]] | None = None
         self._ident_raw: dict[int, bytes] = {}
         self._fds: dict[str, int] = {}
@@ -393,6 +400,7 @@ class DockerSandbox:
 
     def _find_cgroup(self) -> None:
         self.cgroup = Cgroup.of_pid(self.pid) if self.pid else None
+        self._base_seccomp = _seccomp_mode(procfs.read_bytes(f"/proc/{self.pid}/status") or b"") if self.pid else 0
         self._procs_file = str(self.cgroup.procs_file_dir / "cgroup.procs") if self.cgroup else ""
 
     # -- output -------------------------------------------------------------------------
@@ -475,6 +483,13 @@ class DockerSandbox:
         for pid in pids:
             raw = self._pread(f"/proc/{pid}/status")
             if not raw:  # exited between the list and the read
+                continue
+            if _seccomp_mode(raw) < self._base_seccomp:
+                # Not one of the agent's yet: a seccomp filter is inherited and can never be
+                # removed, so no process the agent makes has less of it than the container's
+                # init. One that does is the runtime setting up a `docker exec` (runc's init,
+                # root with every capability until, last of all, it takes the filter, becomes
+                # the spec's user and runs the command). It is checked from then on.
                 continue
             i, j = raw.find(b"\nUid:"), raw.find(b"\nCapEff:")
             key = raw[i:raw.find(b"\n", raw.find(b"\nGid:") + 1)] + raw[j:raw.find(b"\n", j + 1)]

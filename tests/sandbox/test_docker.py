@@ -581,6 +581,9 @@ async def test_exec_runs_a_command_inside_the_running_sandbox_under_its_hardenin
     assert timed_out.value.stdout == b"before\n"
     assert len(sb._members(True)) == 1  # the sleep was killed: only the learner is left
 
+    # The runtime sets each exec up as root before it becomes the spec's user: not an escalation.
+    assert not run.events("escalation"), run.events("escalation")
+
     await sb.pause()
     with pytest.raises(SandboxUnavailable, match="paused"):
         await sb.exec(["true"])
