@@ -110,7 +110,9 @@ def replay_sweep(run_dirs: Iterable[Path], policies: Sequence[str | None], *,
             recs = replay_records(records, p)
             run_dir = str(trace.parent)
             if out is not None:
-                dest = Path(out) / f"{trace.parent.name}-{_policy_label(p)}"
+                # runs/<run>/trace.jsonl gives "<run>"; a trace file of another name, its stem.
+                src = trace.parent.name if trace.name == "trace.jsonl" else trace.stem
+                dest = Path(out) / f"{src}-{_policy_label(p)}"
                 dest.mkdir(parents=True, exist_ok=True)
                 (dest / "trace.jsonl").unlink(missing_ok=True)
                 with TraceWriter(str(dest / "trace.jsonl")) as w:
