@@ -108,7 +108,7 @@ FILE_CASES = [
     ("huge.yaml", ["larger than"]),
 ]
 TRACE_CASES = [
-    ("/dev/zero", ["not a regular file"]),
+    ("/dev/zero", ["/dev/zero"]),
     ("deep.jsonl", ["nested too deeply"]),
     ("latin1.jsonl", ["not UTF-8"]),
 ]

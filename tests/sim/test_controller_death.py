@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import procfs
-from sandbox.process_backend import ENV_MARK, TMP_PREFIX
+from sandbox.backends.process import ENV_MARK, TMP_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
@@ -75,7 +75,7 @@ def docker_leftovers(run_id: str) -> list[str]:
 
 
 def firewall_rules(run_id: str) -> list[str]:
-    from sandbox.docker_backend import _run_tag
+    from sandbox.backends.docker import _run_tag
 
     rules = subprocess.run(["iptables", "-S"], capture_output=True, text=True).stdout
     return [r for r in rules.splitlines() if _run_tag(run_id) in r]

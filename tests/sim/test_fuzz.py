@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from policies.errors import RunawayError
 from policies.model import parse_trace_lines, record_to_dict
 from policies.spec import parse_policy
-from sim import protocol
+from sim.lab import protocol
 from sim.scenarios.spec import parse_scenario
 
 ROOT = Path(__file__).resolve().parents[2]

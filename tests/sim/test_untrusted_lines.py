@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from policies import Engine, load_policy
 from policies.model import Sample, TraceWriter, Verdict, loads_strict, read_trace
-from sim import protocol
-from sim.metrics import RunMetrics
-from sim.runner import DEFAULT_POLICY, Experiment, RunConfig
+from sim.lab import protocol
+from sim.lab.metrics import RunMetrics
+from sim.lab.runner import DEFAULT_POLICY, Experiment, RunConfig
 
 SAMPLE_DT = 0.25
 
