@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 # The longest line a backend hands over: a learner that writes without newlines gets its
 # output cut into pieces this long, so it cannot grow the controller's buffers.
-MAX_LINE_BYTES = 64 * 1024
+MAX_LINE_BYTES = 1 << 20
 
 
 async def until_none(queue: asyncio.Queue[T | None]) -> AsyncIterator[T]:

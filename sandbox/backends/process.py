@@ -462,14 +462,14 @@ class ProcessSandbox:
                     break
                 buf += chunk
                 while True:
-                    nl = buf.find(b"\n", 0, MAX_LINE_BYTES + 1)
-                    if nl >= 0:
-                        line, buf = buf[:nl], buf[nl + 1 :]
-                    elif len(buf) > MAX_LINE_BYTES:  # a line without end: hand over a piece
-                        line, buf = buf[:MAX_LINE_BYTES], buf[MAX_LINE_BYTES:]
-                    else:
-                        break
-                    line = line.decode("utf-8", "replace").rstrip("\r")
+                    nl = buf.find(b"\n")
+                    if nl < 0:
+                        if len(buf) > MAX_LINE_BYTES:  # a line without end: hand over what we have
+                            nl = len(buf)
+                        else:
+                            break
+                    line = buf[:nl].decode("utf-8", "replace").rstrip("\r")
+                    buf = buf[nl + 1 :]
                     self._tail.append(f"{name}: {line}")
                     self._out.put_nowait((name, line))
             if buf:
