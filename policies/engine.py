@@ -26,7 +26,7 @@ from .guards import (
     build,
     match_categories,
 )
-from .model import ACTION_RANK, SAMPLE_FIELDS, Event, Observation, Record, Sample, Verdict, read_trace
+from .model import ACTION_RANK, SAMPLE_FIELDS, Action, Event, Meta, Observation, Record, Sample, Verdict, read_trace
 from .spec import Policy, load_policy
 
 _LADDER = sorted(ACTION_RANK, key=ACTION_RANK.__getitem__)  # alert, throttle, pause, kill
@@ -53,6 +53,10 @@ def _compile_samples(guards: list[ThresholdGuard]) -> Callable[[Sample, list], N
             elif sig == "mem_ratio":
                 lines.append("    lim = s.mem_limit_bytes")
                 lines.append(f"    {var} = s.mem_bytes / lim if lim > 0 else None")
+            elif sig == "pids_ratio":
+                lines.append("    lim = s.extra.get('pids_limit')")
+                lines.append(f"    {var} = s.pids / lim if (type(lim) is int or type(lim) is float) and lim > 0 "
+                             "else None")
             else:
                 ns[f"N{var}"] = sig
                 lines.append(f"    {var} = s.extra.get(N{var})")
@@ -154,8 +158,11 @@ class Engine:
 
     # -- stepping
 
-    def step(self, obs: Observation) -> list[Verdict]:
-        """Verdicts this observation causes (state changes only); sets `self.actions`."""
+    def step(self, obs: Observation | Record) -> list[Verdict]:
+        """Verdicts this observation causes (state changes only); sets `self.actions`.
+
+        Any trace record is accepted: Meta, and recorded Verdict and Action records, cause
+        nothing (so `for rec in read_trace(path): eng.step(rec)` works)."""
         t = obs.t
         if t < self.t:
             raise TraceError(f"time goes backwards: {t} after {self.t} (t must never decrease)", field="t")
@@ -187,8 +194,13 @@ class Engine:
                     if g.deadline < nd:
                         nd = g.deadline
                 self._next_deadline = nd
+        elif isinstance(obs, (Meta, Verdict, Action)):
+            # What read_trace yields besides observations: the meta line, and a recorded
+            # run's verdicts and actions. None of them is evidence; stepping a whole trace
+            # just works, and gives what `replay` gives.
+            pass
         else:
-            raise TypeError(f"Engine.step takes a Sample or an Event, not {type(obs).__name__}")
+            raise TypeError(f"Engine.step takes a trace record (a Sample or an Event), not {type(obs).__name__}")
         if self._python:
             for p in self._python:
                 try:

@@ -178,6 +178,11 @@ def signal_getter(signal: str) -> Callable[[Sample], float | None]:
             lim = s.mem_limit_bytes
             return s.mem_bytes / lim if lim > 0 else None
         return mem_ratio
+    if signal == "pids_ratio":
+        def pids_ratio(s: Sample) -> float | None:
+            lim = s.extra.get("pids_limit")
+            return s.pids / lim if (type(lim) is int or type(lim) is float) and lim > 0 else None
+        return pids_ratio
 
     def extra(s: Sample) -> float | None:
         v = s.extra.get(signal)

@@ -23,6 +23,7 @@ from .spec import DeceptionSpec, EventSpec, GuardSpec, Policy, PythonSpec, Thres
 # Sample signals and the metric each is exported as (DESIGN.md, Metrics contract).
 SIGNAL_METRICS = {
     "cpu_ratio": "runaway_sandbox_cpu_ratio",
+    "cpu_demand": "runaway_sandbox_cpu_demand_ratio",
     "cpu_seconds": "runaway_sandbox_cpu_seconds_total",
     "mem_bytes": "runaway_sandbox_memory_bytes",
     "pids": "runaway_sandbox_pids",

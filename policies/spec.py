@@ -30,7 +30,7 @@ from .model import ACTIONS, CATEGORIES, OUTCOMES, SOURCES
 SEVERITIES = ("info", "warning", "critical")
 AGGREGATES = ("avg", "max", "min", "rate")
 # Signals the engine computes from a sample rather than reads from it (docs/policies.md).
-DERIVED_SIGNALS = ("mem_ratio",)
+DERIVED_SIGNALS = ("mem_ratio", "pids_ratio")
 # Event fields a match may name; `detail.<key>` matches a key of the event's detail.
 EVENT_FIELDS = ("source", "category", "kind", "outcome")
 _KNOWN_VALUES = {"source": SOURCES, "category": CATEGORIES, "outcome": OUTCOMES}

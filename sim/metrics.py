@@ -31,6 +31,7 @@ DEFAULT_METRICS_PORT = 9464
 # `RunMetrics.registry` to MockWeb so it lands on the same /metrics page.
 EXPORTED: Mapping[str, tuple[str, ...]] = {
     "runaway_sandbox_cpu_ratio": (),
+    "runaway_sandbox_cpu_demand_ratio": (),
     "runaway_sandbox_cpu_seconds_total": (),
     "runaway_sandbox_memory_bytes": (),
     "runaway_sandbox_memory_limit_bytes": (),
@@ -47,6 +48,7 @@ WEB_METRICS: Mapping[str, tuple[str, ...]] = {"runaway_web_requests_total": ("ro
 # The metric a sample field becomes (for alerting rules written from threshold guards).
 SIGNAL_METRICS: Mapping[str, str] = {
     "cpu_ratio": "runaway_sandbox_cpu_ratio",
+    "cpu_demand": "runaway_sandbox_cpu_demand_ratio",
     "cpu_seconds": "runaway_sandbox_cpu_seconds_total",
     "mem_bytes": "runaway_sandbox_memory_bytes",
     "mem_limit_bytes": "runaway_sandbox_memory_limit_bytes",
@@ -97,6 +99,10 @@ class RunMetrics:
         self._cpu_ratio = Gauge("runaway_sandbox_cpu_ratio",
                                 "CPU used over the last interval as a fraction of the sandbox's CPU cap (1 = pegged)",
                                 _BASE, registry=r)
+        self._cpu_demand = Gauge("runaway_sandbox_cpu_demand_ratio",
+                                 "CPU the sandbox's threads ran or waited for over the last interval, as a "
+                                 "fraction of its CPU cap (1 = enough runnable work to fill the cap)",
+                                 _BASE, registry=r)
         cpu_seconds = Counter(_counter_name("runaway_sandbox_cpu_seconds_total"),
                               "CPU seconds used by the sandbox since it started", _BASE, registry=r)
         self._mem = Gauge("runaway_sandbox_memory_bytes", "Memory used by the sandbox, in bytes", _BASE, registry=r)
@@ -159,6 +165,9 @@ class RunMetrics:
                 pages = record.value("pages")
                 if pages is not None:
                     self._pages.update(float(pages))
+                demand = record.value("cpu_demand")
+                if demand is not None:
+                    self._child(self._cpu_demand).set(demand)
                 bpc = record.value("bits_per_char")
                 if bpc is not None:
                     self._child(self._bpc).set(bpc)

@@ -31,8 +31,8 @@ def story(rng: random.Random) -> list[Sample | Event]:
             cpu = 0.15 + rng.random() * 0.1
         elif t < 18:    # "learn optimisation": climbing
             cpu = 0.3 + (t - 12) * 0.08 + rng.random() * 0.05
-        elif t < 46:    # "CPU acceleration": pegged 7 s, dips 1 s, again (dodging cpu-pegged's `for`)
-            cpu = 0.90 if (t - 18) % 8 >= 7 else 0.99 + rng.random() * 0.01
+        elif t < 46:    # "CPU acceleration": pegged 8 s, lets go for 2 s, again (dodging cpu-pegged's `for`)
+            cpu = 0.50 if (t - 18) % 10 >= 8 else 0.99 + rng.random() * 0.01
         else:           # flat out
             cpu = 1.0
         if t >= 50:
@@ -42,9 +42,11 @@ def story(rng: random.Random) -> list[Sample | Event]:
         rx += rng.randint(20_000, 60_000)
         tx += rng.randint(2_000, 6_000)
         mem = int((0.4 + t / end * 0.3) * 2**30)
+        # An idle host: what the learner asks for (cpu_demand) is what it gets (cpu_ratio).
         obs.append(Sample(t=t, cpu_ratio=round(min(cpu, 1.0), 4), cpu_seconds=round(cpu_s, 3),
                           mem_bytes=mem, mem_limit_bytes=MEM_LIMIT, pids=pids, net_rx_bytes=rx,
-                          net_tx_bytes=tx, extra={"pages": pages, "bits_per_char": round(4.5 - t / 40, 3),
+                          net_tx_bytes=tx, extra={"cpu_demand": round(cpu, 4), "pids_limit": 4096,
+                                                   "pages": pages, "bits_per_char": round(4.5 - t / 40, 3),
                                                    "workers": 4 if t < 50 else 16}))
 
     def ev(t, source, category, kind, outcome="allowed", **detail):
