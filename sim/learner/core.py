@@ -137,10 +137,10 @@ class Learner:
         protocol.event("self_report", category, kind, outcome, d)
 
     def gauge(self) -> None:
-        protocol.write_line({"type": "gauge", "pages": self.pages,
-                             "bits_per_char": round(self.meter.bits_per_char, 4),
-                             "workers": self.workers.count,
-                             "concurrency": int(self.crawl["concurrency"]),
+        g: dict[str, Any] = {"type": "gauge", "pages": self.pages}
+        if self.meter.pages:  # nothing measured yet is no value, not 0.0 ("learned everything")
+            g["bits_per_char"] = round(self.meter.bits_per_char, 4)
+        protocol.write_line({**g, "workers": self.workers.count, "concurrency": int(self.crawl["concurrency"]),
                              "model_contexts": self.meter.contexts})
 
     # -- behaviours ------------------------------------------------------------------

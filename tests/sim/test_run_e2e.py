@@ -57,7 +57,9 @@ def leftovers(run_id: str) -> list[str]:
 
 @pytest.mark.docker
 def test_novel_is_contained_with_cpu_and_escalation_detected(tmp_path):
-    _, out = run_scenario(tmp_path, "novel")
+    # The story reaches the Docker socket at 30-34 s of the learner's time, after its
+    # start-up; the kill ends the run well before 90 s.
+    _, out = run_scenario(tmp_path, "novel", duration=90)
     records, summary = load(out)
     meta = records[0]
     assert isinstance(meta, Meta) and meta.backend == "docker" and meta.caps["cpus"] == 0.5
@@ -86,7 +88,7 @@ def test_benign_raises_no_alarm(tmp_path):
 
 @pytest.mark.docker
 def test_novel_without_guards_attempts_are_blocked_by_the_sandbox_but_undetected(tmp_path):
-    _, out = run_scenario(tmp_path, "novel", "--no-guards", duration=35)
+    _, out = run_scenario(tmp_path, "novel", "--no-guards", duration=60)
     records, summary = load(out)
     assert not [r for r in records if isinstance(r, (Verdict, Action))]
     blocked = {r.kind for r in records if isinstance(r, Event) and r.source == "audit" and r.outcome == "blocked"}
