@@ -112,7 +112,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="where the run and the Prometheus data go")
     args = ap.parse_args()
 
-    from sim.runner import Experiment, RunConfig
+    from sim.lab.runner import Experiment, RunConfig
 
     work = args.out or Path(tempfile.mkdtemp(prefix="runaway-bench-detect-"))
     work.mkdir(parents=True, exist_ok=True)
