@@ -523,7 +523,10 @@ class DockerSandbox:
                 ratio = max(r.cpu_ns - prev[1].cpu_ns, 0) / 1e9 / (dt * self.spec.cpus)
         extra: dict[str, Any] = {}
         if self.cgroup is not None and self.spec.cpus:
-            raw = self._pread(self._threads_file)
+            # Opened afresh, not through a kept descriptor: cgroup v1 keeps a `tasks` list
+            # per open file and reuses it while it is read more often than once a second,
+            # so a kept descriptor never shows a thread born after the first read.
+            raw = procfs.read_bytes(self._threads_file)
             demand = self._demand.read((int(x) for x in raw.split()), self.spec.cpus) if raw else None
             if demand is not None:
                 extra["cpu_demand"] = round(demand, 4)

@@ -50,6 +50,10 @@ def _env_json(name: str, default: Any) -> Any:
     return v if isinstance(v, type(default)) else default
 
 
+# What `memory.max_fraction` growth may reach where the learner cannot read a memory cap.
+UNCAPPED_BALLAST_MB = 256.0
+
+
 class Learner:
     """One run of one scenario."""
 
@@ -371,6 +375,10 @@ class Learner:
             limit, used = memory_limit_mb(), memory_usage_mb()
             if limit and used is not None:
                 cap = min(cap, len(self.workers.ballast) + max(0.0, frac * limit - used))
+            else:
+                # No cap to be a fraction of (a bare process, as in tests): a scenario sized
+                # for an 8 GB sandbox must not take that much of a shared host.
+                cap = min(cap, UNCAPPED_BALLAST_MB)
         return cap
 
     async def crawl_loop(self) -> None:
