@@ -72,7 +72,7 @@ def _positive(name: str, value: float | None) -> None:
               help="Sandbox caps: novel 4 cpus/8g, laptop 1/1g, ci 0.5/256m (default: the largest that fits).")
 @click.option("--cpus", type=float, default=None, help="Override the profile's CPU cap.")
 @click.option("--memory", default=None, help="Override the profile's memory cap (e.g. 512m, 2g).")
-@click.option("--duration", type=SECONDS, default=60.0, show_default=True,
+@click.option("--duration", type=SECONDS, default=90.0, show_default=True,
               help="How long before the run stops: seconds, or 90s, 2m, 1m30s.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the mock web and the learner.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -120,7 +120,7 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
 
 
 @click.command("demo")
-@click.option("--duration", type=SECONDS, default=60.0, show_default=True,
+@click.option("--duration", type=SECONDS, default=90.0, show_default=True,
               help="How long the story runs: seconds, or 90s, 2m.")
 @click.option("--live/--plain", "live", default=None, help="Live terminal view or plain lines.")
 def demo_cmd(duration, live):  # type: ignore[no-untyped-def]

@@ -57,7 +57,7 @@ def leftovers(run_id: str) -> list[str]:
 
 @pytest.mark.docker
 def test_novel_is_contained_with_cpu_and_escalation_detected(tmp_path):
-    # The story reaches the Docker socket at 30-34 s of the learner's time, after its
+    # The story reaches the Docker socket at 40-44 s of the learner's time, after its
     # start-up; the kill ends the run well before 90 s.
     _, out = run_scenario(tmp_path, "novel", duration=90)
     records, summary = load(out)
@@ -88,7 +88,7 @@ def test_benign_raises_no_alarm(tmp_path):
 
 @pytest.mark.docker
 def test_novel_without_guards_attempts_are_blocked_by_the_sandbox_but_undetected(tmp_path):
-    _, out = run_scenario(tmp_path, "novel", "--no-guards", duration=60)
+    _, out = run_scenario(tmp_path, "novel", "--no-guards", duration=80)
     records, summary = load(out)
     assert not [r for r in records if isinstance(r, (Verdict, Action))]
     blocked = {r.kind for r in records if isinstance(r, Event) and r.source == "audit" and r.outcome == "blocked"}
