@@ -35,6 +35,8 @@ EXPORTED: Mapping[str, tuple[str, ...]] = {
     "runaway_sandbox_cpu_seconds_total": (),
     "runaway_sandbox_memory_bytes": (),
     "runaway_sandbox_memory_limit_bytes": (),
+    "runaway_sandbox_memory_ratio": (),
+    "runaway_sandbox_pids_ratio": (),
     "runaway_sandbox_pids": (),
     "runaway_events_total": ("source", "category", "kind", "outcome"),
     "runaway_guard_firing": ("guard",),
@@ -52,6 +54,8 @@ SIGNAL_METRICS: Mapping[str, str] = {
     "cpu_seconds": "runaway_sandbox_cpu_seconds_total",
     "mem_bytes": "runaway_sandbox_memory_bytes",
     "mem_limit_bytes": "runaway_sandbox_memory_limit_bytes",
+    "mem_ratio": "runaway_sandbox_memory_ratio",
+    "pids_ratio": "runaway_sandbox_pids_ratio",
     "pids": "runaway_sandbox_pids",
     "pages": "runaway_learner_pages_total",
     "bits_per_char": "runaway_learner_bits_per_char",
@@ -108,7 +112,13 @@ class RunMetrics:
         self._mem = Gauge("runaway_sandbox_memory_bytes", "Memory used by the sandbox, in bytes", _BASE, registry=r)
         self._mem_limit = Gauge("runaway_sandbox_memory_limit_bytes", "The sandbox's memory limit, in bytes",
                                 _BASE, registry=r)
+        self._mem_ratio = Gauge("runaway_sandbox_memory_ratio",
+                                "Memory used as a fraction of the sandbox's limit (the policies' mem_ratio)",
+                                _BASE, registry=r)
         self._pids = Gauge("runaway_sandbox_pids", "Processes and threads in the sandbox", _BASE, registry=r)
+        self._pids_ratio = Gauge("runaway_sandbox_pids_ratio",
+                                 "Processes and threads as a fraction of the sandbox's pids cap (the policies' pids_ratio)",
+                                 _BASE, registry=r)
         self._events = Counter(_counter_name("runaway_events_total"),
                                "Events seen, by who saw them, category, kind and outcome",
                                _BASE + EXPORTED["runaway_events_total"], registry=r)
@@ -160,8 +170,12 @@ class RunMetrics:
             mem.set(record.mem_bytes)
             if record.mem_limit_bytes:
                 self._child(self._mem_limit).set(record.mem_limit_bytes)
+                self._child(self._mem_ratio).set(record.mem_bytes / record.mem_limit_bytes)
             pids_.set(record.pids)
             if record.extra:
+                lim = record.extra.get("pids_limit")
+                if (type(lim) is int or type(lim) is float) and lim > 0:
+                    self._child(self._pids_ratio).set(record.pids / lim)
                 pages = record.value("pages")
                 if pages is not None:
                     self._pages.update(float(pages))
