@@ -16,7 +16,6 @@ detection only, and says so.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import tempfile
 import time
@@ -29,8 +28,9 @@ from policies.errors import RunawayError
 from policies.model import Event
 from sandbox import SandboxSpec, docker_available, open_sandbox
 
+from . import protocol
+
 LEARNER_DIR = Path(__file__).resolve().parents[1] / "learner"
-PREFIX = "@runaway "
 # Attempts whose only target is the mock web: "allowed" there means the honeypot got a
 # fake credential, which is harmless by construction and must be seen by the web.
 MOCK_WEB_KINDS = frozenset({"metadata_credentials", "cloud_api"})
@@ -109,17 +109,6 @@ def check_attempt_names(names: Sequence[str]) -> None:
         if name not in CATALOG:
             raise RunawayError(f"unknown attempt {name!r} (expected one of {', '.join(CATALOG)})",
                                field="--attempt")
-
-
-def parse_protocol(line: str) -> dict[str, Any] | None:
-    """The object of an `@runaway {...}` line, or None for plain output."""
-    if not line.startswith(PREFIX):
-        return None
-    try:
-        obj = json.loads(line[len(PREFIX):])
-    except ValueError:
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def _unprivileged(detail: dict[str, Any]) -> bool:
@@ -247,7 +236,7 @@ async def run_selftest(backend: str = "auto", *, spec: SandboxSpec = SELFTEST_SP
 
         async def read_output() -> None:
             async for _, line in sb.output():
-                obj = parse_protocol(line)
+                obj = protocol.decode(line)
                 if obj is None:
                     continue
                 if obj.get("type") == "attempt":
