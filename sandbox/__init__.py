@@ -10,6 +10,7 @@ from .base import ActionResult, Sandbox, SandboxError
 from .spec import (
     DEFAULT_USER,
     PROFILES,
+    WEB_HOSTS,
     Mount,
     ProfileChoice,
     SandboxSpec,
@@ -22,7 +23,7 @@ from .spec import (
 __all__ = [
     "ActionResult", "Sandbox", "SandboxError", "SandboxSpec", "Mount", "PROFILES", "DEFAULT_USER",
     "ProfileChoice", "choose_profile", "admit", "parse_size", "format_size",
-    "open_sandbox", "clean", "docker_available",
+    "open_sandbox", "clean", "docker_available", "WEB_HOSTS",
 ]
 
 

@@ -43,7 +43,7 @@ from ..identity import identity_events
 from ..base import ActionResult, SandboxError, until_none
 from ..cgroup import Cgroup, CgroupReading, forget, reading_from_stats
 from ..image import LEARNER_DIR, ensure_image
-from ..spec import NETWORK_NONE, SandboxSpec
+from ..spec import NETWORK_NONE, WEB_HOSTS, SandboxSpec
 
 LABEL = "runaway.run"
 # Who made it: "<pid>:<start ticks>" of the controller, so `clean` can tell a live run's
@@ -52,8 +52,6 @@ OWNER_LABEL = "runaway.owner"
 CONTROL_DIR = "/run/runaway/control"
 # A user's agent directory (`runaway run --agent CMD --agent-dir DIR`), read-only, its cwd.
 AGENT_DIR = "/opt/runaway/agent"
-# The names the learner resolves to the mock web (the metadata name never reaches 169.254.169.254).
-WEB_NAMES = ("web.internal", "metadata.internal", "cloud.internal")
 CFS_PERIOD_US = 10_000  # 10 ms: a 250 ms sample spans 25 periods, so the quota does not alias into it
 # Identity checks run this often: an escalation must be an event within 50 ms (p99), and
 # the observer must stay under 1% of a core (bench/docker_sandbox.py measures both).
@@ -311,7 +309,7 @@ class DockerSandbox:
         }
         full_env.update(env)
         # Docker's extra_hosts: every web name goes to the gateway, where the mock web listens.
-        extra_hosts = {name: self.gateway for name in WEB_NAMES} if self.gateway else {}
+        extra_hosts = {name: self.gateway for name in WEB_HOSTS} if self.gateway else {}
         if self.gateway:
             extra_hosts.update({k: v for k, v in hosts.items() if v})
         binds = {

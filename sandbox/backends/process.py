@@ -45,11 +45,10 @@ from .. import procfs
 from ..identity import identity_events
 from ..proc_events import ProcEvents
 from ..base import ActionResult, SandboxError, until_none
-from ..spec import SandboxSpec, format_size
+from ..spec import WEB_HOSTS, SandboxSpec, format_size
 
 # Names the learner resolves itself (RUNAWAY_HOSTS): everything is this host's loopback.
-DEFAULT_HOSTS = {"web.internal": "127.0.0.1", "metadata.internal": "127.0.0.1",
-                 "cloud.internal": "127.0.0.1"}
+DEFAULT_HOSTS = {name: "127.0.0.1" for name in WEB_HOSTS}
 NOFILE = 1024
 DUTY_PERIOD_S = 0.025  # one SIGCONT..SIGSTOP cycle: ten in a 4 Hz sample, so the sample sees the average
 # Identity (uid, caps) polls between samples when kernel process events are not available
