@@ -14,17 +14,19 @@ skipped, each with the reason, in the `# skipped:` comments of the output.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
 from .spec import DeceptionSpec, EventSpec, GuardSpec, Policy, PythonSpec, ThresholdSpec, format_duration
 
-# Sample signals and the metric each is exported as (DESIGN.md, Metrics contract).
-SIGNAL_METRICS = {
+# Sample signals and the metric each is exported as (docs/internals.md, "Metrics"). The one
+# table: the run's exporter (sim/lab/metrics.py) names its gauges from it too.
+SIGNAL_METRICS: Mapping[str, str] = {
     "cpu_ratio": "runaway_sandbox_cpu_ratio",
     "cpu_seconds": "runaway_sandbox_cpu_seconds_total",
     "mem_bytes": "runaway_sandbox_memory_bytes",
+    "mem_limit_bytes": "runaway_sandbox_memory_limit_bytes",
     "pids": "runaway_sandbox_pids",
     "pages": "runaway_learner_pages_total",
     "bits_per_char": "runaway_learner_bits_per_char",
