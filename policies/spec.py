@@ -26,6 +26,9 @@ import yaml
 
 from .errors import PolicyError
 from .model import ACTIONS, CATEGORIES, OUTCOMES, SOURCES
+# The duration grammar lives in yamlfile.py (shared with the scenario language); policies.spec
+# keeps offering parse_duration and format_duration.
+from .yamlfile import DURATION_HINT, Values, compose, format_duration, parse_duration  # noqa: F401
 
 SEVERITIES = ("info", "warning", "critical")
 AGGREGATES = ("avg", "max", "min", "rate")
@@ -46,42 +49,7 @@ _FIELDS = {
 _ALL_FIELDS = sorted({f for fs in _FIELDS.values() for f in fs})
 _TOP_FIELDS = ("guards", "name", "description", "version")
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _SIGNAL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def parse_duration(text: Any) -> float:
-    """Seconds in a duration such as `250ms`, `5s`, `2m`, `1h` or `1m30s` (ValueError if not one)."""
-    if isinstance(text, bool):
-        raise ValueError(text)
-    if isinstance(text, (int, float)) and text == 0:
-        return 0.0
-    if not isinstance(text, str):
-        raise ValueError(text)
-    s = text.strip()
-    pos, total = 0, 0.0
-    for m in _DURATION_PART.finditer(s):
-        if m.start() != pos:
-            raise ValueError(text)
-        total += float(m.group(1)) * _UNIT_S[m.group(2)]
-        pos = m.end()
-    if pos == 0 or pos != len(s):
-        raise ValueError(text)
-    return total
-
-
-def format_duration(seconds: float) -> str:
-    """The Prometheus spelling of a duration (`1m30s`, `250ms`); whole milliseconds."""
-    ms = int(round(seconds * 1000))
-    if ms == 0:
-        return "0s"
-    out = []
-    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
-        if ms >= size:
-            out.append(f"{ms // size}{unit}")
-            ms %= size
-    return "".join(out)
 
 
 # ----------------------------------------------------------------------------- values
@@ -262,14 +230,11 @@ class _Parser:
 
     def __init__(self, file: str) -> None:
         self.file = file
-        self._ctor = yaml.SafeLoader("")
+        self.value = Values()
 
     def fail(self, node: yaml.Node | None, field: str | None, message: str) -> PolicyError:
         line = node.start_mark.line + 1 if node is not None else None
         return PolicyError(message, file=self.file, line=line, field=field)
-
-    def value(self, node: yaml.Node) -> Any:
-        return self._ctor.construct_object(node, deep=True)
 
     def mapping(self, node: yaml.Node, path: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         if not isinstance(node, yaml.MappingNode):
@@ -318,7 +283,7 @@ class _Parser:
         try:
             return parse_duration(v)
         except ValueError:
-            raise self.fail(node, path, f"expected a duration like 250ms, 5s, 2m or 1h, got {v!r}") from None
+            raise self.fail(node, path, f"expected {DURATION_HINT}, got {v!r}") from None
 
     def boolean(self, node: yaml.Node, path: str) -> bool:
         v = self.value(node)
@@ -530,14 +495,7 @@ def load_policy(source: str | os.PathLike[str], *, file: str | None = None) -> P
 def parse_policy(text: str, *, file: str = "<policy>") -> Policy:
     """Parse policy YAML text (see load_policy)."""
     p = _Parser(file)
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise PolicyError(f"not valid YAML: {e.problem or e.context}", file=file, line=line) from None
-    except yaml.YAMLError as e:
-        raise PolicyError(f"not valid YAML: {e}", file=file) from None
+    root = compose(text, file=file, error=PolicyError)
     if root is None:
         raise PolicyError("empty policy (expected a mapping with `guards:`)", file=file, line=1)
     top = p.mapping(root, "")
