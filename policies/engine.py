@@ -269,6 +269,21 @@ class Engine:
         return _LADDER[self.level] if self.level >= 0 else None
 
 
+def replay_steps(records: Iterable[Record], engine: Engine) -> Iterator[tuple[Record, list[Verdict] | None]]:
+    """The one replay loop: each record with the verdicts stepping it through `engine` gave
+    (None for a record that is not an observation: meta, verdict, action). Read
+    `engine.actions` right after a step for what a live run would have applied then.
+
+    `replay`, `runaway replay` and the replay sweep all walk a trace through this.
+    """
+    step = engine.step
+    for rec in records:
+        if type(rec) is Sample or type(rec) is Event:
+            yield rec, step(rec)  # type: ignore[arg-type]
+        else:
+            yield rec, None
+
+
 def replay(trace: str | os.PathLike[str] | Iterable[Record], policy: Policy | str | os.PathLike[str]) -> Iterator[Verdict]:
     """Verdicts of a policy over a recorded trace (a path or records), in order.
 
@@ -276,9 +291,6 @@ def replay(trace: str | os.PathLike[str] | Iterable[Record], policy: Policy | st
     action records already in the trace are ignored.
     """
     records: Iterable[Record] = read_trace(os.fspath(trace)) if isinstance(trace, (str, os.PathLike)) else trace
-    eng = Engine(policy)
-    step = eng.step
-    for rec in records:
-        if type(rec) is Sample or type(rec) is Event:
-            yield from step(rec)  # type: ignore[arg-type]
-
+    for _, verdicts in replay_steps(records, Engine(policy)):
+        if verdicts:
+            yield from verdicts

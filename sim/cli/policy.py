@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from policies import Engine, Event, Sample, default_policy_path, load_policy, read_trace
+from policies import Engine, default_policy_path, load_policy, read_trace
+from policies.engine import replay_steps
 from policies.errors import PolicyError
 from policies.spec import Policy
 
@@ -51,11 +52,10 @@ def replay_cmd(trace: str, policy_file: str | None, fmt: str, plugins: tuple[str
     out = click.get_text_stream("stdout")
     n_obs = n_verdicts = 0
     fired: dict[str, int] = {}
-    for rec in read_trace(trace):
-        if type(rec) is not Sample and type(rec) is not Event:
+    for rec, verdicts in replay_steps(read_trace(trace), eng):
+        if verdicts is None:
             continue
         n_obs += 1
-        verdicts = eng.step(rec)
         for v in verdicts:
             n_verdicts += 1
             if v.state == "firing":

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from policies import Engine, load_policy
+from policies.engine import replay_steps
 from policies.errors import RunawayError
-from policies.model import Action, Event, Meta, Sample, Verdict, read_trace
+from policies.model import Action, Meta, Verdict, read_trace
 
 CONTAINING = ("pause", "kill", "disconnect")
 
@@ -51,16 +52,15 @@ def replay_records(records: Sequence[Any], policy_path: str | None) -> list[Any]
     policy = load_policy(policy_path or str(DEFAULT_POLICY))
     engine = Engine(policy)
     out: list[Any] = []
-    for rec in records:
+    for rec, verdicts in replay_steps(records, engine):
         if isinstance(rec, (Verdict, Action)):
             continue
         if isinstance(rec, Meta):
             out.append(replace(rec, extra={**rec.extra, "replayed_with": _policy_label(policy_path)}))
             continue
         out.append(rec)
-        if not isinstance(rec, (Sample, Event)):
+        if verdicts is None:
             continue
-        verdicts = engine.step(rec)
         out.extend(verdicts)
         stop = False
         for action in list(engine.actions):
