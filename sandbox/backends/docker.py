@@ -41,6 +41,7 @@ from policies.model import Event, Sample
 from .. import procfs
 from ..identity import identity_events
 from ..base import ActionResult, SandboxError, until_none
+from ..registry import Backend, register_backend
 from ..cgroup import Cgroup, CgroupReading, forget, reading_from_stats
 from ..image import LEARNER_DIR, ensure_image
 from ..spec import NETWORK_NONE, WEB_HOSTS, SandboxSpec
@@ -913,3 +914,22 @@ def clean(run_id: str | None = None, client=None, *, include_live: bool = False)
         removed["skipped (live)"] = sorted(live)
     client.close()
     return removed
+
+
+def _unavailable() -> str | None:
+    from .. import docker_available
+
+    return docker_available()
+
+
+def _clean(run_id: str | None = None, *, include_live: bool = False) -> dict[str, list[str]]:
+    """Without a daemon there are no containers to find, but firewall rules may be left."""
+    if _unavailable() is None:
+        return clean(run_id, include_live=include_live)
+    return {"firewall rules": firewall_remove(run_id)}
+
+
+register_backend(Backend(
+    name="docker", factory=DockerSandbox, unavailable=_unavailable, clean=_clean,
+    is_security_boundary=True, preference=10,
+    missing="no Docker daemon answers ({why})", refused="the docker backend needs a Docker daemon: {why}"))

@@ -45,6 +45,7 @@ from .. import procfs
 from ..identity import identity_events
 from ..proc_events import ProcEvents
 from ..base import ActionResult, SandboxError, until_none
+from ..registry import Backend, register_backend
 from ..spec import WEB_HOSTS, SandboxSpec, format_size
 
 # Names the learner resolves itself (RUNAWAY_HOSTS): everything is this host's loopback.
@@ -948,3 +949,8 @@ def clean(run_id: str | None = None, *, include_live: bool = False) -> dict[str,
     if skipped:
         out["skipped live runs"] = sorted(skipped)
     return out
+
+
+register_backend(Backend(
+    name="process", factory=ProcessSandbox, unavailable=lambda: None, clean=clean,
+    is_security_boundary=False, preference=0))

@@ -10,6 +10,8 @@ import click
 
 from policies.errors import RunawayError
 
+from . import BackendChoice
+
 
 def _run(cfg, live):  # type: ignore[no-untyped-def]
     from sim.lab.runner import Experiment
@@ -39,7 +41,7 @@ def _positive(name: str, value: float | None) -> None:
 
 @click.command("run")
 @click.argument("scenario", default="novel")
-@click.option("--backend", type=click.Choice(["auto", "docker", "process"]), default="auto", show_default=True,
+@click.option("--backend", type=BackendChoice(), default="auto", show_default=True,
               help="auto: Docker when a daemon answers, else the process fallback (not a security boundary).")
 @click.option("--policy", "policy", type=click.Path(dir_okay=False), default=None,
               help="Guard policy YAML (default: the shipped default policy).")
@@ -128,7 +130,7 @@ def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
 @click.option("--seeds", default="0", show_default=True, help="Seeds, e.g. 0,1,2 or 0-4.")
 @click.option("--duration", type=float, default=30.0, show_default=True, help="Seconds per run.")
 @click.option("--profile", type=click.Choice(["novel", "laptop", "ci"]), default="ci", show_default=True)
-@click.option("--backend", type=click.Choice(["auto", "docker", "process"]), default="auto", show_default=True)
+@click.option("--backend", type=BackendChoice(), default="auto", show_default=True)
 @click.option("--parallel", type=int, default=0, help="Runs at once (default: as many as the host's CPUs fit).")
 @click.option("--replay", "replay", multiple=True, type=click.Path(exists=True),
               help="Run nothing: re-evaluate the policies over this recorded run dir or trace (repeatable).")
