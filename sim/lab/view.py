@@ -11,11 +11,43 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import deque
-from typing import Any, TextIO
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence, TextIO
 
 from policies.model import Action, Event, Meta, Sample, Verdict
 
 _STATE_STYLE = {"firing": "bold red", "pending": "yellow", "inactive": "green", "resolved": "green"}
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What a view may read about a run in progress. The runner makes one at the start;
+    a view never sees the runner itself."""
+
+    meta: Meta
+    notices: Sequence[str]
+    clock: Callable[[], float]  # seconds since the run started
+    # Each guard's state now ("inactive", "pending", "firing"); None when guards are off.
+    guard_states: Callable[[], Mapping[str, str]] | None = None
+
+    @property
+    def guards_on(self) -> bool:
+        return self.guard_states is not None
+
+    def states(self) -> dict[str, str]:
+        return dict(self.guard_states()) if self.guard_states is not None else {}
+
+
+class View(Protocol):
+    """What the runner drives: start once, every trace record, a redraw loop, stop."""
+
+    def start(self, run: RunState) -> None: ...
+
+    def update(self, rec: Any) -> None: ...
+
+    async def tick(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 def _mib(n: float) -> str:
@@ -50,12 +82,13 @@ class PlainView:
         self.sample_every = sample_every
         self._next_sample = 0.0
 
-    def start(self, exp: Any, meta: Meta) -> None:
+    def start(self, run: RunState) -> None:
+        meta = run.meta
         caps = meta.caps
         print(f"run {meta.run}: scenario {meta.scenario}, backend {meta.backend}, "
               f"cap {caps.get('cpus')} cpus / {_mib(caps.get('memory_bytes') or 0)}, "
               f"guards {'on' if meta.extra.get('guards') else 'OFF'}", file=self.out, flush=True)
-        for n in exp.notices:
+        for n in run.notices:
             print(f"note: {n}", file=self.out, flush=True)
 
     def update(self, rec: Any) -> None:
@@ -72,7 +105,7 @@ class PlainView:
         if line:
             print(line, file=self.out, flush=True)
 
-    async def tick(self, exp: Any) -> None:
+    async def tick(self) -> None:
         return None
 
     def stop(self) -> None:
@@ -91,16 +124,15 @@ class LiveView:
         self.events: deque[str] = deque(maxlen=8)
         self.states: dict[str, str] = {}
         self.meta: Meta | None = None
-        self.exp: Any = None
+        self.run: RunState | None = None
         self._live: Any = None
 
-    def start(self, exp: Any, meta: Meta) -> None:
+    def start(self, run: RunState) -> None:
         from rich.live import Live
 
-        self.exp, self.meta = exp, meta
-        if exp.engine is not None:
-            self.states = dict(exp.engine.states())
-        for n in exp.notices:
+        self.run, self.meta = run, run.meta
+        self.states = run.states()
+        for n in run.notices:
             self.console.print(f"[dim]note: {n}[/dim]")
         self._live = Live(self._render(), console=self.console, refresh_per_second=4, transient=False)
         self._live.start()
@@ -109,8 +141,8 @@ class LiveView:
         if isinstance(rec, Sample):
             self.sample = rec
             return
-        if isinstance(rec, Verdict) and self.exp is not None and self.exp.engine is not None:
-            self.states = dict(self.exp.engine.states())
+        if isinstance(rec, Verdict) and self.run is not None:
+            self.states = self.run.states()
         line = describe(rec)
         if line:
             self.events.append(line)
@@ -146,8 +178,8 @@ class LiveView:
         for name, state in self.states.items():
             guards.add_row(name, Text(state, style=_STATE_STYLE.get(state, "")))
         if not self.states:
-            guards.add_row("(guards off)" if self.exp and self.exp.engine is None else "-", "")
-        elapsed = self.exp.clock() if self.exp is not None else 0.0
+            guards.add_row("(guards off)" if self.run and not self.run.guards_on else "-", "")
+        elapsed = self.run.clock() if self.run is not None else 0.0
         bar = ProgressBar(total=self.duration, completed=min(elapsed, self.duration), width=50)
         title = f"runaway · {meta.scenario} · {meta.backend}" if meta else "runaway"
         return Panel(
@@ -157,7 +189,7 @@ class LiveView:
             title=title,
         )
 
-    async def tick(self, exp: Any) -> None:
+    async def tick(self) -> None:
         while True:
             if self._live is not None:
                 self._live.update(self._render())
