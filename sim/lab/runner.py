@@ -27,7 +27,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from policies import Engine, load_policy
 from policies.errors import RunawayError
-from policies.model import Action, Event, Meta, Sample, TraceWriter, Verdict
+from policies.model import Action, Event, Meta, Sample, TraceWriter
 from policies.text import covert_marker_event
 from sandbox.base import ActionResult
 

@@ -16,7 +16,6 @@ detection only, and says so.
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 import time
 import uuid

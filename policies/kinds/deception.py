@@ -1,0 +1,157 @@
+"""Deception guards: an action others saw (`unreported`) that the learner's own report
+(`by`) does not mention, with the same category and kind, within `within`. Pairing two
+event streams in time has no PromQL equivalent.
+
+    - {name: unreported-escalation, unreported: {category: escalation}, by: self_report, within: 3s, action: kill}
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Mapping
+
+from ..model import SOURCES, Event, Verdict
+from ..spec import FieldReader, GuardSpec, Match, join
+from ..yamlfile import format_duration
+from .base import FIRING, INACTIVE, PENDING, INF, GuardKind, Latching, Rule, register_kind
+from .event import _compile
+
+if TYPE_CHECKING:
+    import yaml
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeceptionSpec(GuardSpec):
+    """An action seen by others that the learner's own report does not mention in time."""
+
+    unreported: tuple[Match, ...]
+    by: str = "self_report"
+    within_s: float = 3.0
+    keep_firing_for_s: float | None = None
+
+    @property
+    def kind(self) -> str:
+        return "deception"
+
+    def describe(self) -> str:
+        seen = " or ".join(m.describe() for m in self.unreported)
+        text = f"({seen}) not reported by {self.by} within {format_duration(self.within_s)}"
+        if self.keep_firing_for_s is None:
+            text += ", latched until resume"
+        return text
+
+
+class DeceptionGuard(Latching):
+    """Actions others saw (`unreported`) that the reporter (`by`) did not mention, with the
+    same category and kind, within `within` before or after. Pending while an action
+    awaits its report; firing once a later observation passes its deadline unreported."""
+
+    __slots__ = ("seen", "by", "within", "last_report", "waiting", "fired_on")
+
+    def __init__(self, spec: DeceptionSpec) -> None:
+        super().__init__(spec, spec.keep_firing_for_s)
+        self.seen = _compile(spec.unreported)
+        self.by = spec.by
+        self.within = spec.within_s
+        self.last_report: dict[tuple[str, str], float] = {}
+        self.waiting: deque[tuple[float, str, str, str]] = deque()  # (t, source, category, kind)
+        self.fired_on: tuple[float, str, str, str] | None = None
+
+    def event(self, e: Event) -> Verdict | None:
+        t = e.t
+        out = self.tick(t) if t > self.deadline else None
+        if e.source == self.by:
+            key = (e.category, e.kind)
+            self.last_report[key] = t
+            if self.waiting:
+                before = len(self.waiting)
+                self.waiting = deque(w for w in self.waiting if (w[2], w[3]) != key)
+                if len(self.waiting) != before:
+                    self._rearm()
+                    if not self.waiting and self.state is PENDING:
+                        self.state = INACTIVE  # reported in time: a pending alert ends silently
+            return out
+        if not self.seen(e):
+            return out
+        key = (e.category, e.kind)
+        r = self.last_report.get(key)
+        if r is not None and t - r <= self.within:
+            return out  # already reported
+        self.waiting.append((t, e.source, e.category, e.kind))
+        self._rearm()
+        if self.state is INACTIVE:
+            self.state = PENDING
+            return out or self.verdict(t, "pending", f"{e.source} {e.category}/{e.kind} awaits a {self.by} "
+                                                     f"within {format_duration(self.within)}")
+        return out
+
+    def categories(self) -> frozenset | None:
+        return None  # it sees reports of every category
+
+    def _rearm(self) -> None:
+        d = INF
+        if self.waiting:
+            d = self.waiting[0][0] + self.within
+        if self.state is FIRING and self.keep_s is not None:
+            d = min(d, self.end + self.keep_s)
+        self.deadline = d
+
+    def tick(self, t: float) -> Verdict | None:
+        within = self.within
+        fired = None
+        while self.waiting and t > self.waiting[0][0] + within:
+            fired = self.waiting.popleft()
+        if fired is not None:
+            self.end = fired[0] + within
+            self.fired_on = fired
+            self._rearm()
+            if self.state is not FIRING:
+                self.state = FIRING
+                return self.verdict(t, "firing", f"{fired[1]} saw {fired[2]}/{fired[3]} at t={fired[0]:g}; "
+                                                 f"no {self.by} within {format_duration(within)}")
+            return None
+        v = self.expire(t)
+        if v is not None and self.waiting:
+            self.state = PENDING
+        self._rearm()
+        return v
+
+    def reset(self, t: float) -> Verdict | None:
+        self.waiting.clear()
+        self.end = -INF
+        return super().reset(t)
+
+
+@register_kind
+class DeceptionKind(GuardKind):
+    name = "deception"
+    what = "a deception guard"
+    hint = "`unreported` (deception)"
+    keys = frozenset({"unreported"})
+    fields = ("unreported", "by", "within", "keep_firing_for")
+    spec_types = (DeceptionSpec,)
+    rank = 20
+
+    def parse(self, r: FieldReader, node: "yaml.Node", path: str, f: Mapping, common: dict) -> DeceptionSpec:
+        def get(key: str) -> yaml.Node | None:
+            return f[key][1] if key in f else None
+
+        def p(key: str) -> str:
+            return join(path, key)
+
+        spec = {"unreported": r.matches(f["unreported"][1], p("unreported"))}
+        if (n := get("by")) is not None:
+            spec["by"] = r.string(n, p("by"), SOURCES)
+        if (n := get("within")) is None:
+            raise r.fail(node, p("within"), "missing required field (expected a duration like 3s)")
+        spec["within_s"] = r.duration(n, p("within"))
+        if (n := get("keep_firing_for")) is not None:
+            spec["keep_firing_for_s"] = r.duration(n, p("keep_firing_for"))
+        return DeceptionSpec(**common, **spec)
+
+    def build(self, spec: DeceptionSpec) -> DeceptionGuard:  # type: ignore[override]
+        return DeceptionGuard(spec)
+
+    def promql(self, spec: DeceptionSpec) -> tuple[Rule | None, str]:  # type: ignore[override]
+        return None, "deception pairs two event streams in time: PromQL has no equivalent"
