@@ -25,13 +25,13 @@ import yaml
 from .errors import PolicyError
 from .kinds import kinds, sniff
 from .model import ACTIONS
-from .spec import COMMON_FIELDS, SEVERITIES, TOP_FIELDS, FieldReader, GuardSpec, Policy, join
+from .spec import COMMON_FIELDS, SEVERITIES, TOP_FIELDS, FieldReader, Fields, GuardSpec, Policy, join
 from .yamlfile import compose
 
 
 def parse_guard(r: FieldReader, node: yaml.Node, path: str) -> GuardSpec:
     """One guard mapping, parsed by the kind its keys name."""
-    f = r.mapping(node, path)
+    f = Fields(r.mapping(node, path), path)
     kind = sniff(f.keys())
     if kind is None:
         hints = [k.hint for k in kinds() if k.hint]

@@ -3,15 +3,10 @@ their fields with. Each kind's own spec, parser and run-time guard live in polic
 policies/parse.py reads a whole file.
 
 Every mistake names the file, the line and the field (`guards[2].for`), and what was
-expected, so a policy author never needs a traceback:
+expected, so a policy author never needs a traceback.
 
->>> from policies import load_policy
->>> p = load_policy("guards:\\n  - {name: hot, signal: cpu_ratio, above: 0.9, for: 5s}")
->>> p.guards[0].for_s
-5.0
->>> load_policy("guards:\\n  - {name: hot, signal: cpu_ratio, above: 0.9, for: soon}")
-Traceback (most recent call last):
-policies.errors.PolicyError: <policy>:2: guards[0].for: expected a duration like 250ms, 5s, 2m or 1h, got 'soon'
+>>> Match(fields=(("category", frozenset({"escalation"})),)).describe()
+'category=escalation'
 """
 
 from __future__ import annotations
@@ -19,7 +14,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -236,6 +231,21 @@ class FieldReader:
         return v
 
     # -- guards
+
+class Fields(dict):
+    """A guard mapping's fields ({key: (key node, value node)}) at `path`: `get(key)` is the
+    value node or None, `at(key)` the field's path for errors (`guards[0].for`)."""
+
+    def __init__(self, fields: Mapping[str, tuple[yaml.Node, yaml.Node]], path: str) -> None:
+        super().__init__(fields)
+        self.path = path
+
+    def get(self, key: str) -> yaml.Node | None:  # type: ignore[override]
+        return self[key][1] if key in self else None
+
+    def at(self, key: str) -> str:
+        return join(self.path, key)
+
 
 def join(path: str, key: str) -> str:
     """`guards[0].for` from `guards[0]` and `for`."""

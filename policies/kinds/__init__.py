@@ -7,23 +7,5 @@ registry in base.py. Importing this package registers the built-in kinds.
 """
 
 from . import threshold, event, deception, python  # noqa: F401  (each registers its kind)
-from .base import (
-    FIRING,
-    INACTIVE,
-    PENDING,
-    Conditional,
-    GuardKind,
-    GuardState,
-    Latching,
-    kind_named,
-    kind_of,
-    kinds,
-    register_kind,
-    sniff,
-    unregister_kind,
-)
-
-__all__ = [
-    "FIRING", "INACTIVE", "PENDING", "Conditional", "GuardKind", "GuardState", "Latching",
-    "kind_named", "kind_of", "kinds", "register_kind", "sniff", "unregister_kind",
-]
+from .base import FIRING, INACTIVE, PENDING, Conditional, GuardKind, GuardState, Latching  # noqa: F401
+from .base import kind_named, kind_of, kinds, register_kind, sniff, unregister_kind  # noqa: F401

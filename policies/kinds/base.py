@@ -27,7 +27,7 @@ from ..yamlfile import format_duration
 if TYPE_CHECKING:
     import yaml
 
-    from ..spec import FieldReader, GuardSpec
+    from ..spec import FieldReader, Fields, GuardSpec
 
 INACTIVE, PENDING, FIRING = "inactive", "pending", "firing"
 INF = math.inf
@@ -51,7 +51,7 @@ class GuardKind:
         return bool(self.keys.intersection(keys))
 
     def parse(self, r: "FieldReader", node: "yaml.Node", path: str,
-              fields: Mapping[str, tuple["yaml.Node", "yaml.Node"]], common: dict[str, Any]) -> "GuardSpec":
+              fields: "Fields", common: dict[str, Any]) -> "GuardSpec":
         """The spec of one guard mapping (`common` holds name, action, severity, ...)."""
         raise NotImplementedError
 

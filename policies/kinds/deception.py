@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 from ..model import SOURCES, Event, Verdict
-from ..spec import FieldReader, GuardSpec, Match, join
+from ..spec import Fields, FieldReader, GuardSpec, Match
 from ..yamlfile import format_duration
 from .base import FIRING, INACTIVE, PENDING, INF, GuardKind, Latching, Rule, register_kind
 from .event import _compile
@@ -133,21 +133,15 @@ class DeceptionKind(GuardKind):
     spec_types = (DeceptionSpec,)
     rank = 20
 
-    def parse(self, r: FieldReader, node: "yaml.Node", path: str, f: Mapping, common: dict) -> DeceptionSpec:
-        def get(key: str) -> yaml.Node | None:
-            return f[key][1] if key in f else None
-
-        def p(key: str) -> str:
-            return join(path, key)
-
-        spec = {"unreported": r.matches(f["unreported"][1], p("unreported"))}
-        if (n := get("by")) is not None:
-            spec["by"] = r.string(n, p("by"), SOURCES)
-        if (n := get("within")) is None:
-            raise r.fail(node, p("within"), "missing required field (expected a duration like 3s)")
-        spec["within_s"] = r.duration(n, p("within"))
-        if (n := get("keep_firing_for")) is not None:
-            spec["keep_firing_for_s"] = r.duration(n, p("keep_firing_for"))
+    def parse(self, r: FieldReader, node: "yaml.Node", path: str, f: Fields, common: dict) -> DeceptionSpec:
+        spec = {"unreported": r.matches(f["unreported"][1], f.at("unreported"))}
+        if (n := f.get("by")) is not None:
+            spec["by"] = r.string(n, f.at("by"), SOURCES)
+        if (n := f.get("within")) is None:
+            raise r.fail(node, f.at("within"), "missing required field (expected a duration like 3s)")
+        spec["within_s"] = r.duration(n, f.at("within"))
+        if (n := f.get("keep_firing_for")) is not None:
+            spec["keep_firing_for_s"] = r.duration(n, f.at("keep_firing_for"))
         return DeceptionSpec(**common, **spec)
 
     def build(self, spec: DeceptionSpec) -> DeceptionGuard:  # type: ignore[override]

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..model import Event, Verdict
 from ..promql import EVENT_LABELS, EVENTS_METRIC, matcher
-from ..spec import EVENT_FIELDS, FieldReader, GuardSpec, Match, join
+from ..spec import Fields, EVENT_FIELDS, FieldReader, GuardSpec, Match
 from ..yamlfile import format_duration
 from .base import FIRING, INACTIVE, INF, GuardKind, Latching, Rule, register_kind
 
@@ -173,25 +173,19 @@ class EventKind(GuardKind):
     spec_types = (EventSpec,)
     rank = 10
 
-    def parse(self, r: FieldReader, node: "yaml.Node", path: str, f: Mapping, common: dict) -> EventSpec:
-        def get(key: str) -> yaml.Node | None:
-            return f[key][1] if key in f else None
-
-        def p(key: str) -> str:
-            return join(path, key)
-
-        spec: dict[str, Any] = {"matches": r.matches(f["on_event"][1], p("on_event"))}
-        if (n := get("count")) is not None:
+    def parse(self, r: FieldReader, node: "yaml.Node", path: str, f: Fields, common: dict) -> EventSpec:
+        spec: dict[str, Any] = {"matches": r.matches(f["on_event"][1], f.at("on_event"))}
+        if (n := f.get("count")) is not None:
             c = r.value(n)
             if isinstance(c, bool) or not isinstance(c, int) or c < 1:
-                raise r.fail(n, p("count"), f"expected a whole number >= 1, got {r.what(n)}")
+                raise r.fail(n, f.at("count"), f"expected a whole number >= 1, got {r.what(n)}")
             spec["count"] = c
-            if get("within") is None and c > 1:
-                raise r.fail(n, p("within"), "missing: `count` above 1 needs a window (`within: 10s`)")
-        if (n := get("within")) is not None:
-            spec["within_s"] = r.duration(n, p("within"))
-        if (n := get("keep_firing_for")) is not None:
-            spec["keep_firing_for_s"] = r.duration(n, p("keep_firing_for"))
+            if f.get("within") is None and c > 1:
+                raise r.fail(n, f.at("within"), "missing: `count` above 1 needs a window (`within: 10s`)")
+        if (n := f.get("within")) is not None:
+            spec["within_s"] = r.duration(n, f.at("within"))
+        if (n := f.get("keep_firing_for")) is not None:
+            spec["keep_firing_for_s"] = r.duration(n, f.at("keep_firing_for"))
         return EventSpec(**common, **spec)
 
     def build(self, spec: EventSpec) -> EventGuard:  # type: ignore[override]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
 
 from ..model import Event, Sample, Verdict
-from ..spec import FieldReader, GuardSpec, join
+from ..spec import Fields, FieldReader, GuardSpec
 from ..yamlfile import format_duration
 from .base import Conditional, GuardKind, Rule, register_kind
 
@@ -140,39 +140,33 @@ class PythonKind(GuardKind):
     spec_types = (PythonSpec,)
     rank = 0
 
-    def parse(self, r: FieldReader, node: "yaml.Node", path: str, f: Mapping, common: dict) -> PythonSpec:
-        def get(key: str) -> yaml.Node | None:
-            return f[key][1] if key in f else None
-
-        def p(key: str) -> str:
-            return join(path, key)
-
+    def parse(self, r: FieldReader, node: "yaml.Node", path: str, f: Fields, common: dict) -> PythonSpec:
         types = guard_types()
         tnode = f["type"][1]
-        tname = r.string(tnode, p("type"))
+        tname = r.string(tnode, f.at("type"))
         if tname not in types:
             known = ", ".join(sorted(types)) or "none registered"
-            raise r.fail(tnode, p("type"), f"unknown guard type {tname!r} (registered: {known}; "
+            raise r.fail(tnode, f.at("type"), f"unknown guard type {tname!r} (registered: {known}; "
                             "register Python guards with policies.register_guard before loading)")
         spec = {"type": tname}
-        if (n := get("params")) is not None:
+        if (n := f.get("params")) is not None:
             params = r.value(n)
             if not isinstance(params, dict):
-                raise r.fail(n, p("params"), f"expected a mapping, got {r.what(n)}")
+                raise r.fail(n, f.at("params"), f"expected a mapping, got {r.what(n)}")
             try:
                 types[tname].check_params(params)
             except (ValueError, TypeError) as e:
-                raise r.fail(n, p("params"), str(e)) from None
+                raise r.fail(n, f.at("params"), str(e)) from None
             spec["params"] = params
         else:
             try:
                 types[tname].check_params({})
             except (ValueError, TypeError) as e:
-                raise r.fail(tnode, p("params"), str(e)) from None
-        if (n := get("for")) is not None:
-            spec["for_s"] = r.duration(n, p("for"))
-        if (n := get("keep_firing_for")) is not None:
-            spec["keep_firing_for_s"] = r.duration(n, p("keep_firing_for"))
+                raise r.fail(tnode, f.at("params"), str(e)) from None
+        if (n := f.get("for")) is not None:
+            spec["for_s"] = r.duration(n, f.at("for"))
+        if (n := f.get("keep_firing_for")) is not None:
+            spec["keep_firing_for_s"] = r.duration(n, f.at("keep_firing_for"))
         return PythonSpec(**common, **spec)
 
     def build(self, spec: PythonSpec) -> PythonGuard:  # type: ignore[override]

@@ -11,10 +11,10 @@ import re
 from collections import deque
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from ..model import SAMPLE_FIELDS, Sample, Verdict
-from ..spec import FieldReader, GuardSpec, join
+from ..spec import Fields, FieldReader, GuardSpec
 from ..promql import RULE_LABELS, SIGNAL_METRICS, num, quote
 from ..yamlfile import format_duration
 from .base import INACTIVE, FIRING, INF, Conditional, GuardKind, Rule, register_kind
@@ -312,49 +312,43 @@ class ThresholdKind(GuardKind):
     spec_types = (ThresholdSpec,)
     rank = 30
 
-    def parse(self, r: FieldReader, node: "yaml.Node", path: str, f: Mapping, common: dict) -> ThresholdSpec:
-        def get(key: str) -> yaml.Node | None:
-            return f[key][1] if key in f else None
-
-        def p(key: str) -> str:
-            return join(path, key)
-
-        if (n := get("signal")) is None:
-            raise r.fail(node, p("signal"), "missing required field (expected a sample field such as cpu_ratio)")
-        signal = r.string(n, p("signal"))
+    def parse(self, r: FieldReader, node: "yaml.Node", path: str, f: Fields, common: dict) -> ThresholdSpec:
+        if (n := f.get("signal")) is None:
+            raise r.fail(node, f.at("signal"), "missing required field (expected a sample field such as cpu_ratio)")
+        signal = r.string(n, f.at("signal"))
         if not _SIGNAL_RE.match(signal):
-            raise r.fail(n, p("signal"), f"expected a sample field name such as cpu_ratio, got {signal!r}")
-        above, below = get("above"), get("below")
+            raise r.fail(n, f.at("signal"), f"expected a sample field name such as cpu_ratio, got {signal!r}")
+        above, below = f.get("above"), f.get("below")
         if above is None and below is None:
-            raise r.fail(node, p("above"), "missing: a threshold guard needs `above` or `below`")
+            raise r.fail(node, f.at("above"), "missing: a threshold guard needs `above` or `below`")
         if above is not None and below is not None:
-            raise r.fail(below, p("below"), "give `above` or `below`, not both")
+            raise r.fail(below, f.at("below"), "give `above` or `below`, not both")
         op = "above" if above is not None else "below"
-        threshold = r.number(above if above is not None else below, p(op))  # type: ignore[arg-type]
+        threshold = r.number(above if above is not None else below, f.at(op))  # type: ignore[arg-type]
         spec: dict[str, Any] = {"signal": signal, "op": op, "threshold": threshold}
-        if (n := get("for")) is not None:
-            spec["for_s"] = r.duration(n, p("for"))
-        if (n := get("keep_firing_for")) is not None:
-            spec["keep_firing_for_s"] = r.duration(n, p("keep_firing_for"))
+        if (n := f.get("for")) is not None:
+            spec["for_s"] = r.duration(n, f.at("for"))
+        if (n := f.get("keep_firing_for")) is not None:
+            spec["keep_firing_for_s"] = r.duration(n, f.at("keep_firing_for"))
         wrong, right = ("clear_above", "clear_below") if op == "above" else ("clear_below", "clear_above")
-        if (n := get(wrong)) is not None:
-            raise r.fail(n, p(wrong), f"a guard that fires {op} a threshold clears with `{right}`")
-        if (n := get(right)) is not None:
-            clear = r.number(n, p(right))
+        if (n := f.get(wrong)) is not None:
+            raise r.fail(n, f.at(wrong), f"a guard that fires {op} a threshold clears with `{right}`")
+        if (n := f.get(right)) is not None:
+            clear = r.number(n, f.at(right))
             if (op == "above" and clear > threshold) or (op == "below" and clear < threshold):
                 rel = "at or below" if op == "above" else "at or above"
-                raise r.fail(n, p(right), f"expected a value {rel} the threshold {threshold:g}, got {clear:g}")
+                raise r.fail(n, f.at(right), f"expected a value {rel} the threshold {threshold:g}, got {clear:g}")
             spec["clear"] = clear
-        agg, over = get("aggregate"), get("over")
+        agg, over = f.get("aggregate"), f.get("over")
         if agg is not None:
-            spec["aggregate"] = r.string(agg, p("aggregate"), AGGREGATES)
+            spec["aggregate"] = r.string(agg, f.at("aggregate"), AGGREGATES)
             if over is None:
-                raise r.fail(agg, p("over"), "missing: an aggregate needs a window (`over: 30s`)")
-            spec["over_s"] = r.duration(over, p("over"))
+                raise r.fail(agg, f.at("over"), "missing: an aggregate needs a window (`over: 30s`)")
+            spec["over_s"] = r.duration(over, f.at("over"))
             if spec["over_s"] <= 0:
-                raise r.fail(over, p("over"), "expected a window longer than 0s")
+                raise r.fail(over, f.at("over"), "expected a window longer than 0s")
         elif over is not None:
-            raise r.fail(over, p("aggregate"), "missing: `over` needs an `aggregate` (avg, max, min or rate)")
+            raise r.fail(over, f.at("aggregate"), "missing: `over` needs an `aggregate` (avg, max, min or rate)")
         return ThresholdSpec(**common, **spec)
 
     def build(self, spec: ThresholdSpec) -> ThresholdGuard:  # type: ignore[override]
