@@ -19,7 +19,7 @@ of allocations. A run-time guard says which observations it wants by its `route`
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable
 
 from ..model import Verdict
 from ..yamlfile import format_duration

@@ -22,9 +22,11 @@ Their condition is Python code, so they have no PromQL equivalent.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
+from ..errors import PolicyError
 from ..model import Event, Sample, Verdict
 from ..spec import Fields, FieldReader, GuardSpec
 from ..yamlfile import format_duration
@@ -86,6 +88,16 @@ class Guard:
 
     def reset(self) -> None:
         """Forget any history (called on operator resume)."""
+
+
+def import_plugins(modules: Iterable[str]) -> None:
+    """Import modules that register Python guards (`runaway run|sweep|replay|policy check
+    --plugin MODULE`); PolicyError naming the module if one cannot be imported."""
+    for mod in modules:
+        try:
+            importlib.import_module(mod)
+        except ImportError as e:
+            raise PolicyError(f"cannot import {mod!r}: {e}", field="--plugin") from None
 
 
 def register_guard(name: str, cls: type[Guard] | None = None) -> Any:

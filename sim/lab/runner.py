@@ -27,6 +27,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from policies import Engine, load_policy
 from policies.errors import RunawayError
+from policies.kinds.python import import_plugins
 from policies.model import Action, Event, Meta, Sample, TraceWriter
 from policies.text import covert_marker_event
 from sandbox.base import ActionResult
@@ -79,6 +80,8 @@ class RunConfig:
     unsafe: bool = False
     pages: int | None = None
     live: bool | None = None  # None: a live view when stdout is a terminal
+    # Modules that register Python guards, imported before the policy is read (--plugin).
+    plugins: tuple[str, ...] = ()
 
 
 @dataclass
@@ -133,6 +136,7 @@ class Experiment:
         from sim.scenarios import load_scenario
 
         cfg = self.cfg
+        import_plugins(cfg.plugins)
         self.scenario = load_scenario(cfg.scenario)
         policy_path = cfg.policy or str(DEFAULT_POLICY)
         self.policy = load_policy(policy_path) if cfg.guards else None

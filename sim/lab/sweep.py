@@ -91,7 +91,7 @@ def replay_sweep(run_dirs: Iterable[Path], policies: Sequence[str | None]) -> li
 
 async def live_sweep(scenarios: Sequence[str], policies: Sequence[str | None], seeds: Sequence[int], *,
                      out: Path, duration: float, profile: str | None, backend: str, parallel: int,
-                     echo: Any = print) -> list[Cell]:
+                     echo: Any = print, plugins: Sequence[str] = ()) -> list[Cell]:
     """Run every combination, `parallel` at a time."""
     from sim.lab.runner import Experiment, RunConfig
 
@@ -102,7 +102,7 @@ async def live_sweep(scenarios: Sequence[str], policies: Sequence[str | None], s
         async with sem:
             name = f"{Path(scen).stem}-{_policy_label(pol)}-s{seed}"
             cfg = RunConfig(scenario=scen, backend=backend, policy=pol, profile=profile, duration=duration,
-                            seed=seed, out=out / name, metrics_port=None, live=False)
+                            seed=seed, out=out / name, metrics_port=None, live=False, plugins=tuple(plugins))
             echo(f"start  {name}")
             res = await Experiment(cfg, handle_signals=False).run()
             echo(f"done   {name}: {res.stopped_by}, contained {res.summary.get('contained')}")

@@ -93,3 +93,40 @@ def test_a_registered_backend_is_a_cli_choice_and_is_cleaned():
         removed = clean("some-run")
         assert fake.cleaned == ["some-run"] and "fake sandboxes" in removed
     assert NAME not in BackendChoice().choices
+
+
+PLUGIN = '''
+from policies import Guard, Sample, register_guard
+
+@register_guard("plugin-workers")
+class ManyWorkers(Guard):
+    def condition(self, obs):
+        if type(obs) is not Sample or "workers" not in obs.extra:
+            return None
+        return obs.extra["workers"] > self.params.get("limit", 8)
+'''
+
+
+def test_plugin_guards_work_live_in_run_and_in_a_sweep(tmp_path, monkeypatch):
+    """`--plugin` on `run` and `sweep` imports the module that registers a Python guard
+    before the policy is read, so the guard runs live and in a replay sweep."""
+    from click.testing import CliRunner
+
+    from sim.cli import _register, cli
+
+    (tmp_path / "plugin_guards.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    pol = tmp_path / "p.yaml"
+    pol.write_text("guards:\n  - {name: workers, type: plugin-workers, params: {limit: 4}, action: pause}\n")
+    script = [(0.0, ("stdout", '@runaway {"type":"gauge","workers":9}')), *_hot(5, ratio=0.1)]
+    _register()
+    with FakeBackend(script) as fake:
+        r = CliRunner().invoke(cli, ["run", "benign", "--backend", NAME, "--policy", str(pol), "--plugin",
+                                     "plugin_guards", "--duration", "1", "--plain", "--out", str(tmp_path / "run"),
+                                     "--profile", "ci", "--metrics-port", "0"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert [name for name, _ in fake.opened[0].applied] == ["pause"]
+    r = CliRunner().invoke(cli, ["sweep", "--replay", str(tmp_path / "run"), "--policy", str(pol), "--plugin",
+                                 "plugin_guards", "--out", str(tmp_path / "sweep")], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "policy=p" in r.output
