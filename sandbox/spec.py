@@ -198,7 +198,7 @@ class SandboxSpec:
             raise SandboxError(e.message, file=file, field=f"{prefix}.{e.field}") from None
 
 
-# Profiles (docs/internals.md, "Profiles"): the story's VM, a laptop, a CI runner. Guards read cpu_ratio
+# Profiles (docs/sandbox.md, "Profiles"): the story's VM, a laptop, a CI runner. Guards read cpu_ratio
 # against the cap, so each pegs at 1.0 the same way.
 PROFILES: dict[str, SandboxSpec] = {
     "novel": SandboxSpec(cpus=4.0, memory="8g", pids=4096, scratch_size="1g"),

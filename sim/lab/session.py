@@ -1,6 +1,6 @@
 """One sandbox session: prepare -> web -> allow_port -> start -> close, in that order.
 
-The order is the sandbox's contract (docs/internals.md, "Sandbox backends"): the backend
+The order is the sandbox's contract (docs/internals.md, "The sandbox"): the backend
 makes its network and returns the host address first, the mock web binds that address,
 the backend opens exactly the web's port, and only then does the learner start. The
 runner, the selftest and the sandbox bench all go through this class, so none of them
