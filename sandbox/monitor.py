@@ -93,13 +93,15 @@ class SandboxBase:
 
     # -- actions ---------------------------------------------------------------------
 
-    @staticmethod
-    def not_running() -> ActionResult:
-        return ActionResult(False, 0.0, {"reason": NOT_RUNNING})
+    def _running(self) -> bool:
+        """Whether the learner has started and not yet ended (each backend knows how)."""
+        raise NotImplementedError
 
-    @staticmethod
-    def bad_cpus(cpus: Any) -> ActionResult | None:
-        """The refusal of a CPU cap that is not a number above 0 (None: a good cap)."""
+    def _refused(self, cpus: Any = 1.0) -> ActionResult | None:
+        """Why an action cannot be applied now: the learner is not running, or `cpus` (a
+        throttle's cap) is not a number above 0. None when it can."""
+        if not self._running():
+            return ActionResult(False, 0.0, {"reason": NOT_RUNNING})
         if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not cpus > 0:
             return ActionResult(False, 0.0, {"reason": f"expected a CPU cap > 0, got {cpus!r}"})
         return None

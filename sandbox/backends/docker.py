@@ -675,9 +675,7 @@ class DockerSandbox(SandboxBase):
     async def throttle(self, cpus: float) -> ActionResult:
         """Lower (or raise) the CPU quota live; takes effect at the next CFS period."""
         t0 = time.monotonic()
-        if not self._running():
-            return self.not_running()
-        if (refused := self.bad_cpus(cpus)) is not None:
+        if (refused := self._refused(cpus)) is not None:
             return refused
         before = self._cpus
         quota = max(int(cpus * CFS_PERIOD_US), 1000)
@@ -694,8 +692,8 @@ class DockerSandbox(SandboxBase):
     async def pause(self) -> ActionResult:
         """Freeze every process of the container (cgroup freezer)."""
         t0 = time.monotonic()
-        if not self._running():
-            return self.not_running()
+        if (refused := self._refused()) is not None:
+            return refused
         try:
             await asyncio.to_thread(self.container.pause)
         except Exception as e:
@@ -706,8 +704,8 @@ class DockerSandbox(SandboxBase):
 
     async def resume(self) -> ActionResult:
         t0 = time.monotonic()
-        if not self._running():
-            return self.not_running()
+        if (refused := self._refused()) is not None:
+            return refused
         try:
             await asyncio.to_thread(self.container.unpause)
         except Exception as e:
@@ -791,8 +789,8 @@ class DockerSandbox(SandboxBase):
     async def disconnect(self) -> ActionResult:
         """Cut the container off its network (it keeps running, with loopback only)."""
         t0 = time.monotonic()
-        if not self._running():
-            return self.not_running()
+        if (refused := self._refused()) is not None:
+            return refused
         if self.network is None:
             return ActionResult(True, 0.0, {"how": "already without a network"})
         try:

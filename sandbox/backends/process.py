@@ -685,7 +685,7 @@ class ProcessSandbox(SandboxBase):
 
     # -- actions -------------------------------------------------------------------------
 
-    def _alive(self) -> bool:
+    def _running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
     async def _wait_states(self, want: Callable[[str | None], bool], timeout: float = 2.0) -> bool:
@@ -701,9 +701,7 @@ class ProcessSandbox(SandboxBase):
 
     async def throttle(self, cpus: float) -> ActionResult:
         t0 = time.monotonic()
-        if not self._alive():
-            return self.not_running()
-        if (refused := self.bad_cpus(cpus)) is not None:
+        if (refused := self._refused(cpus)) is not None:
             return refused
         before = self._cpus
         self._cpus = min(float(cpus), float(len(self._host_cpus)))
@@ -719,8 +717,8 @@ class ProcessSandbox(SandboxBase):
 
     async def pause(self) -> ActionResult:
         t0 = time.monotonic()
-        if not self._alive():
-            return self.not_running()
+        if (refused := self._refused()) is not None:
+            return refused
         self._paused = True
         _signal_all(list(self._members), signal.SIGSTOP, self.pid)
         ok = await self._wait_states(lambda s: s in (None, "T", "t", "Z", "X"))
@@ -729,8 +727,8 @@ class ProcessSandbox(SandboxBase):
 
     async def resume(self) -> ActionResult:
         t0 = time.monotonic()
-        if not self._alive():
-            return self.not_running()
+        if (refused := self._refused()) is not None:
+            return refused
         self._paused = False
         _signal_all(list(self._members), signal.SIGCONT, self.pid)
         self._duty_wake.set()
