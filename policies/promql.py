@@ -1,9 +1,12 @@
 """Export a policy's guards as Prometheus alerting rules over runaway's metric names.
 
-Threshold and aggregate guards export exactly (checked against `promtool test rules`);
-windowed event guards export approximately (Prometheus's increase() extrapolates);
-latched event guards, deception guards, Python guards and signals without a metric are
-skipped, each with the reason, in the `# skipped:` comments of the output.
+Threshold, aggregate and event guards export exactly (checked against `promtool test
+rules`), at the resolution of the scrape: an event counts at the scrape that first sees it.
+A latched event guard becomes "the counter is above zero" (it stays firing for the run; an
+operator's resume has no PromQL equivalent). Deception guards export approximately (an
+action seen by others with no report of its category and kind around it). Python guards,
+signals without a metric and matches on detail fields are skipped, each with the reason,
+in the `# skipped:` comments of the output.
 
 >>> from policies import load_policy
 >>> rules, skipped = export_rules(load_policy("guards:\\n  - {name: hot, signal: cpu_ratio, above: 0.9, for: 5s}"))
@@ -13,12 +16,14 @@ skipped, each with the reason, in the `# skipped:` comments of the output.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any, Mapping
 
 import yaml
 
 from .spec import GuardSpec, Policy
+from .yamlfile import format_duration
 
 # Sample signals and the metric each is exported as (docs/internals.md, "Metrics"). The one
 # table: the run's exporter (sim/lab/metrics.py) names its gauges from it too.
@@ -27,6 +32,7 @@ SIGNAL_METRICS: Mapping[str, str] = {
     "cpu_seconds": "runaway_sandbox_cpu_seconds_total",
     "mem_bytes": "runaway_sandbox_memory_bytes",
     "mem_limit_bytes": "runaway_sandbox_memory_limit_bytes",
+    "mem_ratio": "runaway_sandbox_memory_ratio",
     "pids": "runaway_sandbox_pids",
     "pages": "runaway_learner_pages_total",
     "bits_per_char": "runaway_learner_bits_per_char",
@@ -53,6 +59,30 @@ def matcher(name: str, values: frozenset) -> str:
     if len(vals) == 1:
         return f"{name}={quote(vals[0])}"
     return f"{name}=~{quote('|'.join(re.escape(v) for v in vals))}"
+
+
+def selector(fields: Any) -> str:
+    """The events counter's series matching one any-of match's fields."""
+    return f"{EVENTS_METRIC}{{{', '.join(matcher(n, vals) for n, vals in fields)}}}"
+
+
+def new_events(sel: str, window: float) -> str:
+    """The events of selector `sel` counted in [t - window, t] (by series): the counter now
+    minus its value just before the window, or all of it for a series born inside it (an
+    event counter appears at its first event). The extra millisecond makes the window
+    closed on the left, like the engine's; no extrapolation, unlike increase()."""
+    w = format_duration(window + 0.001)
+    return f"({sel} - {sel} offset {w}) or ({sel} unless {sel} offset {w})"
+
+
+def event_fields(matches: Any) -> tuple[list[Any] | None, str]:
+    """The fields of each match, or None and why they cannot be metric labels."""
+    out = []
+    for m in matches:
+        if any(n not in EVENT_LABELS for n, _ in m.fields):
+            return None, "matches on detail fields, which are not metric labels"
+        out.append(m.fields)
+    return out, ""
 
 
 def export_rule(g: GuardSpec) -> tuple[dict[str, Any] | None, str]:
@@ -109,7 +139,11 @@ _Dumper.add_representer(str, _str_presenter)
 def rules_yaml(policy: Policy, *, interval: str | None = None) -> str:
     """The Prometheus rules file text, with a comment per skipped guard."""
     doc, skipped = export_rules(policy, interval=interval)
-    head = [f"# Prometheus alerting rules exported by runaway from {policy.file or 'a policy'}"]
+    where = policy.file or "a policy"
+    if policy.file and not os.path.relpath(policy.file).startswith(".."):
+        where = os.path.relpath(policy.file)  # a file committed beside its rules names no home dir
+    head = [f"# Prometheus alerting rules exported by runaway from {where}",
+            "# (regenerate: runaway rules [POLICY] -o FILE; docs/dashboards.md)"]
     if policy.sha256:
         head.append(f"# policy sha256: {policy.sha256}")
     for name, why in skipped:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..model import SOURCES, Event, Verdict
+from ..promql import EVENTS_METRIC, event_fields, new_events, quote, selector
 from ..spec import Fields, FieldReader, GuardSpec, Match
 from ..yamlfile import format_duration
 from .base import FIRING, INACTIVE, PENDING, INF, GuardKind, Latching, Rule, register_kind
@@ -123,6 +124,25 @@ class DeceptionGuard(Latching):
         return super().reset(t)
 
 
+def deception_expr(g: DeceptionSpec) -> tuple[str | None, str]:
+    """Approximately the deception guard: an action others saw more than `within` and at
+    most twice `within` ago (its report is overdue) with no report by `by` of the same category and
+    kind in the three windows around it. The engine pairs each action with a report in
+    time; PromQL compares counts per category and kind."""
+    fields, why = event_fields(g.unreported)
+    if fields is None:
+        return None, why
+    w = g.within_s
+    keys = "run, scenario, category, kind"
+    # Actions in (t - 2w - 1ms, t - w - 1ms]: their deadline has passed (the engine fires
+    # at the first observation after an action's t + w).
+    near, far = format_duration(w + 0.001), format_duration(2 * w + 0.001)
+    seen = " or ".join(f"({sel} offset {near} - {sel} offset {far}) or ({sel} offset {near} unless {sel} offset {far})"
+                       for sel in map(selector, fields))
+    told = new_events(f"{EVENTS_METRIC}{{source={quote(g.by)}}}", 3 * w)
+    return (f"sum by({keys}) ({seen}) > 0 unless on({keys}) sum by({keys}) ({told}) > 0"), ""
+
+
 @register_kind
 class DeceptionKind(GuardKind):
     name = "deception"
@@ -148,4 +168,12 @@ class DeceptionKind(GuardKind):
         return DeceptionGuard(spec)
 
     def promql(self, spec: DeceptionSpec) -> tuple[Rule | None, str]:  # type: ignore[override]
-        return None, "deception pairs two event streams in time: PromQL has no equivalent"
+        expr, why = deception_expr(spec)
+        if expr is None:
+            return None, why
+        rule: Rule = {"expr": expr}
+        if spec.keep_firing_for_s:
+            rule["keep_firing_for"] = format_duration(spec.keep_firing_for_s)
+        rule["annotations"] = {"approximate": ("counts reports per category and kind around an overdue action; the engine "
+                                               "pairs each action with a report, and latches until an operator resume")}
+        return rule, ""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..model import Event, Verdict
-from ..promql import EVENT_LABELS, EVENTS_METRIC, matcher
+from ..promql import EVENT_LABELS, event_fields, new_events, selector
 from ..spec import Fields, EVENT_FIELDS, FieldReader, GuardSpec, Match
 from ..yamlfile import format_duration
 from .base import FIRING, INACTIVE, INF, GuardKind, Latching, Rule, register_kind
@@ -148,19 +148,23 @@ class EventGuard(Latching):
 
 
 def event_expr(g: EventSpec) -> tuple[str | None, str]:
-    """The PromQL condition of a windowed event guard, or None and why it cannot be one."""
-    if g.within_s is None:
-        return None, "latched until operator resume: PromQL has no equivalent"
-    if len(g.matches) != 1:
-        return None, "several any-of matches: one counter selector cannot express them"
-    m = g.matches[0]
-    if any(n not in EVENT_LABELS for n, _ in m.fields):
-        return None, "matches on detail fields, which are not metric labels"
-    sel = ", ".join(matcher(n, vals) for n, vals in m.fields)
-    window = format_duration(g.within_s)
-    expr = (f"sum without({', '.join(EVENT_LABELS)}) "
-            f"(increase({EVENTS_METRIC}{{{sel}}}[{window}])) >= {g.count}")
-    return expr, ""
+    """The PromQL condition of an event guard, or None and why it cannot be one.
+
+    Windowed: at least `count` matching events in the window. Latched (no `within`): any
+    matching event so far, or, with keep_firing_for, a matching event at this evaluation
+    (the rule's keep_firing_for does the rest). Several any-of matches are `or`ed: a
+    series matching two of them counts once."""
+    fields, why = event_fields(g.matches)
+    if fields is None:
+        return None, why
+    sels = [selector(f) for f in fields]
+    by = f"sum without({', '.join(EVENT_LABELS)}) "
+    if g.within_s is None and g.keep_firing_for_s is None:
+        return f"{by}({' or '.join(sels)}) > 0", ""
+    window = g.within_s if g.within_s is not None else 0.0
+    count = g.count if g.within_s is not None else 1
+    parts = " or ".join(new_events(sel, window) for sel in sels)
+    return f"{by}({parts}) >= {count}", ""
 
 
 @register_kind
@@ -198,5 +202,6 @@ class EventKind(GuardKind):
         rule: Rule = {"expr": expr}
         if spec.keep_firing_for_s:
             rule["keep_firing_for"] = format_duration(spec.keep_firing_for_s)
-        rule["annotations"] = {"approximate": "increase() extrapolates over the window; the engine counts events exactly"}
+        if spec.within_s is None and spec.keep_firing_for_s is None:
+            rule["annotations"] = {"latched": "fires for the rest of the run; the engine's latch also ends at an operator resume"}
         return rule, ""

@@ -35,6 +35,7 @@ EXPORTED: Mapping[str, tuple[str, ...]] = {
     "runaway_sandbox_cpu_seconds_total": (),
     "runaway_sandbox_memory_bytes": (),
     "runaway_sandbox_memory_limit_bytes": (),
+    "runaway_sandbox_memory_ratio": (),
     "runaway_sandbox_pids": (),
     "runaway_events_total": ("source", "category", "kind", "outcome"),
     "runaway_guard_firing": ("guard",),
@@ -93,6 +94,9 @@ class RunMetrics:
         self._mem = Gauge(SIGNAL_METRICS["mem_bytes"], "Memory used by the sandbox, in bytes", _BASE, registry=r)
         self._mem_limit = Gauge(SIGNAL_METRICS["mem_limit_bytes"], "The sandbox's memory limit, in bytes",
                                 _BASE, registry=r)
+        self._mem_ratio = Gauge(SIGNAL_METRICS["mem_ratio"],
+                                "Memory used as a fraction of the sandbox's limit (the policies' mem_ratio)",
+                                _BASE, registry=r)
         self._pids = Gauge(SIGNAL_METRICS["pids"], "Processes and threads in the sandbox", _BASE, registry=r)
         self._events = Counter(_counter_name("runaway_events_total"),
                                "Events seen, by who saw them, category, kind and outcome",
@@ -145,6 +149,7 @@ class RunMetrics:
             mem.set(record.mem_bytes)
             if record.mem_limit_bytes:
                 self._child(self._mem_limit).set(record.mem_limit_bytes)
+                self._child(self._mem_ratio).set(record.mem_bytes / record.mem_limit_bytes)
             pids_.set(record.pids)
             if record.extra:
                 pages = record.value("pages")
