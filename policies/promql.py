@@ -66,11 +66,12 @@ def selector(fields: Any) -> str:
     return f"{EVENTS_METRIC}{{{', '.join(matcher(n, vals) for n, vals in fields)}}}"
 
 
-def new_events(sel: str, window: float) -> str:
+def _new_events(sel: str, window: float) -> str:
     """The events of selector `sel` counted in [t - window, t] (by series): the counter now
     minus its value just before the window, or all of it for a series born inside it (an
     event counter appears at its first event). The extra millisecond makes the window
-    closed on the left, like the engine's; no extrapolation, unlike increase()."""
+    closed on the left, like the engine's; no extrapolation, unlike increase().
+    (Kinds call it as `promql._new_events`, so a test can put a wrong window in its place.)"""
     w = format_duration(window + 0.001)
     return f"({sel} - {sel} offset {w}) or ({sel} unless {sel} offset {w})"
 

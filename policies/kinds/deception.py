@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..model import SOURCES, Event, Verdict
-from ..promql import EVENTS_METRIC, event_fields, new_events, quote, selector
+from .. import promql
+from ..promql import EVENTS_METRIC, event_fields, quote, selector
 from ..spec import Fields, FieldReader, GuardSpec, Match
 from ..yamlfile import format_duration
 from .base import FIRING, INACTIVE, PENDING, INF, GuardKind, Latching, Rule, register_kind
@@ -139,7 +140,7 @@ def deception_expr(g: DeceptionSpec) -> tuple[str | None, str]:
     near, far = format_duration(w + 0.001), format_duration(2 * w + 0.001)
     seen = " or ".join(f"({sel} offset {near} - {sel} offset {far}) or ({sel} offset {near} unless {sel} offset {far})"
                        for sel in map(selector, fields))
-    told = new_events(f"{EVENTS_METRIC}{{source={quote(g.by)}}}", 3 * w)
+    told = promql._new_events(f"{EVENTS_METRIC}{{source={quote(g.by)}}}", 3 * w)
     return (f"sum by({keys}) ({seen}) > 0 unless on({keys}) sum by({keys}) ({told}) > 0"), ""
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..model import Event, Verdict
-from ..promql import EVENT_LABELS, event_fields, new_events, selector
+from .. import promql
+from ..promql import EVENT_LABELS, event_fields, selector
 from ..spec import Fields, EVENT_FIELDS, FieldReader, GuardSpec, Match
 from ..yamlfile import format_duration
 from .base import FIRING, INACTIVE, INF, GuardKind, Latching, Rule, register_kind
@@ -163,7 +164,7 @@ def event_expr(g: EventSpec) -> tuple[str | None, str]:
         return f"{by}({' or '.join(sels)}) > 0", ""
     window = g.within_s if g.within_s is not None else 0.0
     count = g.count if g.within_s is not None else 1
-    parts = " or ".join(new_events(sel, window) for sel in sels)
+    parts = " or ".join(promql._new_events(sel, window) for sel in sels)
     return f"{by}({parts}) >= {count}", ""
 
 
