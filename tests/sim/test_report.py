@@ -421,3 +421,23 @@ def test_labels_above_the_cpu_plot_never_overlap(marks, span):
         for a, b in rows.get(row, []):
             assert hi <= a or lo >= b, (text, row)
         rows.setdefault(row, []).append((lo, hi))
+
+
+def test_a_python_guard_watches_what_its_class_declares():
+    from policies import Guard, load_policy, register_guard
+    from sim.report.scorecard import guard_watches
+
+    @register_guard("test-watching-cpu")
+    class WatchingCpu(Guard):
+        watches = ("cpu", "not-a-class")
+
+        def condition(self, obs):
+            return None
+
+    @register_guard("test-watching-nothing")
+    class Silent(Guard):
+        def condition(self, obs):
+            return None
+
+    policy = load_policy("guards:\n  - {name: a, type: test-watching-cpu}\n  - {name: b, type: test-watching-nothing}")
+    assert guard_watches(policy.guard("a")) == {"cpu"} and guard_watches(policy.guard("b")) == set()
