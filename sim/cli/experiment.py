@@ -45,13 +45,12 @@ class Seconds(click.ParamType):
     name = "duration"
 
     def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
-        from policies.spec import parse_duration
+        from policies.yamlfile import parse_duration  # the one duration grammar
 
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-        text = str(value).strip()
         try:
-            return float(text) if re.fullmatch(r"\d+(?:\.\d+)?", text) else parse_duration(text)
+            return parse_duration(str(value), bare_seconds=True)
         except ValueError:
             flag = f"--{param.name.replace('_', '-')}" if param is not None and param.name else "duration"
             raise RunawayError(f"expected seconds or a duration like 250ms, 60s, 2m or 1m30s, got {value!r}",
