@@ -390,7 +390,10 @@ class Learner:
                 await asyncio.sleep(POLL_S)
                 continue
             if self.crawler.robots_mode == "obey" and self.crawler.rules is None:
-                await self.crawler.load_robots()  # at start, or when a phase turns polite
+                # at start, or when a phase turns polite; unreadable: nothing until it is
+                if not await self.crawler.load_robots() and self.crawler.rules is None:
+                    await asyncio.sleep(max(POLL_S, self.crawler._retry_after or 0.0))
+                    continue
             max_pages = int(self.crawl.get("max_pages") or 0)
             conc = max(1, int(self.crawl["concurrency"]))
             while not self.stopping and len(inflight) < conc and not (max_pages and self.crawler.fetched + len(inflight) >= max_pages):

@@ -180,7 +180,8 @@ def test_process_backend_runs_and_says_it_is_not_a_boundary(tmp_path, scenario):
     samples = [r for r in records if type(r).__name__ == "Sample"]
     assert len(samples) > 20
     if scenario == "greedy":
-        assert max(s.cpu_ratio for s in samples) > 0.8
+        # What it asked for: what it got depends on how busy the host is.
+        assert max(s.extra.get("cpu_demand", 0) for s in samples) > 0.9
         assert firing(records) & {"cpu-pegged", "cpu-duty-cycle"}
     else:
         assert firing(records) == set()
