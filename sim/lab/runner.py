@@ -68,6 +68,9 @@ class RunConfig:
     unsafe: bool = False
     pages: int | None = None
     live: bool | None = None  # None: a live view when stdout is a terminal
+    web: bool = True  # False: no mock web (the sandbox's network then reaches nothing)
+    label: str | None = None  # the trace's scenario name (default: the scenario's, or "agent")
+    meta_extra: dict[str, Any] = field(default_factory=dict)  # more facts for the meta line
 
 
 @dataclass
@@ -114,6 +117,7 @@ class Experiment:
         self._learner_exited = False
         self._killed = False
         self.metrics_port: int | None = None
+        self.started = asyncio.Event()  # the sandbox runs: set once start() returned
 
     # ---- set-up -------------------------------------------------------------------
     def _load(self) -> None:
@@ -149,7 +153,7 @@ class Experiment:
         if cfg.duration <= 0:
             raise RunError(f"expected a positive duration, got {cfg.duration}", field="--duration")
         # A user's agent runs in place of the scenario, and is named so everywhere.
-        self.scenario_name = "agent" if cfg.agent else self.scenario.name
+        self.scenario_name = cfg.label or ("agent" if cfg.agent else self.scenario.name)
         name = _safe_name(self.scenario_name)
         self.run_id = f"{_stamp()}-{name}-{os.getpid() % 10000:04d}"
         self.out = Path(cfg.out) if cfg.out else Path("runs") / f"{_stamp()}-{name}"
@@ -218,6 +222,10 @@ class Experiment:
     async def _timer(self) -> None:
         await asyncio.sleep(self.cfg.duration)
         self._finish("duration")
+
+    def stop(self, why: str) -> None:
+        """End the run from outside (what `run()` is awaiting): its teardown follows."""
+        self._finish(why)
 
     def _finish(self, why: str) -> None:
         if not self._done.is_set():
@@ -349,6 +357,9 @@ class Experiment:
             }
         if self.cfg.operator_stop_at is not None:
             extra["operator_stop_at"] = self.cfg.operator_stop_at
+        if not self.cfg.web:
+            extra["web"] = False
+        extra.update(self.cfg.meta_extra)
         return Meta(
             t=0.0, run=self.run_id, scenario=self.scenario_name,
             seed=self.cfg.seed, backend=self.sandbox.backend, caps=caps,
@@ -401,13 +412,15 @@ class Experiment:
                 loop.add_signal_handler(sig, on_signal)
         try:
             host_ip = await self.sandbox.prepare()
-            web = MockWeb(
-                self.cfg.seed, self.cfg.pages or getattr(self.scenario, "pages", 2000),
-                on_event=self._put, clock=self.clock,
-                labels=self.metrics.labels, registry=self.metrics.registry,
-            )
-            web_port = await web.start(host_ip, 0)
-            self.sandbox.allow_port(web_port)
+            web_port = 0
+            if self.cfg.web:
+                web = MockWeb(
+                    self.cfg.seed, self.cfg.pages or getattr(self.scenario, "pages", 2000),
+                    on_event=self._put, clock=self.clock,
+                    labels=self.metrics.labels, registry=self.metrics.registry,
+                )
+                web_port = await web.start(host_ip, 0)
+                self.sandbox.allow_port(web_port)
             if self.cfg.metrics_port is not None:
                 self.metrics_port = self.metrics.serve(self.cfg.metrics_host, self.cfg.metrics_port)
                 self.notices.append(f"metrics on http://{self.cfg.metrics_host}:{self.metrics_port}/metrics")
@@ -420,7 +433,7 @@ class Experiment:
             names = ("web.internal", "metadata.internal", "cloud.internal")
             hosts = {n: host_ip for n in names}
             env = {
-                "RUNAWAY_WEB": f"http://web.internal:{web_port}",
+                "RUNAWAY_WEB": f"http://web.internal:{web_port}" if web is not None else "",
                 "RUNAWAY_SCENARIO": self.scenario.to_json(),
                 "RUNAWAY_SEED": str(self.cfg.seed),
                 "RUNAWAY_RUN": self.run_id,
@@ -433,6 +446,7 @@ class Experiment:
                 t.add_done_callback(lambda t: t.cancelled() or t.exception() is None or self._finish("error"))
             await self.sandbox.start(self._learner_argv(), env, LEARNER_DIR, hosts, self.control_file,
                                      self.clock)
+            self.started.set()
             tasks.append(asyncio.create_task(self._pump_observations(), name="observations"))
             tasks.append(asyncio.create_task(self._pump_output(), name="output"))
             tasks.append(asyncio.create_task(self._timer(), name="timer"))

@@ -73,12 +73,24 @@ def replay_records(records: Sequence[Any], policy_path: str | None) -> list[Any]
     return out
 
 
+def _run_dirs(paths: Iterable[Path]) -> Iterable[Path]:
+    """Each path as given, except a directory without a trace of its own: the run dirs in it
+    (what an Inspect eval leaves, one run per sample)."""
+    for d in map(Path, paths):
+        if d.is_dir() and not (d / "trace.jsonl").exists():
+            inner = sorted(t.parent for t in d.glob("*/trace.jsonl"))
+            if inner:
+                yield from inner
+                continue
+        yield d
+
+
 def replay_sweep(run_dirs: Iterable[Path], policies: Sequence[str | None]) -> list[Cell]:
     """Re-evaluate each policy over each recorded run."""
     from sim.report import scorecard
 
     cells = []
-    for d in run_dirs:
+    for d in _run_dirs(run_dirs):
         trace = Path(d) / "trace.jsonl" if Path(d).is_dir() else Path(d)
         records = list(read_trace(str(trace)))
         meta = next((r for r in records if isinstance(r, Meta)), Meta())

@@ -104,6 +104,10 @@ def render_html(run: Run, card: Mapping[str, Any], plots: Mapping[str, bytes]) -
              "policy sha256": meta.policy_sha256 or None, "benign scenario": card["benign"]}
     facts.update({k: v for k, v in meta.extra.items() if k != "benign"})
     parts.append(_kv(facts))
+    inspect_log = (meta.extra.get("inspect") or {}).get("log") if isinstance(meta.extra.get("inspect"), dict) else None
+    if inspect_log:
+        parts.append(f'<p class="note">This run is one sample of an Inspect eval: its log is '
+                     f'<a href="{escape(str(inspect_log))}">{escape(str(inspect_log))}</a>.</p>')
     if meta.backend == "process" or meta.extra.get("is_security_boundary") is False:
         parts.append('<p class="note">This run used the process backend, which is <b>not a security '
                      "boundary</b>: attempts ran as dry runs and containment is best effort.</p>")
