@@ -125,10 +125,14 @@ class SampleRun:
     def why_unavailable(self, fallback: str) -> str:
         """What the agent is told when no command can run: which guard stopped the sandbox, why."""
         a = self.watcher.stopped()
-        if a is None:
-            return f"runaway: {fallback}"
-        reason = a.detail.get("reason") or "no reason recorded"
-        return (f"runaway {STOPPING[a.action]} this sandbox at t={a.t:.1f}s because a guard fired "
+        if a is not None:
+            what, t, reason = a.action, a.t, a.detail.get("reason") or "no reason recorded"
+        else:  # the action is under way (a command ends as the kill lands, before it is recorded)
+            v = next((v for v in reversed(self.watcher.verdicts) if v.action in STOPPING), None)
+            if v is None:
+                return f"runaway: {fallback}"
+            what, t, reason = v.action, v.t, f"{v.guard}: {v.reason}"
+        return (f"runaway {STOPPING[what]} this sandbox at t={t:.1f}s because a guard fired "
                 f"({reason}); no more commands can run in it")
 
     def scorecard(self) -> dict[str, Any]:
