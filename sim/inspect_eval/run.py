@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
-from policies.model import Action, Meta, Verdict, read_trace
+from policies.model import Action, Verdict, read_trace
 
 from .config import RunawaySandboxConfig
 
@@ -27,28 +27,18 @@ STOPPING = {"kill": "killed", "pause": "paused"}
 
 
 class Watcher:
-    """The runner's view hook: keeps the firing verdicts and the actions as they are recorded."""
+    """Keeps the firing verdicts and the actions as the run records them (its `on_record`)."""
 
     def __init__(self) -> None:
-        self.meta: Meta | None = None
         self.verdicts: list[Verdict] = []
         self.actions: list[Action] = []
         self._told = 0  # how many of (verdicts + actions) the Inspect transcript has had
 
-    def start(self, exp: Any, meta: Meta) -> None:
-        self.meta = meta
-
-    def update(self, rec: Any) -> None:
+    def __call__(self, rec: Any) -> None:
         if isinstance(rec, Verdict) and rec.state == "firing":
             self.verdicts.append(rec)
         elif isinstance(rec, Action):
             self.actions.append(rec)
-
-    async def tick(self, exp: Any) -> None:
-        return None
-
-    def stop(self) -> None:
-        return None
 
     def news(self) -> list[Verdict | Action]:
         """The verdicts and actions not handed out before, in time order."""
@@ -99,7 +89,7 @@ class SampleRun:
             policy=cfg.policy, guards=cfg.guards, profile=cfg.profile, duration=cfg.max_duration_s,
             seed=cfg.seed, out=self.out, metrics_port=cfg.metrics_port, web=cfg.web, live=False,
             meta_extra={"inspect": self.identity} if self.identity else {},
-        ), view=self.watcher, handle_signals=False)
+        ), on_record=self.watcher, handle_signals=False)
         self._task: asyncio.Task[Any] | None = None
         self.result: Any = None
         self.summary: dict[str, Any] | None = None

@@ -101,9 +101,11 @@ def is_python_command(argv: Sequence[str]) -> bool:
 class Experiment:
     """One run of a scenario in a sandbox under a policy (or none, with guards off)."""
 
-    def __init__(self, cfg: RunConfig, *, view: Any = None, handle_signals: bool = True) -> None:
+    def __init__(self, cfg: RunConfig, *, view: Any = None, handle_signals: bool = True,
+                 on_record: Callable[[Any], None] | None = None) -> None:
         self.cfg = cfg
         self.view = view
+        self.on_record = on_record  # called with each record as it goes into the trace
         self.handle_signals = handle_signals
         self.notices: list[str] = []
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -240,6 +242,8 @@ class Experiment:
         self.metrics.observe(rec)
         if self.view is not None:
             self.view.update(rec)
+        if self.on_record is not None:
+            self.on_record(rec)
 
     async def _consume(self) -> None:
         while True:
