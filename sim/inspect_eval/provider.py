@@ -19,6 +19,7 @@ from inspect_ai.util import (
     OutputLimitExceededError,
     SandboxEnvironment,
     SandboxEnvironmentConfigType,
+    SandboxConnection,
     SandboxEnvironmentLimits,
     SandboxUnavailableError,
     SandboxUserUnsupportedError,
@@ -54,11 +55,11 @@ class RunawaySandboxEnvironment(SandboxEnvironment):
 
     @classmethod
     def default_concurrency(cls) -> int | None:
-        # One sandbox per profile-sized share of the host: Docker refuses caps above it,
-        # and more would only make samples wait on each other's CPU.
+        # As Inspect's own Docker provider: each sandbox is capped, so a few per core are
+        # safe; `--max-sandboxes` says otherwise.
         import os
 
-        return max(1, len(os.sched_getaffinity(0)) // 2)
+        return 2 * len(os.sched_getaffinity(0))
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -66,11 +67,16 @@ class RunawaySandboxEnvironment(SandboxEnvironment):
     async def task_init(cls, task_name: str, config: SandboxEnvironmentConfigType | None) -> None:
         """Check the config and the policy before any sample starts; build the learner
         image if it is missing (once; minutes the first time)."""
+        import os
+
+        from sandbox import choose_profile
+
         cfg = load_config(config)
         if cfg.guards and cfg.policy:
             from policies import load_policy
 
             load_policy(cfg.policy)
+        choose_profile(cfg.profile, float(len(os.sched_getaffinity(0))))  # refuses one that does not fit
         if cfg.backend == "docker":
             from sandbox import SandboxError, docker_available
             from sandbox.image import build_image
@@ -116,6 +122,16 @@ class RunawaySandboxEnvironment(SandboxEnvironment):
         from sandbox import clean
 
         await asyncio.to_thread(clean, id)
+
+    async def connection(self, *, user: str | None = None) -> SandboxConnection:
+        """A shell in the running sandbox (Docker), as its user: for `inspect view` and people."""
+        sb = self.run.sandbox
+        name = getattr(getattr(sb, "container", None), "name", None)
+        if name is None or getattr(sb, "backend", "") != "docker":
+            raise NotImplementedError("only the docker backend has a container to connect to")
+        who = user or self.run.exp.spec.user
+        return SandboxConnection(type="runaway", command=f"docker exec -it --user {who} {name} bash -l",
+                                 container=name)
 
     # -- commands -------------------------------------------------------------------
 

@@ -65,6 +65,7 @@ def files_round_trip():
             except PermissionError as e:
                 refused.append([op, path, str(e)])
         state.store.set("refused", refused)
+        state.store.set("connection", (await sb.connection()).command)
         try:
             await sb.read_file("missing.txt")
         except FileNotFoundError:
@@ -162,6 +163,7 @@ def test_read_file_and_write_file_round_trip_and_are_refused_outside_scratch(eva
         ["write", "/opt/runaway/learner/x.py"]]
     assert all("scratch" in why for *_, why in s.store["refused"])
     assert s.store["missing"] == "FileNotFoundError"
+    assert s.store["connection"].startswith("docker exec -it --user 65534:65534 runaway-")
 
 
 def test_a_cpu_burning_command_trips_cpu_pegged_and_is_throttled(evals) -> None:
