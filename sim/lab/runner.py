@@ -24,17 +24,20 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from policies import Engine, load_policy
 from policies.errors import RunawayError
-from policies.model import Action, Event, Meta, Sample, TraceWriter, Verdict
+from policies.kinds.python import import_plugins
+from policies.model import Action, Event, Meta, Sample, TraceWriter
 from policies.text import covert_marker_event
+from sandbox.base import ActionResult
 
 from . import protocol
 from .protocol import OutputGate
+from .session import SandboxSession
+from .view import RunState, View
 
-LEARNER_DIR = Path(__file__).resolve().parents[1] / "learner"
 DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
 # After an operator stop, how long the learner has to comply before it is killed.
 STOP_GRACE_S = 5.0
@@ -44,6 +47,15 @@ METRICS_LINGER_S = 1.5
 MAX_DURATION_S = 7 * 24 * 3600.0
 # Throttle lowers the CPU cap to this fraction of the spec's cap.
 THROTTLE_FRACTION = 0.25
+
+
+# What each containing action of the engine does to the sandbox ("alert" does nothing to it).
+APPLY: dict[str, Callable[["Experiment"], Awaitable[ActionResult]]] = {
+    "throttle": lambda exp: exp.sandbox.throttle(max(0.05, exp.spec.cpus * THROTTLE_FRACTION)),
+    "pause": lambda exp: exp.sandbox.pause(),
+    "kill": lambda exp: exp.sandbox.kill(exp.out / "evidence"),
+    "disconnect": lambda exp: exp.sandbox.disconnect(),
+}
 
 
 class RunError(RunawayError):
@@ -72,6 +84,11 @@ class RunConfig:
     unsafe: bool = False
     pages: int | None = None
     live: bool | None = None  # None: a live view when stdout is a terminal
+    web: bool = True  # False: no mock web (the sandbox's network then reaches nothing)
+    label: str | None = None  # the trace's scenario name (default: the scenario's, or "agent")
+    meta_extra: dict[str, Any] = field(default_factory=dict)  # more facts for the meta line
+    # Modules that register Python guards, imported before the policy is read (--plugin).
+    plugins: tuple[str, ...] = ()
 
 
 @dataclass
@@ -103,9 +120,11 @@ def is_python_command(argv: Sequence[str]) -> bool:
 class Experiment:
     """One run of a scenario in a sandbox under a policy (or none, with guards off)."""
 
-    def __init__(self, cfg: RunConfig, *, view: Any = None, handle_signals: bool = True) -> None:
+    def __init__(self, cfg: RunConfig, *, view: View | None = None, handle_signals: bool = True,
+                 on_record: Callable[[Any], None] | None = None) -> None:
         self.cfg = cfg
         self.view = view
+        self.on_record = on_record  # called with each record as it goes into the trace
         self.handle_signals = handle_signals
         self.notices: list[str] = []
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -122,6 +141,7 @@ class Experiment:
         self.signal: int = 0  # the signal that interrupted the run, if one did
         self._started = False  # the learner started: from here on the run is kept, failed or not
         self._out_existed = True
+        self.started = asyncio.Event()  # the sandbox runs: set once start() returned
 
     # ---- set-up -------------------------------------------------------------------
     def _load(self) -> None:
@@ -130,6 +150,7 @@ class Experiment:
         from sim.scenarios import load_scenario
 
         cfg = self.cfg
+        import_plugins(cfg.plugins)
         self.scenario = load_scenario(cfg.scenario)
         policy_path = cfg.policy or str(DEFAULT_POLICY)
         self.policy = load_policy(policy_path) if cfg.guards else None
@@ -163,7 +184,7 @@ class Experiment:
         if not (isinstance(cfg.seed, int) and 0 <= cfg.seed < 2**32):
             raise RunError(f"expected a seed from 0 to 4294967295, got {cfg.seed}", field="--seed")
         # A user's agent runs in place of the scenario, and is named so everywhere.
-        self.scenario_name = "agent" if cfg.agent else self.scenario.name
+        self.scenario_name = cfg.label or ("agent" if cfg.agent else self.scenario.name)
         name = _safe_name(self.scenario_name)
         self.run_id = f"{_stamp()}-{name}-{os.getpid() % 10000:04d}"
         self.out = Path(cfg.out) if cfg.out else Path("runs") / f"{_stamp()}-{name}"
@@ -239,6 +260,10 @@ class Experiment:
         await asyncio.sleep(self.cfg.duration)
         self._finish("duration")
 
+    def stop(self, why: str) -> None:
+        """End the run from outside (what `run()` is awaiting): its teardown follows."""
+        self._finish(why)
+
     def _finish(self, why: str) -> None:
         if not self._done.is_set():
             self._stopped_by = why
@@ -252,6 +277,8 @@ class Experiment:
         self.metrics.observe(rec)
         if self.view is not None:
             self.view.update(rec)
+        if self.on_record is not None:
+            self.on_record(rec)
 
     async def _consume(self) -> None:
         while True:
@@ -331,18 +358,13 @@ class Experiment:
     async def _apply(self, action: str, *, reason: str, asked: float) -> None:
         if self._killed:
             return
-        started = self.clock()
-        if action == "throttle":
-            res = await self.sandbox.throttle(max(0.05, self.spec.cpus * THROTTLE_FRACTION))
-        elif action == "pause":
-            res = await self.sandbox.pause()
-        elif action == "kill":
-            res = await self.sandbox.kill(self.out / "evidence")
-            self._killed = res.ok or self._killed
-        elif action == "disconnect":
-            res = await self.sandbox.disconnect()
-        else:
+        apply = APPLY.get(action)
+        if apply is None:  # alert: the verdict in the trace and the metrics is all it does
             return
+        started = self.clock()
+        res = await apply(self)
+        if action == "kill":
+            self._killed = res.ok or self._killed
         detail = dict(res.detail)
         detail.setdefault("reason", reason)
         detail["queued_s"] = round(started - asked, 6)
@@ -359,6 +381,20 @@ class Experiment:
             await self._actions.join()
 
     # ---- the run ------------------------------------------------------------------
+    def _serve_metrics(self, host: str, port: int) -> int:
+        """The exporter's port. A taken port (most often a second run beside one already
+        serving the default 9464) is not worth failing a run for, and a failure here would
+        come after the run directory exists: any free port instead, with a notice."""
+        try:
+            return self.metrics.serve(host, port)
+        except RunawayError:
+            if port == 0:
+                raise
+            bound = self.metrics.serve(host, 0)
+            self.notices.append(f"--metrics-port {port} is taken on {host} (another run?): "
+                                f"serving metrics on port {bound} instead")
+            return bound
+
     def _meta(self) -> Meta:
         import importlib.metadata as md
 
@@ -392,6 +428,9 @@ class Experiment:
             }
         if self.cfg.operator_stop_at is not None:
             extra["operator_stop_at"] = self.cfg.operator_stop_at
+        if not self.cfg.web:
+            extra["web"] = False
+        extra.update(self.cfg.meta_extra)
         return Meta(
             t=0.0, run=self.run_id, scenario=self.scenario_name,
             seed=self.cfg.seed, backend=self.sandbox.backend, caps=caps,
@@ -433,7 +472,6 @@ class Experiment:
             (self.out / "evidence").rmdir()
 
     async def _run(self) -> RunResult:
-        from sandbox import open_sandbox
         from sim.lab.metrics import RunMetrics
         from sim.report import build_report
         from sim.report.index import refresh_index
@@ -447,13 +485,11 @@ class Experiment:
         self.trace = TraceWriter(str(self.out / "trace.jsonl"))
         self.log = open(self.out / "learner.log", "a", encoding="utf-8")
         self.metrics = RunMetrics(self.run_id, self.scenario_name)
-        self.sandbox = open_sandbox(self.spec, backend=self.cfg.backend, run_id=self.run_id,
-                                    notices=self.notices, agent_dir=self.cfg.agent_dir)
-        if self.sandbox.notice:
-            self.notices.append(self.sandbox.notice)
+        self.session = SandboxSession.open(self.spec, self.cfg.backend, run_id=self.run_id,
+                                           notices=self.notices, agent_dir=self.cfg.agent_dir)
+        self.sandbox = self.session.sandbox
         tasks: list[asyncio.Task[Any]] = []
         consumer = actuator = view_task = None
-        web = None
         loop = asyncio.get_running_loop()
         def on_signal(sig: int) -> None:
             self.signal = self.signal or sig
@@ -465,27 +501,25 @@ class Experiment:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, on_signal, sig)
         try:
-            host_ip = await self.sandbox.prepare()
-            web = MockWeb(
-                self.cfg.seed, self.cfg.pages or getattr(self.scenario, "pages", 2000),
-                on_event=self._put, clock=self.clock,
-                labels=self.metrics.labels, registry=self.metrics.registry,
-            )
-            web_port = await web.start(host_ip, 0)
-            self.sandbox.allow_port(web_port)
+            await self.session.prepare()
+            if self.cfg.web:
+                await self.session.serve(MockWeb(
+                    self.cfg.seed, self.cfg.pages or getattr(self.scenario, "pages", 2000),
+                    on_event=self._put, clock=self.clock,
+                    labels=self.metrics.labels, registry=self.metrics.registry,
+                ))
             if self.cfg.metrics_port is not None:
-                self.metrics_port = self.metrics.serve(self.cfg.metrics_host, self.cfg.metrics_port)
+                self.metrics_port = self._serve_metrics(self.cfg.metrics_host, self.cfg.metrics_port)
                 self.notices.append(f"metrics on http://{self.cfg.metrics_host}:{self.metrics_port}/metrics")
             meta = self._meta()
             self.trace.write(meta)
             if self.engine is not None:
                 self.metrics.set_guard_states(self.engine.states())
             if self.view is not None:
-                self.view.start(self, meta)
-            names = ("web.internal", "metadata.internal", "cloud.internal")
-            hosts = {n: host_ip for n in names}
+                self.view.start(RunState(meta=meta, notices=tuple(self.notices), clock=self.clock,
+                                         guard_states=self.engine.states if self.engine is not None else None))
             env = {
-                "RUNAWAY_WEB": f"http://web.internal:{web_port}",
+                **self.session.web_env(),
                 "RUNAWAY_SCENARIO": self.scenario.to_json(),
                 "RUNAWAY_SEED": str(self.cfg.seed),
                 "RUNAWAY_RUN": self.run_id,
@@ -496,8 +530,8 @@ class Experiment:
             actuator = asyncio.create_task(self._actuator(), name="actuator")
             for t in (consumer, actuator):
                 t.add_done_callback(lambda t: t.cancelled() or t.exception() is None or self._finish("error"))
-            await self.sandbox.start(self._learner_argv(), env, LEARNER_DIR, hosts, self.control_file,
-                                     self.clock)
+            await self.session.start(self._learner_argv(), env, self.control_file, self.clock)
+            self.started.set()
             self._started = True
             tasks.append(asyncio.create_task(self._pump_observations(), name="observations"))
             tasks.append(asyncio.create_task(self._pump_output(), name="output"))
@@ -506,7 +540,7 @@ class Experiment:
                 tasks.append(asyncio.create_task(self._operator_stop(self.cfg.operator_stop_at), name="operator"))
             if self.view is not None:
                 # Not in `tasks`: the view keeps redrawing through the teardown.
-                view_task = asyncio.create_task(self.view.tick(self), name="view")
+                view_task = asyncio.create_task(self.view.tick(), name="view")
             await self._done.wait()
             # Stop the producers, then let what already arrived reach the trace and any
             # action under way finish (a kill saving its evidence).
@@ -529,9 +563,7 @@ class Experiment:
                     self._record(Event(t=self._stamp_t(self.clock()), source="operator", category="lifecycle",
                                        kind="run_end", outcome="unknown",
                                        detail={"stopped_by": self._stopped_by or "error"}))
-            await self.sandbox.close()
-            if web is not None:
-                await web.stop()
+            await self.session.close()
             if self.metrics_port is not None and self._stopped_by != "interrupted":
                 await asyncio.sleep(METRICS_LINGER_S)
             self.metrics.stop()

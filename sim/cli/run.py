@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 import signal
 from pathlib import Path
@@ -10,6 +11,9 @@ from pathlib import Path
 import click
 
 from policies.errors import RunawayError
+
+from . import BackendChoice
+from .policy import load_plugins, plugin_option
 
 
 def _run(cfg, live):  # type: ignore[no-untyped-def]
@@ -35,6 +39,28 @@ def _print_result(res, *, headline: bool = True) -> None:  # type: ignore[no-unt
         click.echo(s["headline"])  # the last line: what the run comes to, in one sentence
 
 
+class Seconds(click.ParamType):
+    """A command-line duration: the policy language's (`250ms`, `60s`, `2m`, `1m30s`) or
+    bare seconds (`60`, `2.5`), as scenarios read them: one grammar everywhere."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        from policies.yamlfile import parse_duration  # the one duration grammar
+
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return parse_duration(str(value), bare_seconds=True)
+        except ValueError:
+            flag = f"--{param.name.replace('_', '-')}" if param is not None and param.name else "duration"
+            raise RunawayError(f"expected seconds or a duration like 250ms, 60s, 2m or 1m30s, got {value!r}",
+                               field=flag) from None
+
+
+SECONDS = Seconds()
+
+
 def _positive(name: str, value: float | None) -> None:
     import math
 
@@ -49,7 +75,7 @@ def _port(name: str, value: int | None) -> None:
 
 @click.command("run")
 @click.argument("scenario", default="novel")
-@click.option("--backend", type=click.Choice(["auto", "docker", "process"]), default="auto", show_default=True,
+@click.option("--backend", type=BackendChoice(), default="auto", show_default=True,
               help="auto: Docker when a daemon answers, else the process fallback (not a security boundary).")
 @click.option("--policy", "policy", type=click.Path(dir_okay=False), default=None,
               help="Guard policy YAML (default: the shipped default policy).")
@@ -58,11 +84,12 @@ def _port(name: str, value: int | None) -> None:
               help="Sandbox caps: novel 4 cpus/8g, laptop 1/1g, ci 0.5/256m (default: the largest that fits).")
 @click.option("--cpus", type=float, default=None, help="Override the profile's CPU cap.")
 @click.option("--memory", default=None, help="Override the profile's memory cap (e.g. 512m, 2g).")
-@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds before the run stops.")
+@click.option("--duration", type=SECONDS, default=90.0, show_default=True,
+              help="How long before the run stops: seconds, or 90s, 2m, 1m30s.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the mock web and the learner.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory (default runs/<utc-stamp>-<scenario>/).")
-@click.option("--operator-stop-at", type=float, default=None, metavar="T",
+@click.option("--operator-stop-at", type=SECONDS, default=None, metavar="T",
               help="At T seconds, the operator asks the learner to stop (killed if it ignores it).")
 @click.option("--metrics-port", type=int, default=9464, show_default=True,
               help="Prometheus exporter port on 127.0.0.1 (0: any free port).")
@@ -74,8 +101,9 @@ def _port(name: str, value: int | None) -> None:
 @click.option("--pages", type=int, default=None, help="Pages in the mock web (default: the scenario's).")
 @click.option("--unsafe", is_flag=True, help="Admit a spec that admission refuses; recorded in the trace.")
 @click.option("--live/--plain", "live", default=None, help="Live terminal view or plain lines (default: live on a terminal).")
+@plugin_option
 def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duration, seed, out,  # type: ignore[no-untyped-def]
-            operator_stop_at, metrics_port, metrics_host, agent, agent_dir, pages, unsafe, live):
+            operator_stop_at, metrics_port, metrics_host, agent, agent_dir, pages, unsafe, live, plugins):
     """Run SCENARIO (a catalog name or a YAML file) in a sandbox under guards.
 
     Leaves trace.jsonl, summary.json, report.html, learner.log and evidence/ in the run
@@ -83,6 +111,7 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
     """
     from sim.lab.runner import RunConfig
 
+    load_plugins(plugins)
     _positive("--duration", duration)
     _positive("--cpus", cpus)
     if pages is not None and pages < 1:
@@ -95,7 +124,7 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
         scenario=scenario, backend=backend, policy=policy, guards=not no_guards, profile=profile, cpus=cpus,
         memory=memory, duration=duration, seed=seed, out=out, operator_stop_at=operator_stop_at,
         metrics_host=metrics_host, metrics_port=metrics_port, agent=agent_argv, agent_dir=agent_dir,
-        unsafe=unsafe, pages=pages, live=live,
+        unsafe=unsafe, pages=pages, live=live, plugins=plugins,
     )
     res = _run(cfg, live)
     _print_result(res)
@@ -104,7 +133,8 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
 
 
 @click.command("demo")
-@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds the story runs.")
+@click.option("--duration", type=SECONDS, default=90.0, show_default=True,
+              help="How long the story runs: seconds, or 90s, 2m.")
 @click.option("--live/--plain", "live", default=None, help="Live terminal view or plain lines.")
 @click.option("--metrics-port", type=int, default=9464, show_default=True,
               help="Prometheus exporter port on 127.0.0.1, the one grafana/prometheus.yml scrapes (0: any free port).")
@@ -140,15 +170,18 @@ def demo_cmd(duration, live, metrics_port):  # type: ignore[no-untyped-def]
 @click.option("--policy", "policies", multiple=True, type=click.Path(dir_okay=False, exists=True),
               help="A policy file (repeatable; default: the shipped default policy).")
 @click.option("--seeds", default="0", show_default=True, help="Seeds, e.g. 0,1,2 or 0-4.")
-@click.option("--duration", type=float, default=30.0, show_default=True, help="Seconds per run.")
+@click.option("--duration", type=SECONDS, default=30.0, show_default=True,
+              help="How long each run lasts: seconds, or 45s, 1m.")
 @click.option("--profile", type=click.Choice(["novel", "laptop", "ci"]), default="ci", show_default=True)
-@click.option("--backend", type=click.Choice(["auto", "docker", "process"]), default="auto", show_default=True)
+@click.option("--backend", type=BackendChoice(), default="auto", show_default=True)
 @click.option("--parallel", type=int, default=None, help="Runs at once, 1 or more (default: as many as the host's CPUs fit).")
 @click.option("--replay", "replay", multiple=True, type=click.Path(exists=True),
-              help="Run nothing: re-evaluate the policies over this recorded run dir or trace (repeatable).")
+              help="Run nothing: re-evaluate the policies over this recorded run dir or trace, or every "
+                   "run dir in this directory (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the runs and sweep.csv / sweep.html go (default runs/sweep-<utc-stamp>/).")
-def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, replay, out):  # type: ignore[no-untyped-def]
+@plugin_option
+def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, replay, out, plugins):  # type: ignore[no-untyped-def]
     """Scenarios x policies x seeds in one table (CSV and HTML): contained rate, escapes,
     median time to detect and to contain, usefulness, false alarms; and one row per run
     with why it was or was not contained (runs.csv, sweep.html)."""
@@ -159,6 +192,7 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
     from sim.lab.sweep import MAX_CELLS, live_sweep, replay_sweep, run_rows, table, write_table
     from sim.report.sweep import HEADERS, text_table
 
+    load_plugins(plugins)
     pols = list(policies) or [None]
     out = out or Path("runs") / f"sweep-{_stamp()}"
     if replay:
@@ -191,7 +225,8 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
             for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 loop.add_signal_handler(s, stop, s)
             return await live_sweep(list(scenarios) or ["novel"], pols, seed_list, out=out, duration=duration,
-                                    profile=profile, backend=backend, parallel=parallel, echo=click.echo)
+                                    profile=profile, backend=backend, parallel=parallel, echo=click.echo,
+                                    plugins=plugins)
 
         try:
             cells = asyncio.run(interruptible())
