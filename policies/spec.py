@@ -187,7 +187,7 @@ class FieldReader:
         try:
             d = parse_duration(v)
         except ValueError:
-            raise self.fail(node, path, f"expected {DURATION_HINT} (at most 30 days), got {str(v)[:40]!r}") from None
+            raise self.fail(node, path, f"expected {DURATION_HINT}, got {str(v)[:40]!r}") from None
         if positive and d <= 0:
             raise self.fail(node, path, f"expected a window longer than 0s, got {v!r}")
         return d

@@ -297,8 +297,9 @@ class Experiment:
                 self._actions.put_nowait(("kill", "operator stop ignored", self.clock()))
             return
         if isinstance(item, Sample):
-            extra = dict(item.extra)
-            extra.update(self._gauges)
+            # The observer's own measurements (cpu_demand...) win over a learner gauge of the
+            # same name: the learner cannot overwrite what is measured of it.
+            extra = {**self._gauges, **item.extra}
             item = dataclasses.replace(item, t=self._stamp_t(item.t), extra=extra)
         else:
             item = dataclasses.replace(item, t=self._stamp_t(item.t))

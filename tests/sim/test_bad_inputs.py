@@ -168,18 +168,10 @@ def test_bad_values_on_the_command_line_are_refused_before_anything_starts(tmp_p
     ("on_event: {category: egress}\n    count: 1000000000000000000000000000000000000\n    within: 10s",
      ["count"]),
     ("on_event: {category: egress}\n    count: 3\n    within: 0s", ["within", "longer than 0s"]),
-    ("signal: cpu_ratio\n    above: 0.9\n    for: 100000000000000000000000000h", ["for", "30 days"]),
+    ("signal: cpu_ratio\n    above: 0.9\n    for: 100000000000000000000000000h", ["for", "duration"]),
     ("signal: cpu_ratio\n    above: 0.9\n    for: -5s", ["for", "duration"]),
 ])
 def test_bad_values_in_a_policy_are_one_line_naming_the_field(tmp_path, guard, words):
     p = tmp_path / "p.yaml"
     p.write_text(f"guards:\n  - name: g\n    {guard}\n    action: alert\n")
     assert_refused(runaway("policy", "check", str(p)), *words)
-
-
-def test_a_typo_in_a_signal_name_is_warned_about(tmp_path):
-    p = tmp_path / "p.yaml"
-    p.write_text("guards:\n  - name: g\n    signal: cpu_ratoi\n    above: 0.9\n    action: alert\n")
-    r = runaway("policy", "check", str(p))
-    assert r.returncode == 0
-    assert "runaway: warning:" in r.stderr and "did you mean 'cpu_ratio'" in r.stderr

@@ -19,6 +19,7 @@ from sim.lab.metrics import RunMetrics
 from sim.lab.runner import DEFAULT_POLICY, Experiment, RunConfig
 
 SAMPLE_DT = 0.25
+PEGGED_FOR_S = 20.0  # the default policy's cpu-pegged `for:`
 
 
 class Consumer:
@@ -42,7 +43,8 @@ class Consumer:
             for line in lines_per_sample[i % len(lines_per_sample)] if lines_per_sample else ():
                 await self.exp._handle(("line", "stdout", line))
             # A pegging agent: the observer sees the CPU at its cap, every sample.
-            await self.exp._handle(Sample(t=self.now, cpu_ratio=1.0, cpu_seconds=self.now * 0.5, pids=3))
+            await self.exp._handle(Sample(t=self.now, cpu_ratio=1.0, cpu_seconds=self.now * 0.5, pids=3,
+                                          extra={"cpu_demand": 1.0}))
         self.exp.trace.close()
 
 
@@ -86,16 +88,16 @@ agent_lines = st.one_of(
                                                                    HealthCheck.too_slow])
 @given(st.lists(st.lists(agent_lines, max_size=4), max_size=6))
 def test_whatever_an_agent_prints_a_pegging_agent_is_caught_and_the_trace_stays_json(tmp_path_factory, lines):
-    """Whatever lines an agent prints, a pegging agent is still caught by cpu-pegged (10 s
+    """Whatever lines an agent prints, a pegging agent is still caught by cpu-pegged (at its
     `for:`), and every trace line is standard JSON."""
     path = tmp_path_factory.mktemp("run") / "trace.jsonl"
     c = Consumer(path)
-    asyncio.run(c.feed(lines, 14.0))
+    asyncio.run(c.feed(lines, PEGGED_FOR_S + 4))
     for text in path.read_text(encoding="utf-8").split("\n")[:-1]:
         rec = loads_strict(text)  # no NaN, no Infinity
         assert isinstance(rec, dict)
     fired = _fired(path, "cpu-pegged")
-    assert fired and fired[0] <= 10.0 + 2 * SAMPLE_DT
+    assert fired and fired[0] <= PEGGED_FOR_S + 2 * SAMPLE_DT
 
 
 def test_a_far_future_wall_stamp_does_not_blind_the_guards(tmp_path):
@@ -103,9 +105,9 @@ def test_a_far_future_wall_stamp_does_not_blind_the_guards(tmp_path):
     poison = ('@runaway {"type":"event","source":"self_report","category":"lifecycle","kind":"say",'
               '"wall":1e300}')
     c = Consumer(tmp_path / "trace.jsonl")
-    asyncio.run(c.feed([[poison]], 14.0))
+    asyncio.run(c.feed([[poison]], PEGGED_FOR_S + 4))
     recs = list(read_trace(str(tmp_path / "trace.jsonl")))
-    assert max(r.t for r in recs) < 14.0
+    assert max(r.t for r in recs) < PEGGED_FOR_S + 4
     assert _fired(tmp_path / "trace.jsonl", "cpu-pegged")
 
 
@@ -121,9 +123,10 @@ def test_nan_gauges_are_refused_and_recorded(tmp_path):
 
 def test_a_gauge_cannot_overwrite_what_the_observer_measured(tmp_path):
     c = Consumer(tmp_path / "trace.jsonl")
-    asyncio.run(c.feed([['@runaway {"type":"gauge","cpu_ratio":0.0,"pages":3}']], 2.0))
+    asyncio.run(c.feed([['@runaway {"type":"gauge","cpu_ratio":0.0,"pages":3}',
+                         '@runaway {"type":"gauge","cpu_demand":0.0,"pages":3}']], 2.0))
     samples = [r for r in read_trace(str(tmp_path / "trace.jsonl")) if isinstance(r, Sample)]
-    assert samples and all(s.cpu_ratio == 1.0 for s in samples)
+    assert samples and all(s.cpu_ratio == 1.0 and s.extra["cpu_demand"] == 1.0 for s in samples)
 
 
 def test_a_flood_of_lines_is_cut_to_the_budget_and_reported():
