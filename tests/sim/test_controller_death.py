@@ -91,7 +91,7 @@ def test_sigkill_on_the_controller_stops_the_docker_sandbox_and_removes_its_netw
     proc.communicate(timeout=10)
     took = until(lambda: not docker_leftovers(run_id))
     print(f"container and network gone {took:.2f} s after SIGKILL")
-    assert firewall_rules(run_id) == []
+    until(lambda: firewall_rules(run_id) == [])  # the watchdog removes them right after
 
 
 @pytest.mark.slow
