@@ -43,6 +43,8 @@ from .identity import identity_events
 from .base import ActionResult, SandboxError, until_none
 from .cgroup import Cgroup, CgroupReading, forget, reading_from_stats
 from .image import LEARNER_DIR, ensure_image
+from .syscalls import SyscallContext
+from . import tracer as tracing
 from .spec import NETWORK_NONE, SandboxSpec
 
 LABEL = "runaway.run"
@@ -175,7 +177,7 @@ class DockerSandbox:
 
     def __init__(self, spec: SandboxSpec, *, run_id: str, image: str | None = None, client=None,
                  watch_hz: float = WATCH_HZ, diff_every_s: float = DIFF_EVERY_S,
-                 agent_dir: Path | None = None) -> None:
+                 agent_dir: Path | None = None, tracer: str | None = tracing.DEFAULT_MODE) -> None:
         self.spec = spec
         self.agent_dir = Path(agent_dir).resolve() if agent_dir else None
         self.run_id = run_id
@@ -217,6 +219,9 @@ class DockerSandbox:
         self._base_ids: tuple[int, int, int] | None = None
         self._reported: set[tuple[int, str]] = set()
         self.exit_code: int | None = None
+        # The syscall tracer (sandbox/tracer.py): its mode, or None for none.
+        self.tracer = tracer
+        self._channel: tracing.TracerChannel | None = None
 
     # -- setup --------------------------------------------------------------------------
 
@@ -278,8 +283,50 @@ class DockerSandbox:
         self._obs.put_nowait(Event(
             t=self._clock(), source="observer", category="lifecycle", kind="start", outcome="allowed",
             detail={"backend": "docker", "container": self.container.id[:12], "pid": self.pid,
-                    "image": self._image, "user": self.spec.user, "security_boundary": True}))
+                    "image": self._image, "user": self.spec.user, "security_boundary": True,
+                    "tracer": self._tracer_detail()}))
         self._tasks = [loop.create_task(self._monitor()), loop.create_task(self._wait_exit())]
+
+    def _tracer_detail(self) -> dict[str, Any] | None:
+        if self._channel is None:
+            return None
+        return {"program": "strace", "mode": self.tracer, "pid": 1, "user": tracing.TRACER_USER,
+                "caps": list(tracing.TRACER_CAPS), "agent_user": self.spec.user, "agent_caps": []}
+
+    def _open_tracer(self, loop: asyncio.AbstractEventLoop) -> tracing.TracerChannel:
+        """The tracer's channel, read from now on; its events join the observations."""
+        spec = self.spec
+        ctx = SyscallContext(scratch=(spec.workdir,), web=(self.gateway, self.allowed_ports[0])
+                             if self.gateway and self.allowed_ports else None,
+                             web_ports=tuple(self.allowed_ports), uid=spec.uid, gid=spec.gid,
+                             tracer_dir=tracing.TRACER_DIR)
+
+        def on_events(events: list[Event]) -> None:
+            loop.call_soon_threadsafe(self._tracer_events, events)
+
+        def on_end(lost: bool, detail: dict) -> None:
+            loop.call_soon_threadsafe(self._tracer_end, lost, detail)
+
+        ch = tracing.TracerChannel(ctx, on_events, on_end, mode=self.tracer or tracing.DEFAULT_MODE)
+        ch.start()
+        return ch
+
+    def _tracer_events(self, events: list[Event]) -> None:
+        """Tracer events, stamped on the run's clock from the call's own wall time (the
+        tracer's, which the agent cannot touch), never later than now."""
+        now, wall = self._clock(), time.time()
+        for ev in events:
+            t = min(now, max(0.0, now - (wall - ev.t)))
+            self._obs.put_nowait(dataclasses.replace(ev, t=t))
+
+    def _tracer_end(self, lost: bool, detail: dict) -> None:
+        if not lost or self._killed or self._closed:
+            return
+        # The tracer is the sandbox's init: when it goes, every process of the sandbox goes
+        # with it, so this is also the end of the agent; but nothing it did since is seen.
+        self._obs.put_nowait(Event(
+            t=self._clock(), source="observer", category="escalation", kind="tracer_lost", outcome="unknown",
+            detail={**detail, "reason": "the tracer's output ended before the traced agent's exit"}))
 
     def _net_targets(self) -> list[str]:
         """What the learner may scan: its network's gateway and first few addresses (its
@@ -324,11 +371,19 @@ class DockerSandbox:
         if self.agent_dir is not None:
             binds[str(self.agent_dir)] = {"bind": AGENT_DIR, "mode": "ro"}
             workdir = AGENT_DIR
+        user, cap_add, command = spec.user, list(spec.cap_add), argv
+        if self.tracer:
+            # strace is the container's init, as root with only TRACER_CAPS; it starts the
+            # agent as spec.user with no capability (sandbox/tracer.py says why).
+            self._channel = self._open_tracer(loop)
+            binds[str(self._channel.dir)] = {"bind": tracing.TRACER_DIR, "mode": "ro"}
+            user, command = tracing.TRACER_USER, tracing.tracer_argv(argv, spec.user, self.tracer)
+            cap_add = [*cap_add, *(c for c in tracing.TRACER_CAPS if c not in cap_add)]
         kw: dict[str, Any] = dict(
-            image=self._image, command=argv, name=self.name, labels=self.labels, detach=True,
-            user=spec.user, environment=full_env, working_dir=workdir, hostname="learner",
+            image=self._image, command=command, name=self.name, labels=self.labels, detach=True,
+            user=user, environment=full_env, working_dir=workdir, hostname="learner",
             read_only=spec.read_only_root, privileged=spec.privileged,
-            cap_drop=list(spec.cap_drop), cap_add=list(spec.cap_add) or None,
+            cap_drop=list(spec.cap_drop), cap_add=cap_add or None,
             security_opt=["no-new-privileges:true"] if spec.no_new_privileges else None,
             tmpfs={spec.workdir: f"rw,nosuid,nodev,size={spec.scratch_size},mode=1777"},
             volumes=binds, stdin_open=False, tty=False, init=False, ipc_mode="private",
@@ -364,7 +419,8 @@ class DockerSandbox:
         except docker.errors.APIError:
             self._fs_seen = set()
         # Docker makes the mount points (and their parents) at start, and writes these files.
-        for target in (LEARNER_DIR, CONTROL_DIR, AGENT_DIR, spec.workdir, *(m.target for m in spec.mounts)):
+        for target in (LEARNER_DIR, CONTROL_DIR, AGENT_DIR, tracing.TRACER_DIR, spec.workdir,
+                       *(m.target for m in spec.mounts)):
             p = Path(target)
             self._fs_seen.update(str(q) for q in (p, *p.parents) if str(q) != "/")
         self._fs_seen.update(("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/etc", "/dev", "/proc", "/sys"))
@@ -463,7 +519,10 @@ class DockerSandbox:
         last look, costs one small read and a bytes comparison per process."""
         out: list[Event] = []
         seen: dict[int, bytes] = {}
+        ch = self._channel
         for pid in pids:
+            if ch is not None and pid != self.pid and not ch.agent_started:
+                continue  # the tracer's launcher, root until it becomes the agent: ours
             raw = self._pread(f"/proc/{pid}/status")
             if not raw:  # exited between the list and the read
                 continue
@@ -481,8 +540,10 @@ class DockerSandbox:
                 self._base_ids = (uid, uid, 0 if no_caps else st.cap_eff)
                 self._base_gid = self.spec.gid if self.spec.gid is not None else st.gid
             b_uid, b_euid, b_caps = self._base_ids
-            out += identity_events(self._clock(), pid, st.name,
-                                   (b_uid, b_euid, self._base_gid, self._base_gid, b_caps),
+            base = (b_uid, b_euid, self._base_gid, self._base_gid, b_caps)
+            if ch is not None and pid == self.pid:
+                base = (0, 0, 0, 0, tracing.TRACER_CAP_MASK)  # the tracer: root with its own caps only
+            out += identity_events(self._clock(), pid, st.name, base,
                                    (st.uid, st.euid, st.gid, st.egid, st.cap_eff), self._reported, pid)
         self._ident_raw = seen
         for path in [p for p in self._fds if p.startswith("/proc/") and int(p.split("/")[2]) not in seen]:
@@ -569,6 +630,10 @@ class DockerSandbox:
                 await asyncio.sleep(tick)
             if diff_task is not None:
                 await asyncio.gather(diff_task, return_exceptions=True)
+            if self._channel is not None:
+                # The tracer's last lines (and the end of its output) before the exit event.
+                await asyncio.to_thread(self._channel.wait_ended, 2.0)
+                await asyncio.sleep(0)
             await self._diff_events()
             await self._final(ooms, prev)
         finally:
@@ -834,6 +899,8 @@ class DockerSandbox:
             return
         self._closed = True
         await asyncio.to_thread(self._remove_all)
+        if self._channel is not None:
+            await asyncio.to_thread(self._channel.close)
         self._exited.set()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=3.0)

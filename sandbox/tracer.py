@@ -1,0 +1,189 @@
+"""The syscall tracer: strace as the sandbox's init, its output on a channel only we read.
+
+Every process of the sandbox, whatever its language, is traced by Debian's strace:
+
+    strace -f -q -ttt -yy -e trace=<sandbox.syscalls.TRACED> -o /run/runaway/tracer/syscalls \
+        -- setpriv --reuid=U --regid=G --clear-groups --inh-caps=-all -- <agent argv>
+
+- strace runs as root with only the capabilities it needs (`TRACER_CAPS`), as the
+  container's PID 1. The agent runs as the spec's unprivileged user with no capability
+  (setpriv drops them before the agent's exec). The agent cannot signal the tracer (another
+  uid, and the kernel ignores SIGKILL/SIGSTOP sent to a namespace's init from inside), cannot
+  ptrace it, and cannot detach itself (only the tracer detaches; a tracee stays traced
+  across fork and exec).
+- The output goes to a FIFO in a host directory only root may enter, mounted read-only;
+  it is opened for writing by strace alone and read by the controller alone: the agent's
+  stdout and stderr (protocol lines) never mix with it, and /proc/1/fd is closed to it.
+- If the tracer goes, the whole sandbox goes with it (the namespace's init), and the
+  channel ends before the traced root's exit line: `TracerChannel` reports that as
+  `escalation/tracer_lost`. Losing the tracer is never silent.
+
+`TracerChannel` owns the FIFO, a reader thread and the `Classifier` (sandbox/syscalls.py)
+that turns lines into events.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import fcntl
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from policies.model import Event
+
+from .syscalls import TRACED, Classifier, SyscallContext
+
+# Where the channel's directory is mounted inside the sandbox, and the FIFO's name.
+TRACER_DIR = "/run/runaway/tracer"
+FIFO_NAME = "syscalls"
+# What strace needs as root: ptrace a process of another uid (SYS_PTRACE), and the
+# launcher's switch to the agent's uid and gid (SETUID, SETGID). Nothing else.
+TRACER_CAPS = ("SYS_PTRACE", "SETUID", "SETGID")
+TRACER_CAP_MASK = (1 << 19) | (1 << 7) | (1 << 6)
+TRACER_USER = "0:0"
+# `ptrace`: strace stops on every call and keeps the ones in TRACED; it sees the calls
+# Docker's seccomp profile refuses (mount, unshare, bpf, keyctl, module loading), because
+# the ptrace stop comes before seccomp. `seccomp`: strace's BPF filter stops only on TRACED
+# (cheaper), but a call refused by Docker's profile never reaches it, so those are unseen.
+MODES = ("ptrace", "seccomp")
+DEFAULT_MODE = "ptrace"
+# Longest string strace prints (paths, argv entries, sent data) before "...".
+STRSIZE = 512
+
+
+def tracer_argv(argv: Sequence[str], user: str, mode: str = DEFAULT_MODE) -> list[str]:
+    """The sandbox's command: strace (root) -> setpriv (to `user`, no caps) -> argv.
+
+    >>> tracer_argv(["sh", "agent.sh"], "65534:65534")[-8:]
+    ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--', 'sh', 'agent.sh']
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown tracer mode {mode!r} (expected one of {', '.join(MODES)})")
+    uid, _, gid = user.partition(":")
+    strace = ["strace", "-f", "-q", "-ttt", "-yy", "-s", str(STRSIZE), "-e", "signal=none",
+              # "?" lets a call this kernel or strace does not know be skipped, not refused.
+              "-e", "trace=" + ",".join("?" + c for c in TRACED), "-o", f"{TRACER_DIR}/{FIFO_NAME}"]
+    if mode == "seccomp":
+        strace.insert(1, "--seccomp-bpf")
+    launcher = ["setpriv", f"--reuid={uid}", f"--regid={gid or uid}", "--clear-groups", "--inh-caps=-all", "--"]
+    return [*strace, "--", *launcher, *argv]
+
+
+class TracerChannel:
+    """The tracer's output, read by a thread: events to `on_events`, the end to `on_end`.
+
+    The FIFO is opened for reading (and, until the tracer's first line, for writing too, so
+    that a read before strace opens it does not look like its end) before the sandbox
+    starts. `on_end(lost: bool, detail)` is called each time the output ends: `lost` when the
+    traced root's exit was never seen (the tracer died, was killed, or the sandbox was torn
+    down under it). A restarted sandbox's new tracer opens the same FIFO and is read on.
+    """
+
+    def __init__(self, ctx: SyscallContext, on_events: Callable[[list[Event]], None],
+                 on_end: Callable[[bool, dict], None], *, mode: str = DEFAULT_MODE) -> None:
+        self.ctx = ctx
+        self.mode = mode
+        self.on_events = on_events
+        self.on_end = on_end
+        self.dir = Path(tempfile.mkdtemp(prefix="runaway-tracer-"))  # mode 0700, ours
+        self.fifo = self.dir / FIFO_NAME
+        os.mkfifo(self.fifo, 0o600)
+        self._rfd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wfd: int | None = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fcntl.fcntl(self._rfd, fcntl.F_SETFL, fcntl.fcntl(self._rfd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        self.classifier = Classifier(ctx)
+        self.ended = threading.Event()
+        self.attached = threading.Event()
+        self._stopping = False
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        # Seconds from a traced call (strace's clock) to its line being read here.
+        self.lags: collections.deque[float] = collections.deque(maxlen=10_000)
+        self.events = 0
+
+    @property
+    def agent_started(self) -> bool:
+        return self.classifier.agent_started
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="runaway-tracer")
+        self._thread.start()
+
+    def _hold_open(self) -> None:
+        with self._lock:
+            if self._wfd is None and not self._stopping:
+                self._wfd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def _let_go(self) -> None:
+        with self._lock:
+            if self._wfd is not None:
+                os.close(self._wfd)
+                self._wfd = None
+
+    def _run(self) -> None:
+        buf = b""
+        try:
+            while True:
+                try:
+                    data = os.read(self._rfd, 1 << 16)
+                except OSError as e:
+                    if e.errno == errno.EINTR:
+                        continue
+                    break
+                if data:
+                    if not self.attached.is_set():
+                        self.attached.set()
+                        self.ended.clear()
+                        self._let_go()  # the tracer holds the write end now: its end is ours to see
+                    buf += data
+                    *lines, buf = buf.split(b"\n")
+                    now = time.time()
+                    out: list[Event] = []
+                    for raw in lines:
+                        evs = self.classifier.feed(raw.decode("utf-8", "replace"))
+                        if evs:
+                            out += evs
+                            self.lags.extend(now - e.t for e in evs)
+                    if out:
+                        self.events += len(out)
+                        self.on_events(out)
+                    continue
+                # End of output: every writer closed it.
+                if self._stopping:
+                    break
+                c = self.classifier
+                lost = not c.root_ended
+                self.on_end(lost, {"lines": c.lines, "agent_started": c.agent_started,
+                                   "attached": self.attached.is_set(), "mode": self.mode})
+                self.ended.set()
+                # A restarted sandbox runs a new tracer on the same FIFO: wait for it.
+                self.classifier = Classifier(self.ctx)
+                self.attached.clear()
+                buf = b""
+                self._hold_open()
+                if self._stopping:
+                    break
+        finally:
+            self.ended.set()
+
+    def wait_ended(self, timeout: float) -> bool:
+        """Blocks until the current tracer's output has ended (or `timeout`)."""
+        return self.ended.wait(timeout)
+
+    def close(self) -> None:
+        """Stops reading and removes the FIFO's directory. Idempotent."""
+        self._stopping = True
+        self._let_go()  # with no writer left the reader sees the end and stops
+        if self._thread is not None:
+            self._thread.join(timeout=2.0)
+        try:
+            os.close(self._rfd)
+        except OSError:
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
