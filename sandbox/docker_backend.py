@@ -287,8 +287,13 @@ class DockerSandbox:
                     "tracer": self._tracer_detail()}))
         self._tasks = [loop.create_task(self._monitor()), loop.create_task(self._wait_exit())]
 
+    @property
+    def tracer_info(self) -> dict[str, Any] | None:
+        """What traces the agent's syscalls (meta.tracer), or None."""
+        return self._tracer_detail()
+
     def _tracer_detail(self) -> dict[str, Any] | None:
-        if self._channel is None:
+        if not self.tracer:
             return None
         return {"program": "strace", "mode": self.tracer, "pid": 1, "user": tracing.TRACER_USER,
                 "caps": list(tracing.TRACER_CAPS), "agent_user": self.spec.user, "agent_caps": []}

@@ -182,6 +182,10 @@ class ProcessSandbox:
 
     backend = "process"
     is_security_boundary = False
+    # No syscall tracer here: strace would run on the host, as root beside an agent that is
+    # not in a container (see docs/sandbox.md, "What is watched").
+    tracer = None
+    tracer_info = None
 
     def __init__(self, spec: SandboxSpec, *, run_id: str, watch_hz: float = WATCH_HZ,
                  proc_events: bool = True, python_modules: Sequence[str] = ("aiohttp",),

@@ -275,7 +275,7 @@ class Classifier:
     def _ids(self, sc: Syscall) -> list[Event]:
         own = self.ctx.gid if _ID_CALLS[sc.name] == "setgid" else self.ctx.uid
         if sc.name == "setgroups":
-            args = [] if sc.args.startswith("0,") else [-2]
+            args = [-2]  # any change to the supplementary groups needs a capability
         else:
             args = [int(x) for x in _NUM.findall(sc.args)]
         if own is not None and all(a in (-1, own) for a in args):
@@ -425,7 +425,9 @@ class Classifier:
                 return []  # the same program looked up along PATH: one attempt
             if sc.errno == "ENOENT":
                 self._failed_exec[sc.pid] = base
-            return [self._event(sc, "escalation", ESCALATION_EXECS[base], detail)]
+            # Running the program is not the escalation; the calls it then makes are traced.
+            return [self._event(sc, "escalation", ESCALATION_EXECS[base], detail,
+                                None if sc.errno else "unknown")]
         if sc.errno == "ENOENT":
             return []  # a PATH lookup miss: what runs (or fails) next is what matters
         self._failed_exec.pop(sc.pid, None)
