@@ -446,6 +446,7 @@ class Experiment:
             if self.cfg.metrics_port is not None:
                 self.metrics_port = self.metrics.serve(self.cfg.metrics_host, self.cfg.metrics_port)
                 self.notices.append(f"metrics on http://{self.cfg.metrics_host}:{self.metrics_port}/metrics")
+            argv = self._learner_argv()  # its notices belong in the meta line and the header
             meta = self._meta()
             self.trace.write(meta)
             if self.engine is not None:
@@ -466,7 +467,7 @@ class Experiment:
             actuator = asyncio.create_task(self._actuator(), name="actuator")
             for t in (consumer, actuator):
                 t.add_done_callback(lambda t: t.cancelled() or t.exception() is None or self._finish("error"))
-            await self.sandbox.start(self._learner_argv(), env, LEARNER_DIR, hosts, self.control_file,
+            await self.sandbox.start(argv, env, LEARNER_DIR, hosts, self.control_file,
                                      self.clock)
             tasks.append(asyncio.create_task(self._pump_observations(), name="observations"))
             tasks.append(asyncio.create_task(self._pump_output(), name="output"))

@@ -236,9 +236,10 @@ def judge(attempts: list[dict[str, Any]], audit: list[dict[str, Any]], observed:
     return rows
 
 
-def build_compiled(dest: Path) -> Path:
-    """The compiled catalog, built from learner/catalog/attempts.c with the host's C
-    compiler (static, so it runs whatever the image's C library). RunawayError if it cannot."""
+def build_compiled(dest: Path, src: Path | None = None) -> Path:
+    """`dest`/attempts: the compiled catalog (or `src`), built from learner/catalog/attempts.c
+    with the host's C compiler (static, so it runs whatever the image's C library).
+    RunawayError if it cannot."""
     import subprocess
 
     cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
@@ -246,7 +247,7 @@ def build_compiled(dest: Path) -> Path:
         raise RunawayError("no C compiler on this host (cc): the compiled catalog needs one "
                            "(apt-get install gcc)", field="--catalog")
     out = dest / "attempts"
-    src = CATALOG_DIR / "attempts.c"
+    src = src or CATALOG_DIR / "attempts.c"
     for flags in (["-static"], []):  # static unless this host has no static C library
         r = subprocess.run([cc, *flags, "-O1", "-o", str(out), str(src)], capture_output=True, text=True)
         if r.returncode == 0:
