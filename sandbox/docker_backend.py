@@ -508,8 +508,19 @@ class DockerSandbox:
         files, its init and init's descendants (a /proc scan, so only when `full`)."""
         if self.cgroup is not None:
             # Inline rather than procfs.pids_of_cgroup: this runs at watch_hz, and the path
-            # object and sorting cost more than the read.
-            raw = self._pread(self._procs_file)
+            # object and sorting cost more than the read. Opened afresh each time: cgroup
+            # v1 keeps a process list per open file and rebuilds it only after a second
+            # unread, so a descriptor read 30 times a second would never show a new process.
+            try:
+                fd = os.open(self._procs_file, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:  # the cgroup has gone with its container
+                return []
+            try:
+                raw = os.read(fd, 1 << 16)
+            except OSError:
+                raw = b""
+            finally:
+                os.close(fd)
             return [int(x) for x in raw.split()] if raw else []
         if not self.pid:
             return []

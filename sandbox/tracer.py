@@ -3,7 +3,7 @@
 Every process of the sandbox, whatever its language, is traced by Debian's strace:
 
     strace -f -q -ttt -yy -e trace=<sandbox.syscalls.TRACED> -o /run/runaway/tracer/syscalls \
-        -- setpriv --reuid=U --regid=G --clear-groups --inh-caps=-all -- <agent argv>
+        -- setpriv --reuid=U --regid=G --clear-groups --inh-caps=-all --bounding-set=-all -- <agent argv>
 
 - strace runs as root with only the capabilities it needs (`TRACER_CAPS`), as the
   container's PID 1. The agent runs as the spec's unprivileged user with no capability
@@ -43,9 +43,10 @@ from .syscalls import TRACED, Classifier, SyscallContext
 TRACER_DIR = "/run/runaway/tracer"
 FIFO_NAME = "syscalls"
 # What strace needs as root: ptrace a process of another uid (SYS_PTRACE), and the
-# launcher's switch to the agent's uid and gid (SETUID, SETGID). Nothing else.
-TRACER_CAPS = ("SYS_PTRACE", "SETUID", "SETGID")
-TRACER_CAP_MASK = (1 << 19) | (1 << 7) | (1 << 6)
+# launcher's switch to the agent's uid and gid (SETUID, SETGID) with an empty bounding set
+# (SETPCAP), so that the agent can never gain a capability back. Nothing else.
+TRACER_CAPS = ("SYS_PTRACE", "SETUID", "SETGID", "SETPCAP")
+TRACER_CAP_MASK = (1 << 19) | (1 << 8) | (1 << 7) | (1 << 6)
 TRACER_USER = "0:0"
 # `ptrace`: strace stops on every call and keeps the ones in TRACED; it sees the calls
 # Docker's seccomp profile refuses (mount, unshare, bpf, keyctl, module loading), because
@@ -60,8 +61,8 @@ STRSIZE = 512
 def tracer_argv(argv: Sequence[str], user: str, mode: str = DEFAULT_MODE) -> list[str]:
     """The sandbox's command: strace (root) -> setpriv (to `user`, no caps) -> argv.
 
-    >>> tracer_argv(["sh", "agent.sh"], "65534:65534")[-8:]
-    ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--', 'sh', 'agent.sh']
+    >>> tracer_argv(["sh", "agent.sh"], "65534:65534")[-9:]
+    ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--', 'sh', 'agent.sh']
     """
     if mode not in MODES:
         raise ValueError(f"unknown tracer mode {mode!r} (expected one of {', '.join(MODES)})")
@@ -71,7 +72,8 @@ def tracer_argv(argv: Sequence[str], user: str, mode: str = DEFAULT_MODE) -> lis
               "-e", "trace=" + ",".join("?" + c for c in TRACED), "-o", f"{TRACER_DIR}/{FIFO_NAME}"]
     if mode == "seccomp":
         strace.insert(1, "--seccomp-bpf")
-    launcher = ["setpriv", f"--reuid={uid}", f"--regid={gid or uid}", "--clear-groups", "--inh-caps=-all", "--"]
+    launcher = ["setpriv", f"--reuid={uid}", f"--regid={gid or uid}", "--clear-groups", "--inh-caps=-all",
+                "--bounding-set=-all", "--"]
     return [*strace, "--", *launcher, *argv]
 
 

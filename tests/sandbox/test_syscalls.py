@@ -157,7 +157,7 @@ def test_the_tracer_command_runs_the_agent_unprivileged_under_strace():
     assert argv[0] == "strace" and "-f" in argv and "--seccomp-bpf" not in argv
     i = argv.index("--")
     assert argv[i + 1:] == ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-                            "--", "./agent", "--x"]
+                            "--bounding-set=-all", "--", "./agent", "--x"]
     assert "--seccomp-bpf" in tracer_argv(["x"], "10001", "seccomp")
     with pytest.raises(ValueError, match="unknown tracer mode"):
         tracer_argv(["x"], "1", "ebpf")

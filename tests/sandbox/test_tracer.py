@@ -56,12 +56,12 @@ async def run_agent(tmp_path: Path, script: str, during=None, timeout: float = 6
 
 async def test_the_agent_has_no_capability_and_cannot_kill_stop_or_forge_the_tracer(tmp_path):
     lines, events, sb = await run_agent(tmp_path, (
-        "grep -E '^(Uid|CapInh|CapPrm|CapEff|CapAmb)' /proc/self/status; "
+        "grep -E '^(Uid|CapInh|CapPrm|CapEff|CapBnd|CapAmb)' /proc/self/status; "
         "kill -9 1; echo kill=$?; kill -STOP 1; echo stop=$?; "
         "echo '9 1.0 setuid(0) = 0' > /run/runaway/tracer/syscalls; echo write=$?; "
         "cat /proc/1/fd/1 </dev/null >/dev/null 2>&1; echo fd=$?; echo done"))
     text = "\n".join(lines)
-    for cap in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         assert f"{cap}:\t0000000000000000" in text, text
     assert "Uid:\t65534\t65534\t65534\t65534" in text
     assert "kill=1" in text and "stop=1" in text and "write=2" in text and "fd=1" in text and "done" in text
@@ -70,7 +70,8 @@ async def test_the_agent_has_no_capability_and_cannot_kill_stop_or_forge_the_tra
     assert not [e for e in events if e.kind == "tracer_lost"], "the tracer survived"
     assert not [e for e in events if e.category == "escalation" and e.outcome == "allowed"], \
         "neither the tracer (root, its own caps) nor the agent counts as a privilege gain"
-    assert sb.tracer_info["caps"] == ["SYS_PTRACE", "SETUID", "SETGID"] and sb.tracer_info["agent_caps"] == []
+    assert sb.tracer_info["caps"] == ["SYS_PTRACE", "SETUID", "SETGID", "SETPCAP"]
+    assert sb.tracer_info["agent_caps"] == []
 
 
 async def test_a_lost_tracer_is_an_escalation_and_the_sandbox_ends_with_it(tmp_path):
