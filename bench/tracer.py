@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from policies import Engine  # noqa: E402
+from policies import Engine, load_policy  # noqa: E402
 from policies.model import Event  # noqa: E402
 from sandbox import SandboxSpec  # noqa: E402
 from sandbox.docker_backend import DockerSandbox  # noqa: E402
@@ -42,6 +42,7 @@ from sim.scenarios.spec import parse_scenario  # noqa: E402
 from sim.web import MockWeb  # noqa: E402
 
 LEARNER = Path(__file__).resolve().parents[1] / "sim" / "learner"
+POLICY = load_policy(DEFAULT_POLICY)
 SPEC = SandboxSpec(cpus=1.0, memory="512m", pids=256)
 MODES = (None, "ptrace", "seccomp")
 CRAWL = parse_scenario("""
@@ -90,6 +91,9 @@ def name(mode: str | None) -> str:
     return mode or "untraced"
 
 
+LAGS: list[float] = []  # strace's time of a call -> its line read by the controller
+
+
 async def in_sandbox(mode: str | None, argv: list[str], env: dict[str, str], on_line=None, on_obs=None,
                      seconds: float | None = None, web: MockWeb | None = None,
                      agent_dir: Path | None = None) -> None:
@@ -123,6 +127,8 @@ async def in_sandbox(mode: str | None, argv: list[str], env: dict[str, str], on_
             await asyncio.sleep(seconds)
             work.cancel()
     finally:
+        if sb._channel is not None:
+            LAGS[:] = list(sb._channel.lags)
         await sb.close()
         if web is not None:
             await web.stop()
@@ -162,7 +168,7 @@ async def latency(mode: str | None, n: int) -> list[float]:
     out: list[float] = []
 
     def verdict_after(ev: Event, t_call: float, clock) -> None:
-        eng = Engine(DEFAULT_POLICY)  # fresh: the escalation guard latches after one firing
+        eng = Engine(POLICY)  # fresh: the escalation guard latches after one firing
         if any(v.state == "firing" for v in eng.step(ev)):
             out.append(clock() - t_call)
 
@@ -173,7 +179,7 @@ async def latency(mode: str | None, n: int) -> list[float]:
     def on_line(line: str, clock) -> None:
         ev = parse_line(line, lambda w: w or 0.0)  # t: the hook's wall time, just before the call
         if isinstance(ev, Event) and ev.source == "audit" and ev.kind == "read_sensitive_file":
-            eng = Engine(DEFAULT_POLICY)
+            eng = Engine(POLICY)
             if any(v.state == "firing" for v in eng.step(ev)):
                 out.append(time.time() - ev.t)
 
@@ -195,32 +201,41 @@ async def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0, help="crawl seconds per round")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--probes", type=int, default=100)
+    ap.add_argument("--parts", default="crawl,micro,latency", help="which figures (comma-separated)")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     build_image()
     print(f"host: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the start")
-    pages: dict[str | None, list[float]] = {m: [] for m in MODES}
-    for _ in range(args.rounds):
+    if "crawl" in parts:
+        pages: dict[str | None, list[float]] = {m: [] for m in MODES}
+        for _ in range(args.rounds):
+            for m in MODES:
+                pages[m].append(await crawl(m, args.seconds))
+        base = statistics.median(pages[None])
+        print(f"crawl ({args.rounds} x {args.seconds:g} s, 1 cpu, no rate limit, 4 connections):")
         for m in MODES:
-            pages[m].append(await crawl(m, args.seconds))
-    base = statistics.median(pages[None])
-    print(f"crawl ({args.rounds} x {args.seconds:g} s, 1 cpu, no rate limit, 4 connections):")
-    for m in MODES:
-        p = statistics.median(pages[m])
-        print(f"  {name(m):9} {p:7.1f} pages/s  ({p / base:5.1%} of untraced)  rounds: "
-              + ", ".join(f"{x:.1f}" for x in pages[m]))
-    print("syscalls in the sandbox (us per call):")
-    for m in MODES:
-        a, b = await micro(m)
-        print(f"  {name(m):9} open+close (traced calls) {a * 1e6:7.1f}   getppid (not kept) {b * 1e6:6.2f}")
-    print(f"syscall to verdict (default policy, {args.probes} blocked opens of /etc/shadow):")
-    for m in MODES:
-        lat = await latency(m, args.probes)
-        if not lat:
-            print(f"  {name(m):9} no verdicts")
-            continue
-        via = "audit hook line" if m is None else "tracer channel"
-        print(f"  {name(m):9} p50 {statistics.median(lat) * 1000:6.1f} ms  p99 {pct(lat, 0.99) * 1000:6.1f} ms  "
-              f"max {max(lat) * 1000:6.1f} ms  (n={len(lat)}, via the {via})")
+            p = statistics.median(pages[m])
+            print(f"  {name(m):9} {p:7.1f} pages/s  ({p / base:5.1%} of untraced)  rounds: "
+                  + ", ".join(f"{x:.1f}" for x in pages[m]))
+    if "micro" in parts:
+        print("syscalls in the sandbox (us per call):")
+        for m in MODES:
+            a, b = await micro(m)
+            print(f"  {name(m):9} open+close (traced calls) {a * 1e6:7.1f}   getppid (not kept) {b * 1e6:6.2f}")
+    if "latency" in parts:
+        print(f"syscall to verdict (default policy, {args.probes} blocked opens of /etc/shadow, one per 100 ms):")
+        for m in MODES:
+            LAGS.clear()
+            lat = await latency(m, args.probes)
+            if not lat:
+                print(f"  {name(m):9} no verdicts")
+                continue
+            via = "the audit hook's line" if m is None else "the tracer's channel"
+            print(f"  {name(m):9} p50 {statistics.median(lat) * 1000:6.1f} ms  p99 {pct(lat, 0.99) * 1000:6.1f} ms  "
+                  f"max {max(lat) * 1000:6.1f} ms  (n={len(lat)}, via {via})")
+            if LAGS:
+                print(f"  {'':9} of which the call to its line read: p50 {statistics.median(LAGS) * 1000:6.1f} ms  "
+                      f"p99 {pct(LAGS, 0.99) * 1000:6.1f} ms")
     print(f"host load average {os.getloadavg()[0]:.1f} at the end")
 
 
