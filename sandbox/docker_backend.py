@@ -312,7 +312,9 @@ class DockerSandbox:
         def on_end(lost: bool, detail: dict) -> None:
             loop.call_soon_threadsafe(self._tracer_end, lost, detail)
 
-        ch = tracing.TracerChannel(ctx, on_events, on_end, mode=self.tracer or tracing.DEFAULT_MODE)
+        ch = tracing.TracerChannel(ctx, on_events, on_end, mode=self.tracer or tracing.DEFAULT_MODE,
+                                   prefix=f"runaway-tracer-{_run_tag(self.run_id)}-",
+                                   owner=self.labels[OWNER_LABEL])
         ch.start()
         return ch
 
@@ -994,6 +996,13 @@ def clean(run_id: str | None = None, client=None, *, include_live: bool = False)
         except docker.errors.NotFound:
             pass
     removed["firewall rules"] = firewall_remove(run_id, keep={_run_tag(r) for r in live})
+    removed["tracer channels"] = []
+    prefix = f"runaway-tracer-{_run_tag(run_id)}-" if run_id else "runaway-tracer-"
+    for d, owner in tracing.leftover_dirs(prefix):
+        if run_id is None and not include_live and _owner_alive(owner):
+            continue  # a live run's
+        shutil.rmtree(d, ignore_errors=True)
+        removed["tracer channels"].append(d.name)
     if live:
         removed["skipped (live)"] = sorted(live)
     client.close()

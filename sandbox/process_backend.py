@@ -282,7 +282,8 @@ class ProcessSandbox:
             f"{cpu}; address space {mem} per process (group memory enforced by a sampler); "
             f"{nproc}; {NOFILE} open files"
             f"{'; no_new_privs' if self.spec.no_new_privileges else ''}. Escape attempts run as "
-            "dry-runs; disconnect is not available (no network namespace)."
+            "dry-runs; disconnect is not available (no network namespace); no syscall tracer "
+            "(a non-Python agent is watched through /proc only)."
         )
         if why_not:
             text += f" Note: {why_not}."

@@ -54,11 +54,13 @@ TRACER_USER = "0:0"
 # (cheaper), but a call refused by Docker's profile never reaches it, so those are unseen.
 MODES = ("ptrace", "seccomp")
 DEFAULT_MODE = "ptrace"
+# In a channel's directory: the controller that made it ("<pid>:<start ticks>").
+OWNER_FILE = "owner"
 # Longest string strace prints (paths, argv entries, sent data) before "...".
 STRSIZE = 512
 
 
-def tracer_argv(argv: Sequence[str], user: str, mode: str = DEFAULT_MODE) -> list[str]:
+def tracer_argv(argv: Sequence[str], user: str, mode: str = DEFAULT_MODE, fifo: str = FIFO_NAME) -> list[str]:
     """The sandbox's command: strace (root) -> setpriv (to `user`, no caps) -> argv.
 
     >>> tracer_argv(["sh", "agent.sh"], "65534:65534")[-9:]
@@ -69,7 +71,7 @@ def tracer_argv(argv: Sequence[str], user: str, mode: str = DEFAULT_MODE) -> lis
     uid, _, gid = user.partition(":")
     strace = ["strace", "-f", "-q", "-ttt", "-yy", "-s", str(STRSIZE), "-e", "signal=none",
               # "?" lets a call this kernel or strace does not know be skipped, not refused.
-              "-e", "trace=" + ",".join("?" + c for c in TRACED), "-o", f"{TRACER_DIR}/{FIFO_NAME}"]
+              "-e", "trace=" + ",".join("?" + c for c in TRACED), "-o", f"{TRACER_DIR}/{fifo}"]
     if mode == "seccomp":
         strace.insert(1, "--seccomp-bpf")
     launcher = ["setpriv", f"--reuid={uid}", f"--regid={gid or uid}", "--clear-groups", "--inh-caps=-all",
@@ -88,13 +90,20 @@ class TracerChannel:
     """
 
     def __init__(self, ctx: SyscallContext, on_events: Callable[[list[Event]], None],
-                 on_end: Callable[[bool, dict], None], *, mode: str = DEFAULT_MODE) -> None:
+                 on_end: Callable[[bool, dict], None], *, mode: str = DEFAULT_MODE,
+                 directory: Path | None = None, name: str = FIFO_NAME, prefix: str = "runaway-tracer-",
+                 owner: str = "") -> None:
         self.ctx = ctx
         self.mode = mode
+        self.name = name
         self.on_events = on_events
         self.on_end = on_end
-        self.dir = Path(tempfile.mkdtemp(prefix="runaway-tracer-"))  # mode 0700, ours
-        self.fifo = self.dir / FIFO_NAME
+        # Mode 0700, ours; a second channel (a command run in the sandbox) shares the first's.
+        self._own_dir = directory is None
+        self.dir = Path(tempfile.mkdtemp(prefix=prefix)) if directory is None else Path(directory)
+        if directory is None and owner:
+            (self.dir / OWNER_FILE).write_text(owner)  # for `runaway clean` after a crash
+        self.fifo = self.dir / name
         os.mkfifo(self.fifo, 0o600)
         self._rfd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         self._wfd: int | None = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -103,6 +112,7 @@ class TracerChannel:
         self.ended = threading.Event()
         self.attached = threading.Event()
         self._stopping = False
+        self.expected_end = False  # set before we end the tracer ourselves: no loss then
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         # Seconds from a traced call (strace's clock) to its line being read here.
@@ -114,7 +124,7 @@ class TracerChannel:
         return self.classifier.agent_started
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True, name="runaway-tracer")
+        self._thread = threading.Thread(target=self._run, daemon=True, name=f"runaway-tracer-{self.name}")
         self._thread.start()
 
     def _hold_open(self) -> None:
@@ -160,9 +170,10 @@ class TracerChannel:
                 if self._stopping:
                     break
                 c = self.classifier
-                lost = not c.root_ended
+                lost = not c.root_ended and not self.expected_end
                 self.on_end(lost, {"lines": c.lines, "agent_started": c.agent_started,
-                                   "attached": self.attached.is_set(), "mode": self.mode})
+                                   "attached": self.attached.is_set(), "mode": self.mode,
+                                   "channel": self.name})
                 self.ended.set()
                 # A restarted sandbox runs a new tracer on the same FIFO: wait for it.
                 self.classifier = Classifier(self.ctx)
@@ -188,4 +199,19 @@ class TracerChannel:
             os.close(self._rfd)
         except OSError:
             pass
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        else:
+            self.fifo.unlink(missing_ok=True)
+
+
+def leftover_dirs(prefix: str = "runaway-tracer-") -> list[tuple[Path, str]]:
+    """Channel directories in the temporary directory, with their owner ("" if unknown)."""
+    out = []
+    for d in Path(tempfile.gettempdir()).glob(prefix + "*"):
+        try:
+            owner = (d / OWNER_FILE).read_text().strip()
+        except OSError:
+            owner = ""
+        out.append((d, owner))
+    return out
