@@ -101,3 +101,22 @@ async def test_a_shell_agents_calls_are_events_with_their_results(tmp_path):
     assert not [e for e in events if e.category == "filesystem"], "the scratch dir is its own"
     execs = [e.detail["path"] for e in events if e.kind == "exec"]
     assert "/usr/bin/cat" in execs and "/usr/bin/python3" in execs
+
+
+def test_clean_removes_a_crashed_runs_tracer_channel_and_spares_a_live_ones():
+    from sandbox.docker_backend import _owner, clean
+    from sandbox.syscalls import SyscallContext
+    from sandbox.tracer import TracerChannel
+
+    tag = uuid.uuid4().hex[:8]
+    dead = TracerChannel(SyscallContext(), lambda e: None, lambda lost, d: None,
+                         prefix=f"runaway-tracer-t-{tag}-a-", owner="1:1")  # pid 1 never started at tick 1
+    live = TracerChannel(SyscallContext(), lambda e: None, lambda lost, d: None,
+                         prefix=f"runaway-tracer-t-{tag}-b-", owner=_owner())
+    try:
+        removed = clean()
+        assert dead.dir.name in removed["tracer channels"] and not dead.dir.exists()
+        assert live.dir.exists() and live.dir.name not in removed["tracer channels"]
+    finally:
+        live.close()
+        dead.close()
