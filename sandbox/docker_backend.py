@@ -306,16 +306,10 @@ class DockerSandbox:
                              web_ports=tuple(self.allowed_ports), uid=spec.uid, gid=spec.gid,
                              tracer_dir=tracing.TRACER_DIR)
 
-        def on_events(events: list[Event]) -> None:
-            loop.call_soon_threadsafe(self._tracer_events, events)
-
-        def on_end(lost: bool, detail: dict) -> None:
-            loop.call_soon_threadsafe(self._tracer_end, lost, detail)
-
-        ch = tracing.TracerChannel(ctx, on_events, on_end, mode=self.tracer or tracing.DEFAULT_MODE,
+        ch = tracing.TracerChannel(ctx, self._tracer_events, self._tracer_end, mode=self.tracer or tracing.DEFAULT_MODE,
                                    prefix=f"runaway-tracer-{_run_tag(self.run_id)}-",
                                    owner=self.labels[OWNER_LABEL])
-        ch.start()
+        loop.call_soon_threadsafe(ch.start, loop)  # read in the loop itself (we are in a thread)
         return ch
 
     def _tracer_events(self, events: list[Event]) -> None:
@@ -918,7 +912,7 @@ class DockerSandbox:
         self._closed = True
         await asyncio.to_thread(self._remove_all)
         if self._channel is not None:
-            await asyncio.to_thread(self._channel.close)
+            self._channel.close()
         self._exited.set()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=3.0)

@@ -18,15 +18,14 @@ Every process of the sandbox, whatever its language, is traced by Debian's strac
   channel ends before the traced root's exit line: `TracerChannel` reports that as
   `escalation/tracer_lost`. Losing the tracer is never silent.
 
-`TracerChannel` owns the FIFO, a reader thread and the `Classifier` (sandbox/syscalls.py)
-that turns lines into events.
+`TracerChannel` owns the FIFO, reads it in the controller's event loop and feeds the
+`Classifier` (sandbox/syscalls.py) that turns lines into events.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
-import errno
-import fcntl
 import os
 import shutil
 import tempfile
@@ -80,7 +79,7 @@ def tracer_argv(argv: Sequence[str], user: str, mode: str = DEFAULT_MODE, fifo: 
 
 
 class TracerChannel:
-    """The tracer's output, read by a thread: events to `on_events`, the end to `on_end`.
+    """The tracer's output, read in the event loop: events to `on_events`, the end to `on_end`.
 
     The FIFO is opened for reading (and, until the tracer's first line, for writing too, so
     that a read before strace opens it does not look like its end) before the sandbox
@@ -107,14 +106,13 @@ class TracerChannel:
         os.mkfifo(self.fifo, 0o600)
         self._rfd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         self._wfd: int | None = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        fcntl.fcntl(self._rfd, fcntl.F_SETFL, fcntl.fcntl(self._rfd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
         self.classifier = Classifier(ctx)
         self.ended = threading.Event()
-        self.attached = threading.Event()
+        self.attached = False
         self._stopping = False
         self.expected_end = False  # set before we end the tracer ourselves: no loss then
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._buf = b""
         # Seconds from a traced call (strace's clock) to its line being read here.
         self.lags: collections.deque[float] = collections.deque(maxlen=10_000)
         self.events = 0
@@ -123,82 +121,80 @@ class TracerChannel:
     def agent_started(self) -> bool:
         return self.classifier.agent_started
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"runaway-tracer-{self.name}")
-        self._thread.start()
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Reads from now on, in `loop` itself (call it in the loop's thread): a line is
+        classified as soon as the loop wakes for it, with no thread between."""
+        self._loop = loop
+        loop.add_reader(self._rfd, self._readable)
 
     def _hold_open(self) -> None:
-        with self._lock:
-            if self._wfd is None and not self._stopping:
-                self._wfd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        if self._wfd is None and not self._stopping:
+            self._wfd = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
 
     def _let_go(self) -> None:
-        with self._lock:
-            if self._wfd is not None:
-                os.close(self._wfd)
-                self._wfd = None
+        if self._wfd is not None:
+            os.close(self._wfd)
+            self._wfd = None
 
-    def _run(self) -> None:
-        buf = b""
+    def _readable(self) -> None:
         try:
-            while True:
-                try:
-                    data = os.read(self._rfd, 1 << 16)
-                except OSError as e:
-                    if e.errno == errno.EINTR:
-                        continue
-                    break
-                if data:
-                    if not self.attached.is_set():
-                        self.attached.set()
-                        self.ended.clear()
-                        self._let_go()  # the tracer holds the write end now: its end is ours to see
-                    buf += data
-                    *lines, buf = buf.split(b"\n")
-                    now = time.time()
-                    out: list[Event] = []
-                    for raw in lines:
-                        evs = self.classifier.feed(raw.decode("utf-8", "replace"))
-                        if evs:
-                            out += evs
-                            self.lags.extend(now - e.t for e in evs)
-                    if out:
-                        self.events += len(out)
-                        self.on_events(out)
-                    continue
-                # End of output: every writer closed it.
-                if self._stopping:
-                    break
-                c = self.classifier
-                lost = not c.root_ended and not self.expected_end
-                self.on_end(lost, {"lines": c.lines, "agent_started": c.agent_started,
-                                   "attached": self.attached.is_set(), "mode": self.mode,
-                                   "channel": self.name})
-                self.ended.set()
-                # A restarted sandbox runs a new tracer on the same FIFO: wait for it.
-                self.classifier = Classifier(self.ctx)
-                self.attached.clear()
-                buf = b""
-                self._hold_open()
-                if self._stopping:
-                    break
-        finally:
-            self.ended.set()
+            data = os.read(self._rfd, 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            if not self.attached:
+                self.attached = True
+                self.ended.clear()
+                self._let_go()  # the tracer holds the write end now: its end is ours to see
+            *lines, self._buf = (self._buf + data).split(b"\n")
+            now = time.time()
+            out: list[Event] = []
+            for raw in lines:
+                evs = self.classifier.feed(raw.decode("utf-8", "replace"))
+                if evs:
+                    out += evs
+                    self.lags.extend(now - e.t for e in evs)
+            if out:
+                self.events += len(out)
+                self.on_events(out)
+            return
+        # End of output: every writer closed it.
+        if not self._stopping:
+            c = self.classifier
+            lost = not c.root_ended and not self.expected_end
+            self.on_end(lost, {"lines": c.lines, "agent_started": c.agent_started,
+                               "attached": self.attached, "mode": self.mode, "channel": self.name})
+            # A restarted sandbox runs a new tracer on the same FIFO: wait for it (holding
+            # a write end of our own, so that the FIFO is not endlessly at its end).
+            self.classifier = Classifier(self.ctx)
+            self.attached = False
+            self._buf = b""
+            self._hold_open()
+        self.ended.set()
 
     def wait_ended(self, timeout: float) -> bool:
-        """Blocks until the current tracer's output has ended (or `timeout`)."""
+        """Blocks until the current tracer's output has ended (or `timeout`); call it from
+        another thread than the loop's (asyncio.to_thread)."""
         return self.ended.wait(timeout)
 
     def close(self) -> None:
-        """Stops reading and removes the FIFO's directory. Idempotent."""
+        """Stops reading and removes the FIFO (and its directory, if ours). Idempotent; call
+        it in the loop's thread."""
         self._stopping = True
-        self._let_go()  # with no writer left the reader sees the end and stops
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
+        self._let_go()
+        if self._loop is not None:
+            try:
+                self._loop.remove_reader(self._rfd)
+            except (ValueError, RuntimeError):  # the loop is closed already
+                pass
+            self._loop = None
         try:
             os.close(self._rfd)
         except OSError:
             pass
+        self.ended.set()
         if self._own_dir:
             shutil.rmtree(self.dir, ignore_errors=True)
         else:
