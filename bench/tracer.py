@@ -34,10 +34,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from policies import Engine, load_policy  # noqa: E402
 from policies.model import Event  # noqa: E402
 from sandbox import SandboxSpec  # noqa: E402
-from sandbox.docker_backend import DockerSandbox  # noqa: E402
+from sandbox.backends.docker import DockerSandbox  # noqa: E402
 from sandbox.image import build_image  # noqa: E402
-from sim.protocol import parse_line  # noqa: E402
-from sim.runner import DEFAULT_POLICY  # noqa: E402
+from sim.lab.protocol import parse_line  # noqa: E402
+from sim.lab.runner import DEFAULT_POLICY  # noqa: E402
 from sim.scenarios.spec import parse_scenario  # noqa: E402
 from sim.web import MockWeb  # noqa: E402
 

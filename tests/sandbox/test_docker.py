@@ -23,7 +23,7 @@ import pytest
 
 from policies.model import Event, Sample
 from sandbox import PROFILES, SandboxSpec, admit, open_sandbox
-from sandbox.docker_backend import LABEL, OWNER_LABEL, DockerSandbox, _owner_alive, bridge_name
+from sandbox.backends.docker import LABEL, OWNER_LABEL, DockerSandbox, _owner_alive, bridge_name
 from sandbox import procfs
 from sandbox.image import build_image
 from sandbox.tracer import TRACER_CAPS
@@ -44,7 +44,7 @@ def learner_image() -> str:
 def run_id() -> str:
     rid = f"t-{uuid.uuid4().hex[:10]}"
     yield rid
-    from sandbox.docker_backend import clean
+    from sandbox.backends.docker import clean
 
     clean(rid)  # whatever a failing test left
 
@@ -63,7 +63,7 @@ async def make_sandbox(learner_image: str, run_id: str, tmp_path: Path):
         return sb
 
     yield make
-    from sandbox.docker_backend import clean
+    from sandbox.backends.docker import clean
 
     for sb in made:  # a test that failed before close() leaves these: remove by label
         if not sb._closed:
@@ -291,7 +291,7 @@ async def test_a_busy_loop_pegs_at_its_cap_not_the_host(make_sandbox, tmp_path: 
 
 async def test_without_cgroup_files_samples_come_from_the_stats_api(make_sandbox, tmp_path: Path,
                                                                     monkeypatch) -> None:
-    import sandbox.docker_backend as backend
+    import sandbox.backends.docker as backend
 
     monkeypatch.setattr(backend.Cgroup, "of_pid", classmethod(lambda cls, pid: None))
     sb = make_sandbox()

@@ -15,7 +15,7 @@ import pytest
 
 from policies.model import Event, Sample
 from sandbox import SandboxSpec, open_sandbox, procfs
-from sandbox.process_backend import ProcessSandbox, clean
+from sandbox.backends.process import ProcessSandbox, clean
 
 LEARNER_DIR = Path(__file__).resolve().parents[2] / "sim" / "learner"
 SPEC = SandboxSpec(cpus=0.5, memory="128m", pids=64)
@@ -293,7 +293,7 @@ def test_learner_dies_with_a_sigkilled_controller_and_clean_removes_the_rest(tmp
 import asyncio, os, sys, time
 from pathlib import Path
 from sandbox import SandboxSpec
-from sandbox.process_backend import ProcessSandbox
+from sandbox.backends.process import ProcessSandbox
 async def main():
     sb = ProcessSandbox(SandboxSpec(cpus=1.0, memory="128m", pids=64), run_id="orphan{os.getpid()}",
                         python_modules=())

@@ -104,7 +104,7 @@ async def test_a_shell_agents_calls_are_events_with_their_results(tmp_path):
 
 
 def test_clean_removes_a_crashed_runs_tracer_channel_and_spares_a_live_ones():
-    from sandbox.docker_backend import _owner, clean
+    from sandbox.backends.docker import _owner, clean
     from sandbox.syscalls import SyscallContext
     from sandbox.tracer import TracerChannel
 

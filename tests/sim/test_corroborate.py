@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from policies import Engine
 from policies.model import Event
-from sim.corroborate import Corroborator
-from sim.runner import DEFAULT_POLICY
+from sim.lab.corroborate import Corroborator
+from sim.lab.runner import DEFAULT_POLICY
 
 
 def tracer(t, kind="connect", cat="egress", outcome="blocked"):

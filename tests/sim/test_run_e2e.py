@@ -135,7 +135,7 @@ def test_a_python_agent_is_watched_by_the_audit_hook_and_contained(tmp_path):
 @pytest.mark.docker
 @pytest.mark.slow
 def test_a_shell_agent_and_a_compiled_agent_are_caught_by_the_syscall_tracer(tmp_path):
-    from sim.selftest import build_compiled
+    from sim.lab.selftest import build_compiled
 
     agent = tmp_path / "agent"
     agent.mkdir()

@@ -41,11 +41,11 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 from policies.model import Event, Sample
 
-from . import procfs
-from .identity import identity_events
-from .proc_events import ProcEvents
-from .base import ActionResult, SandboxError, until_none
-from .spec import SandboxSpec, format_size
+from .. import procfs
+from ..identity import identity_events
+from ..proc_events import ProcEvents
+from ..base import ActionResult, SandboxError, until_none
+from ..spec import SandboxSpec, format_size
 
 # Names the learner resolves itself (RUNAWAY_HOSTS): everything is this host's loopback.
 DEFAULT_HOSTS = {"web.internal": "127.0.0.1", "metadata.internal": "127.0.0.1",

@@ -46,7 +46,7 @@ def replay_records(records: Sequence[Any], policy_path: str | None) -> list[Any]
     """The trace as if `policy_path` had been in charge: original observations, the new
     policy's verdicts, its actions taken as applied at once, cut at its first containing
     action. Recorded verdicts and actions are dropped."""
-    from sim.runner import DEFAULT_POLICY
+    from sim.lab.runner import DEFAULT_POLICY
 
     policy = load_policy(policy_path or str(DEFAULT_POLICY))
     engine = Engine(policy)
@@ -93,7 +93,7 @@ async def live_sweep(scenarios: Sequence[str], policies: Sequence[str | None], s
                      out: Path, duration: float, profile: str | None, backend: str, parallel: int,
                      echo: Any = print) -> list[Cell]:
     """Run every combination, `parallel` at a time."""
-    from sim.runner import Experiment, RunConfig
+    from sim.lab.runner import Experiment, RunConfig
 
     sem = asyncio.Semaphore(max(1, parallel))
     cells: list[Cell] = []

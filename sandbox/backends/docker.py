@@ -38,14 +38,14 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 from policies.model import Event, Sample
 
-from . import procfs
-from .identity import identity_events
-from .base import ActionResult, SandboxError, until_none
-from .cgroup import Cgroup, CgroupReading, forget, reading_from_stats
-from .image import LEARNER_DIR, ensure_image
-from .syscalls import SyscallContext
-from . import tracer as tracing
-from .spec import NETWORK_NONE, SandboxSpec
+from .. import procfs
+from .. import tracer as tracing
+from ..identity import identity_events
+from ..base import ActionResult, SandboxError, until_none
+from ..cgroup import Cgroup, CgroupReading, forget, reading_from_stats
+from ..image import LEARNER_DIR, ensure_image
+from ..syscalls import SyscallContext
+from ..spec import NETWORK_NONE, SandboxSpec
 
 LABEL = "runaway.run"
 # Who made it: "<pid>:<start ticks>" of the controller, so `clean` can tell a live run's
