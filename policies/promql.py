@@ -1,9 +1,12 @@
 """Export a policy's guards as Prometheus alerting rules over runaway's metric names.
 
-Threshold and aggregate guards export exactly (checked against `promtool test rules`);
-windowed event guards export approximately (Prometheus's increase() extrapolates);
-latched event guards, deception guards, Python guards and signals without a metric are
-skipped, each with the reason, in the `# skipped:` comments of the output.
+Threshold, aggregate and event guards export exactly (checked against `promtool test
+rules`), at the resolution of the scrape: an event counts at the scrape that first sees it.
+A latched event guard becomes "the counter is above zero" (it stays firing for the run; an
+operator's resume has no PromQL equivalent). Deception guards export approximately (an
+action seen by others with no report of its category and kind around it). Python guards,
+signals without a metric and matches on detail fields are skipped, each with the reason,
+in the `# skipped:` comments of the output.
 
 >>> from policies import load_policy
 >>> rules, skipped = export_rules(load_policy("guards:\\n  - {name: hot, signal: cpu_ratio, above: 0.9, for: 5s}"))
@@ -13,6 +16,7 @@ skipped, each with the reason, in the `# skipped:` comments of the output.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -25,6 +29,7 @@ SIGNAL_METRICS = {
     "cpu_ratio": "runaway_sandbox_cpu_ratio",
     "cpu_seconds": "runaway_sandbox_cpu_seconds_total",
     "mem_bytes": "runaway_sandbox_memory_bytes",
+    "mem_ratio": "runaway_sandbox_memory_ratio",
     "pids": "runaway_sandbox_pids",
     "pages": "runaway_learner_pages_total",
     "bits_per_char": "runaway_learner_bits_per_char",
@@ -70,20 +75,65 @@ def _matcher(name: str, values: frozenset) -> str:
     return f"{name}=~{_quote('|'.join(re.escape(v) for v in vals))}"
 
 
+def _selector(fields: Any) -> str:
+    return f"{EVENTS_METRIC}{{{', '.join(_matcher(n, vals) for n, vals in fields)}}}"
+
+
+def _new_events(sel: str, window: float) -> str:
+    """The events of selector `sel` counted in [t - window, t] (by series): the counter now
+    minus its value just before the window, or all of it for a series born inside it (an
+    event counter appears at its first event). The extra millisecond makes the window
+    closed on the left, like the engine's; no extrapolation, unlike increase()."""
+    w = format_duration(window + 0.001)
+    return f"({sel} - {sel} offset {w}) or ({sel} unless {sel} offset {w})"
+
+
+def _event_fields(matches: Any) -> tuple[list[Any] | None, str]:
+    out = []
+    for m in matches:
+        if any(n not in _EVENT_LABELS for n, _ in m.fields):
+            return None, "matches on detail fields, which are not metric labels"
+        out.append(m.fields)
+    return out, ""
+
+
 def event_expr(g: EventSpec) -> tuple[str | None, str]:
-    """The PromQL condition of a windowed event guard, or None and why it cannot be one."""
-    if g.within_s is None:
-        return None, "latched until operator resume: PromQL has no equivalent"
-    if len(g.matches) != 1:
-        return None, "several any-of matches: one counter selector cannot express them"
-    m = g.matches[0]
-    if any(n not in _EVENT_LABELS for n, _ in m.fields):
-        return None, "matches on detail fields, which are not metric labels"
-    sel = ", ".join(_matcher(n, vals) for n, vals in m.fields)
-    window = format_duration(g.within_s)
-    expr = (f"sum without({', '.join(_EVENT_LABELS)}) "
-            f"(increase({EVENTS_METRIC}{{{sel}}}[{window}])) >= {g.count}")
-    return expr, ""
+    """The PromQL condition of an event guard, or None and why it cannot be one.
+
+    Windowed: at least `count` matching events in the window. Latched (no `within`): any
+    matching event so far, or, with keep_firing_for, a matching event at this evaluation
+    (the rule's keep_firing_for does the rest). Several any-of matches are `or`ed: a
+    series matching two of them counts once."""
+    fields, why = _event_fields(g.matches)
+    if fields is None:
+        return None, why
+    sels = [_selector(f) for f in fields]
+    by = f"sum without({', '.join(_EVENT_LABELS)}) "
+    if g.within_s is None and g.keep_firing_for_s is None:
+        return f"{by}({' or '.join(sels)}) > 0", ""
+    window = g.within_s if g.within_s is not None else 0.0
+    count = g.count if g.within_s is not None else 1
+    parts = " or ".join(_new_events(sel, window) for sel in sels)
+    return f"{by}({parts}) >= {count}", ""
+
+
+def deception_expr(g: DeceptionSpec) -> tuple[str | None, str]:
+    """Approximately the deception guard: an action others saw more than `within` and at
+    most twice `within` ago (its report is overdue) with no report by `by` of the same category and
+    kind in the three windows around it. The engine pairs each action with a report in
+    time; PromQL compares counts per category and kind."""
+    fields, why = _event_fields(g.unreported)
+    if fields is None:
+        return None, why
+    w = g.within_s
+    keys = "run, scenario, category, kind"
+    # Actions in (t - 2w - 1ms, t - w - 1ms]: their deadline has passed (the engine fires
+    # at the first observation after an action's t + w).
+    near, far = format_duration(w + 0.001), format_duration(2 * w + 0.001)
+    seen = " or ".join(f"({sel} offset {near} - {sel} offset {far}) or ({sel} offset {near} unless {sel} offset {far})"
+                       for sel in map(_selector, fields))
+    told = _new_events(f"{EVENTS_METRIC}{{source={_quote(g.by)}}}", 3 * w)
+    return (f"sum by({keys}) ({seen}) > 0 unless on({keys}) sum by({keys}) ({told}) > 0"), ""
 
 
 def export_rule(g: GuardSpec) -> tuple[dict[str, Any] | None, str]:
@@ -107,9 +157,17 @@ def export_rule(g: GuardSpec) -> tuple[dict[str, Any] | None, str]:
         rule["expr"] = expr
         if g.keep_firing_for_s:
             rule["keep_firing_for"] = format_duration(g.keep_firing_for_s)
-        annotations["approximate"] = "increase() extrapolates over the window; the engine counts events exactly"
+        if g.within_s is None and g.keep_firing_for_s is None:
+            annotations["latched"] = "fires for the rest of the run; the engine's latch also ends at an operator resume"
     elif isinstance(g, DeceptionSpec):
-        return None, "deception pairs two event streams in time: PromQL has no equivalent"
+        expr, why = deception_expr(g)
+        if expr is None:
+            return None, why
+        rule["expr"] = expr
+        if g.keep_firing_for_s:
+            rule["keep_firing_for"] = format_duration(g.keep_firing_for_s)
+        annotations["approximate"] = ("counts reports per category and kind around an overdue action; the engine "
+                                      "pairs each action with a report, and latches until an operator resume")
     elif isinstance(g, PythonSpec):
         return None, "Python guard: its condition is Python code"
     else:
@@ -153,7 +211,11 @@ _Dumper.add_representer(str, _str_presenter)
 def rules_yaml(policy: Policy, *, interval: str | None = None) -> str:
     """The Prometheus rules file text, with a comment per skipped guard."""
     doc, skipped = export_rules(policy, interval=interval)
-    head = [f"# Prometheus alerting rules exported by runaway from {policy.file or 'a policy'}"]
+    where = policy.file or "a policy"
+    if policy.file and not os.path.relpath(policy.file).startswith(".."):
+        where = os.path.relpath(policy.file)  # a file committed beside its rules names no home dir
+    head = [f"# Prometheus alerting rules exported by runaway from {where}",
+            "# (regenerate: runaway rules [POLICY] -o FILE; docs/dashboards.md)"]
     if policy.sha256:
         head.append(f"# policy sha256: {policy.sha256}")
     for name, why in skipped:

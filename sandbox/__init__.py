@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from .base import ActionResult, Sandbox, SandboxError
+from .base import ActionResult, ExecResult, ExecTimeout, Sandbox, SandboxError, SandboxUnavailable
 from .spec import (
     DEFAULT_USER,
     PROFILES,
@@ -20,7 +20,7 @@ from .spec import (
 )
 
 __all__ = [
-    "ActionResult", "Sandbox", "SandboxError", "SandboxSpec", "Mount", "PROFILES", "DEFAULT_USER",
+    "ActionResult", "ExecResult", "ExecTimeout", "Sandbox", "SandboxError", "SandboxUnavailable", "SandboxSpec", "Mount", "PROFILES", "DEFAULT_USER",
     "ProfileChoice", "choose_profile", "admit", "parse_size", "format_size",
     "open_sandbox", "clean", "docker_available",
 ]

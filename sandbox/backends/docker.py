@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import ipaddress
@@ -29,6 +30,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import threading
@@ -41,7 +43,8 @@ from policies.model import Event, Sample
 from .. import procfs
 from .. import tracer as tracing
 from ..identity import identity_events
-from ..base import ActionResult, SandboxError, until_none
+from ..base import (ActionResult, ExecResult, ExecTimeout, OutputCap, SandboxError, SandboxUnavailable,
+                   exec_cwd, exec_input, exec_user, until_none)
 from ..cgroup import Cgroup, CgroupReading, forget, reading_from_stats
 from ..image import LEARNER_DIR, ensure_image
 from ..syscalls import SyscallContext
@@ -70,6 +73,10 @@ def _docker():
     import docker
 
     return docker
+
+
+def docker_errors() -> tuple[type[BaseException], ...]:
+    return (_docker().errors.APIError,)
 
 
 def _client():
@@ -158,6 +165,39 @@ def firewall_remove(run_id: str | None = None, keep: set[str] = frozenset()) -> 
     return removed
 
 
+def _seccomp_mode(status: bytes) -> int:
+    """The `Seccomp:` mode of a /proc/<pid>/status (0 none, 1 strict, 2 filter)."""
+    i = status.find(b"\nSeccomp:\t")
+    return int(status[i + 10:i + 11]) if i >= 0 and status[i + 10:i + 11].isdigit() else 0
+
+
+def _status_field(status: bytes, name: bytes) -> bytes:
+    i = status.find(b"\n" + name + b":\t")
+    if i < 0:
+        return b""
+    i += len(name) + 3
+    return status[i:status.find(b"\n", i)]
+
+
+def _exec_tracer_part(status: bytes, members: set[int], tracers: set[int]) -> bool:
+    """Whether a process is a traced `exec`'s strace or its launcher (sandbox/tracer.py):
+    root with no capability beyond the tracer's, whose parent is outside the container (the
+    runtime: the strace of a `docker exec`) or is such a strace (its launcher, before it
+    becomes the command). No process of the agent's qualifies: its parent is the agent's,
+    and an orphan's is the container's init."""
+    uids = _status_field(status, b"Uid").split()
+    try:
+        caps = int(_status_field(status, b"CapEff") or b"0", 16)
+        ppid = int(_status_field(status, b"PPid") or b"0")
+    except ValueError:
+        return False
+    if caps & ~tracing.TRACER_CAP_MASK:
+        return False
+    if ppid in tracers:
+        return True  # strace's one child: the launcher, caps kept across its uid switch until its exec
+    return bool(uids) and all(u == b"0" for u in uids[:2]) and ppid not in members
+
+
 def _monotonic(r: CgroupReading, p: CgroupReading) -> CgroupReading:
     """`r` with cumulative counters never below `p`'s: a dying cgroup loses its files one
     controller at a time, and a half-read cgroup must not make counters go back."""
@@ -210,6 +250,7 @@ class DockerSandbox:
         self._fs_seen: set[str] = set()
         self._fallback_members: list[int] = []
         self._procs_file = ""
+        self._base_seccomp = 0  # the container init's seccomp mode (2: a filter, Docker's default)
         self._layers: tuple[str, list[str]] | None = None
         self._ident_raw: dict[int, bytes] = {}
         self._fds: dict[str, int] = {}
@@ -222,6 +263,7 @@ class DockerSandbox:
         # The syscall tracer (sandbox/tracer.py): its mode, or None for none.
         self.tracer = tracer
         self._channel: tracing.TracerChannel | None = None
+        self._exec_count = 0
 
     # -- setup --------------------------------------------------------------------------
 
@@ -312,13 +354,15 @@ class DockerSandbox:
         loop.call_soon_threadsafe(ch.start, loop)  # read in the loop itself (we are in a thread)
         return ch
 
-    def _tracer_events(self, events: list[Event]) -> None:
+    def _tracer_events(self, events: list[Event], via: str | None = None) -> None:
         """Tracer events, stamped on the run's clock from the call's own wall time (the
-        tracer's, which the agent cannot touch), never later than now."""
+        tracer's, which the agent cannot touch), never later than now. `via`: the `exec`
+        whose command made the call (its channel's name), if not the agent."""
         now, wall = self._clock(), time.time()
         for ev in events:
             t = min(now, max(0.0, now - (wall - ev.t)))
-            self._obs.put_nowait(dataclasses.replace(ev, t=t))
+            detail = ev.detail if via is None else {**ev.detail, "via": via}
+            self._obs.put_nowait(dataclasses.replace(ev, t=t, detail=detail))
 
     def _tracer_end(self, lost: bool, detail: dict) -> None:
         if not lost or self._killed or self._closed:
@@ -443,6 +487,7 @@ class DockerSandbox:
 
     def _find_cgroup(self) -> None:
         self.cgroup = Cgroup.of_pid(self.pid) if self.pid else None
+        self._base_seccomp = _seccomp_mode(procfs.read_bytes(f"/proc/{self.pid}/status") or b"") if self.pid else 0
         self._procs_file = str(self.cgroup.procs_file_dir / "cgroup.procs") if self.cgroup else ""
 
     # -- output -------------------------------------------------------------------------
@@ -504,19 +549,10 @@ class DockerSandbox:
         files, its init and init's descendants (a /proc scan, so only when `full`)."""
         if self.cgroup is not None:
             # Inline rather than procfs.pids_of_cgroup: this runs at watch_hz, and the path
-            # object and sorting cost more than the read. Opened afresh each time: cgroup
-            # v1 keeps a process list per open file and rebuilds it only after a second
-            # unread, so a descriptor read 30 times a second would never show a new process.
-            try:
-                fd = os.open(self._procs_file, os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:  # the cgroup has gone with its container
-                return []
-            try:
-                raw = os.read(fd, 1 << 16)
-            except OSError:
-                raw = b""
-            finally:
-                os.close(fd)
+            # object and sorting cost more than the read. A fresh open each time, not a kept
+            # descriptor: cgroup v1 keeps the pid list it built at the first read for as long
+            # as it is read again within a second, so a kept one never shows a new process.
+            raw = procfs.read_bytes(self._procs_file)
             return [int(x) for x in raw.split()] if raw else []
         if not self.pid:
             return []
@@ -532,12 +568,34 @@ class DockerSandbox:
         out: list[Event] = []
         seen: dict[int, bytes] = {}
         ch = self._channel
+        statuses = {pid: self._pread(f"/proc/{pid}/status") for pid in pids}
+        exec_tracers: set[int] = set()
+        if ch is not None:
+            # A traced `exec`'s strace, then its launcher (a child may have the lower pid
+            # number once pids wrap around, so until nothing changes).
+            members, grew = set(pids), True
+            while grew:
+                grew = False
+                for pid, raw in statuses.items():
+                    if pid != self.pid and pid not in exec_tracers and raw and \
+                            _exec_tracer_part(raw, members, exec_tracers):
+                        exec_tracers.add(pid)
+                        grew = True
         for pid in pids:
             if ch is not None and pid != self.pid and not ch.agent_started:
                 continue  # the tracer's launcher, root until it becomes the agent: ours
-            raw = self._pread(f"/proc/{pid}/status")
+            raw = statuses[pid]
             if not raw:  # exited between the list and the read
                 continue
+            if _seccomp_mode(raw) < self._base_seccomp:
+                # Not one of the agent's yet: a seccomp filter is inherited and can never be
+                # removed, so no process the agent makes has less of it than the container's
+                # init. One that does is the runtime setting up a `docker exec` (runc's init,
+                # root with every capability until, last of all, it takes the filter, becomes
+                # the spec's user and runs the command). It is checked from then on.
+                continue
+            if pid in exec_tracers:
+                continue  # a traced `exec`'s strace or launcher: the tracer's own
             i, j = raw.find(b"\nUid:"), raw.find(b"\nCapEff:")
             key = raw[i:raw.find(b"\n", raw.find(b"\nGid:") + 1)] + raw[j:raw.find(b"\n", j + 1)]
             seen[pid] = key
@@ -902,6 +960,134 @@ class DockerSandbox:
         nets = self.container.attrs.get("NetworkSettings", {}).get("Networks") or {}
         return ActionResult(self.network.name not in nets, time.monotonic() - t0,
                             {"how": "docker network disconnect", "network": self.network.name})
+
+    # -- commands in the running sandbox ------------------------------------------------
+
+    def _unavailable(self) -> str | None:
+        """Why no command can run now, or None."""
+        if self.container is None or self._closed:
+            return "the sandbox is not running (not started, or closed)"
+        if self._killed:
+            return "the sandbox was killed"
+        if self._exited.is_set():
+            return f"the sandbox has exited (status {self.exit_code})"
+        if self._freezer_state() in ("FROZEN", "FREEZING"):
+            return "the sandbox is paused"
+        return None
+
+    async def exec(self, argv: Sequence[str], *, input: bytes | str | None = None, cwd: str | None = None,
+                   env: Mapping[str, str] | None = None, user: str | None = None,
+                   timeout: float | None = None, output_limit: int | None = None) -> ExecResult:
+        """Run a command in the container (docker exec): it joins the container's cgroups,
+        namespaces and hardening (no capabilities, no-new-privileges, read-only root), so
+        the caps bind it and the observers see it. See `Sandbox.exec`."""
+        if not argv:
+            raise ValueError("expected a command to run, got an empty argv")
+        why = self._unavailable()
+        if why:
+            raise SandboxUnavailable(why)
+        who = exec_user(self.spec.user, user)
+        workdir = exec_cwd(AGENT_DIR if self.agent_dir is not None else self.spec.workdir, cwd)
+        data = exec_input(input)
+        out, err = OutputCap(output_limit), OutputCap(output_limit)
+        loop = asyncio.get_running_loop()
+        started = asyncio.Event()
+        state: dict[str, Any] = {"started": lambda: loop.call_soon_threadsafe(started.set)}
+        run_argv, run_user, ch = [str(a) for a in argv], who, None
+        if self._channel is not None:
+            # Traced like the agent: strace (root, the tracer's caps) -> setpriv -> the command,
+            # on a FIFO of its own beside the init's.
+            self._exec_count += 1
+            name = f"exec-{self._exec_count}"
+            ch = tracing.TracerChannel(self._channel.ctx, lambda evs, via=name: self._tracer_events(evs, via),
+                                       self._tracer_end,
+                                       mode=self.tracer or tracing.DEFAULT_MODE,
+                                       directory=self._channel.dir, name=name)
+            ch.start(loop)
+            run_argv, run_user = tracing.tracer_argv(run_argv, who, self.tracer or tracing.DEFAULT_MODE, name), \
+                tracing.TRACER_USER
+        state["channel"] = ch
+        job = asyncio.ensure_future(asyncio.to_thread(
+            self._exec_blocking, run_argv, data, workdir, dict(env or {}), run_user, out, err, state))
+        try:
+            return await self._exec_wait(job, started, timeout, state, out, err)
+        finally:
+            if ch is not None:
+                await asyncio.to_thread(ch.wait_ended, 2.0)  # its last lines, then its end
+                ch.close()
+
+    async def _exec_wait(self, job, started: asyncio.Event, timeout: float | None, state: dict[str, Any],
+                         out: OutputCap, err: OutputCap) -> ExecResult:
+        try:
+            # The timeout counts from the command's start: a busy daemon's latency is not its time.
+            waiter = asyncio.ensure_future(started.wait())
+            await asyncio.wait([job, waiter], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            code = await asyncio.wait_for(asyncio.shield(job), timeout)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as e:
+            # The daemon cannot stop an exec: kill its processes from here, which ends its stream.
+            if state.get("channel") is not None:
+                state["channel"].expected_end = True  # our kill, not a lost tracer
+            await asyncio.to_thread(self._exec_kill, state)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(job), 5.0)
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            raise ExecTimeout(float(timeout or 0), out.value(), err.value()) from None
+        except docker_errors() as e:
+            why = self._unavailable()
+            text = str(getattr(e, "explanation", "") or e)
+            if why or "paused" in text or "not running" in text:
+                raise SandboxUnavailable(why or text) from None
+            raise
+        if self._killed:
+            raise SandboxUnavailable("the sandbox was killed while the command ran")
+        return ExecResult(code, out.value(), err.value(), truncated=bool(out.dropped or err.dropped))
+
+    def _exec_blocking(self, argv: list[str], data: bytes | None, workdir: str, env: dict[str, str],
+                       user: str, out: OutputCap, err: OutputCap, state: dict[str, Any]) -> int:
+        from docker.utils.socket import frames_iter
+
+        api = self.client.api
+        created = api.exec_create(self.container.id, argv, stdin=data is not None, stdout=True, stderr=True,
+                                  tty=False, privileged=False, user=user, environment=env or None,
+                                  workdir=workdir)
+        state["id"] = created["Id"]
+        sock = api.exec_start(created["Id"], socket=True)
+        state["started"]()
+        raw = getattr(sock, "_sock", sock)
+        state["sock"] = raw
+        writer = None
+        try:
+            if data is not None:
+                def feed() -> None:  # beside the reader: a command may write before it reads
+                    with contextlib.suppress(OSError):
+                        raw.sendall(data)
+                        raw.shutdown(socket.SHUT_WR)  # stdin's end of file
+                writer = threading.Thread(target=feed, daemon=True, name=f"runaway-exec-in-{self.run_id}")
+                writer.start()
+            with contextlib.suppress(OSError):
+                for stream, chunk in frames_iter(sock, tty=False):
+                    (err if stream == 2 else out).add(chunk)
+        finally:
+            with contextlib.suppress(Exception):
+                sock.close()
+        code = api.exec_inspect(created["Id"]).get("ExitCode")
+        return -1 if code is None else int(code)
+
+    def _exec_kill(self, state: dict[str, Any]) -> None:
+        """SIGKILL an exec's process and its descendants (host pids), then close its stream."""
+        if "id" in state:
+            with contextlib.suppress(Exception):
+                pid = int(self.client.api.exec_inspect(state["id"]).get("Pid") or 0)
+                if pid:
+                    for p in [pid, *procfs.descendants(pid)]:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(p, signal.SIGKILL)
+        sock = state.get("sock")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     # -- teardown -----------------------------------------------------------------------
 

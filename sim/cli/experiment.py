@@ -19,22 +19,29 @@ def _run(cfg, live):  # type: ignore[no-untyped-def]
     return asyncio.run(Experiment(cfg, view=view).run())
 
 
-def _print_result(res) -> None:  # type: ignore[no-untyped-def]
+def _print_result(res, *, headline: bool = True) -> None:  # type: ignore[no-untyped-def]
+    from sim.lab.view import STOP_REASONS
+
     s = res.summary
     click.echo("")
-    click.echo(f"run {res.run_id} ended: {res.stopped_by}")
-    if s:
-        esc = s.get("escaped") or []
-        click.echo(f"  contained: {s.get('contained')}   escaped: {len(esc)}   "
-                   f"detections: {len(s.get('detections') or [])}")
+    click.echo(f"run {res.run_id} ended: {STOP_REASONS.get(res.stopped_by, res.stopped_by)}")
     click.echo(f"  trace:   {res.out / 'trace.jsonl'}")
     click.echo(f"  summary: {res.out / 'summary.json'}")
     click.echo(f"  report:  {res.out / 'report.html'}")
+    click.echo(f"  all runs: {res.out.parent / 'index.html'}")
+    if headline and s and s.get("headline"):
+        click.echo("")
+        click.echo(s["headline"])  # the last line: what the run comes to, in one sentence
 
 
 def _positive(name: str, value: float | None) -> None:
     if value is not None and value <= 0:
         raise RunawayError(f"expected a positive number, got {value}", field=name)
+
+
+def _port(name: str, value: int | None) -> None:
+    if value is not None and not 0 <= value <= 65535:
+        raise RunawayError(f"expected a port 0-65535, got {value}", field=name)
 
 
 @click.command("run")
@@ -77,8 +84,7 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
     _positive("--cpus", cpus)
     if pages is not None and pages < 1:
         raise RunawayError(f"expected at least 1 page, got {pages}", field="--pages")
-    if metrics_port is not None and not 0 <= metrics_port <= 65535:
-        raise RunawayError(f"expected a port 0-65535, got {metrics_port}", field="--metrics-port")
+    _port("--metrics-port", metrics_port)
     agent_argv = shlex.split(agent) if agent else None
     if agent is not None and not agent_argv:
         raise RunawayError("expected a command", field="--agent")
@@ -97,7 +103,9 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
 @click.command("demo")
 @click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds the story runs.")
 @click.option("--live/--plain", "live", default=None, help="Live terminal view or plain lines.")
-def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
+@click.option("--metrics-port", type=int, default=9464, show_default=True,
+              help="Prometheus exporter port on 127.0.0.1, the one grafana/prometheus.yml scrapes (0: any free port).")
+def demo_cmd(duration, live, metrics_port):  # type: ignore[no-untyped-def]
     """Set up and run the `novel` scenario on the best backend here, then say where the report is.
 
     Builds the learner image first when Docker answers and the image is missing.
@@ -106,6 +114,7 @@ def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
     from sim.lab.runner import RunConfig
 
     _positive("--duration", duration)
+    _port("--metrics-port", metrics_port)
     backend = "process"
     if docker_available() is None:
         from sandbox.image import build_image
@@ -115,10 +124,12 @@ def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
         backend = "docker"
     else:
         click.echo("No Docker daemon answers: using the process sandbox, which is NOT a security boundary.")
-    cfg = RunConfig(scenario="novel", backend=backend, duration=duration, metrics_port=0, live=live)
+    cfg = RunConfig(scenario="novel", backend=backend, duration=duration, metrics_port=metrics_port, live=live)
     res = _run(cfg, live)
-    _print_result(res)
+    _print_result(res, headline=False)
     click.echo(f"\nOpen the report: {res.out / 'report.html'}")
+    if res.summary.get("headline"):
+        click.echo(res.summary["headline"])
 
 
 @click.command("sweep")
@@ -136,17 +147,19 @@ def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
               help="Where the runs and sweep.csv / sweep.html go (default runs/sweep-<utc-stamp>/).")
 def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, replay, out):  # type: ignore[no-untyped-def]
     """Scenarios x policies x seeds in one table (CSV and HTML): contained rate, escapes,
-    median time to detect and to contain, usefulness, false alarms."""
+    median time to detect and to contain, usefulness, false alarms; and one row per run
+    with why it was or was not contained (runs.csv, sweep.html)."""
     import os
 
     from sandbox import PROFILES
     from sim.lab.runner import _stamp
-    from sim.lab.sweep import live_sweep, replay_sweep, table, write_table
+    from sim.lab.sweep import live_sweep, replay_sweep, run_rows, table, write_table
+    from sim.report.sweep import HEADERS, text_table
 
     pols = list(policies) or [None]
     out = out or Path("runs") / f"sweep-{_stamp()}"
     if replay:
-        cells = replay_sweep([Path(r) for r in replay], pols)
+        cells = replay_sweep([Path(r) for r in replay], pols, out=out)
     else:
         seed_list = _parse_seeds(seeds)
         _positive("--duration", duration)
@@ -156,10 +169,17 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
         cells = asyncio.run(live_sweep(list(scenarios) or ["novel"], pols, seed_list, out=out, duration=duration,
                                        profile=profile, backend=backend, parallel=parallel, echo=click.echo))
     rows = table(cells)
-    csv_path, html_path = write_table(rows, out)
-    for r in rows:
-        click.echo("  ".join(f"{k}={v}" for k, v in r.items()))
-    click.echo(f"table: {csv_path}  {html_path}")
+    runs = run_rows(cells)
+    csv_path, html_path = write_table(rows, out, runs)
+    from sim.report.index import refresh_index
+
+    refresh_index(out.parent)
+    click.echo(text_table([{k: r[k] for k in ("scenario", "policy", "runs", "contained_rate", "escapes",
+                                                "undetected_incidents", "median_time_to_detect_s",
+                                                "median_time_to_contain_s")} for r in rows], HEADERS))
+    click.echo("")
+    click.echo(text_table([{k: r[k] for k in ("scenario", "policy", "seed", "contained", "why")} for r in runs]))
+    click.echo(f"\ntable: {csv_path}  {html_path}  (one row per run: {out / 'runs.csv'})")
 
 
 def _parse_seeds(text: str) -> list[int]:

@@ -33,20 +33,23 @@ plugin_option = click.option(
 
 
 @click.command("replay")
-@click.argument("trace", type=click.Path(dir_okay=False))
+@click.argument("trace", type=click.Path())
 @click.option("--policy", "policy_file", type=click.Path(dir_okay=False), default=None,
               help="Policy YAML (default: the shipped default policy).")
 @click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True,
               help="text: a line per verdict and the actions applied; jsonl: one JSON object per verdict.")
 @plugin_option
 def replay_cmd(trace: str, policy_file: str | None, fmt: str, plugins: tuple[str, ...]) -> None:
-    """Replay TRACE (JSON Lines) through a policy and print the verdicts.
+    """Replay TRACE (a run directory or its trace.jsonl) through a policy and print the verdicts.
 
     The same verdicts a live run with that policy would have given. jsonl lines are
     {"t", "guard", "state", "action", "severity"}.
     """
+    from sim.report import trace_path
+
     _plugins(plugins)
     policy = _load(policy_file)
+    trace = str(trace_path(trace))  # a run directory works as it does for `report` and `sweep --replay`
     eng = Engine(policy)
     out = click.get_text_stream("stdout")
     n_obs = n_verdicts = 0

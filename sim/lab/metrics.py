@@ -34,6 +34,7 @@ EXPORTED: Mapping[str, tuple[str, ...]] = {
     "runaway_sandbox_cpu_seconds_total": (),
     "runaway_sandbox_memory_bytes": (),
     "runaway_sandbox_memory_limit_bytes": (),
+    "runaway_sandbox_memory_ratio": (),
     "runaway_sandbox_pids": (),
     "runaway_events_total": ("source", "category", "kind", "outcome"),
     "runaway_guard_firing": ("guard",),
@@ -50,6 +51,7 @@ SIGNAL_METRICS: Mapping[str, str] = {
     "cpu_seconds": "runaway_sandbox_cpu_seconds_total",
     "mem_bytes": "runaway_sandbox_memory_bytes",
     "mem_limit_bytes": "runaway_sandbox_memory_limit_bytes",
+    "mem_ratio": "runaway_sandbox_memory_ratio",
     "pids": "runaway_sandbox_pids",
     "pages": "runaway_learner_pages_total",
     "bits_per_char": "runaway_learner_bits_per_char",
@@ -101,6 +103,9 @@ class RunMetrics:
                               "CPU seconds used by the sandbox since it started", _BASE, registry=r)
         self._mem = Gauge("runaway_sandbox_memory_bytes", "Memory used by the sandbox, in bytes", _BASE, registry=r)
         self._mem_limit = Gauge("runaway_sandbox_memory_limit_bytes", "The sandbox's memory limit, in bytes",
+                                _BASE, registry=r)
+        self._mem_ratio = Gauge("runaway_sandbox_memory_ratio",
+                                "Memory used as a fraction of the sandbox's limit (the policies' mem_ratio)",
                                 _BASE, registry=r)
         self._pids = Gauge("runaway_sandbox_pids", "Processes and threads in the sandbox", _BASE, registry=r)
         self._events = Counter(_counter_name("runaway_events_total"),
@@ -154,6 +159,7 @@ class RunMetrics:
             mem.set(record.mem_bytes)
             if record.mem_limit_bytes:
                 self._child(self._mem_limit).set(record.mem_limit_bytes)
+                self._child(self._mem_ratio).set(record.mem_bytes / record.mem_limit_bytes)
             pids_.set(record.pids)
             if record.extra:
                 pages = record.value("pages")

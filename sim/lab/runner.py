@@ -226,6 +226,8 @@ class Experiment:
         if not self._done.is_set():
             self._stopped_by = why
             self._done.set()
+            if self.view is not None:
+                self.view.stopping(why)  # the teardown (drain, evidence, cleanup) has a state
 
     # ---- the consumer -------------------------------------------------------------
     def _record(self, rec: Any) -> None:
@@ -360,6 +362,13 @@ class Experiment:
             "security_boundary": self.sandbox.is_security_boundary,
             "notices": list(self.notices),
         }
+        if self.policy is not None:
+            from sim.report.scorecard import policy_watches
+
+            extra["policy"] = self.policy.name or Path(self.policy.file or "policy").stem
+            # Which incident classes each guard watches: the scorecard credits a detection
+            # only to those (a report rebuilt later has no policy file to ask).
+            extra["watches"] = policy_watches(self.policy)
         if self.waived:
             extra["unsafe"] = list(self.waived)
         if self.cfg.agent:
@@ -406,6 +415,7 @@ class Experiment:
         from sandbox import open_sandbox
         from sim.lab.metrics import RunMetrics
         from sim.report import build_report
+        from sim.report.index import refresh_index
         from sim.web import MockWeb
 
         self._load()
@@ -424,7 +434,7 @@ class Experiment:
             self.notices.append(self.sandbox.notice)
         self._traced = bool(getattr(self.sandbox, "tracer", None))
         tasks: list[asyncio.Task[Any]] = []
-        consumer = actuator = None
+        consumer = actuator = view_task = None
         web = None
         loop = asyncio.get_running_loop()
         def on_signal() -> None:
@@ -475,7 +485,8 @@ class Experiment:
             if self.cfg.operator_stop_at is not None:
                 tasks.append(asyncio.create_task(self._operator_stop(self.cfg.operator_stop_at), name="operator"))
             if self.view is not None:
-                tasks.append(asyncio.create_task(self.view.tick(self), name="view"))
+                # Not in `tasks`: the view keeps redrawing through the teardown.
+                view_task = asyncio.create_task(self.view.tick(self), name="view")
             await self._done.wait()
             # Stop the producers, then let what already arrived reach the trace and any
             # action under way finish (a kill saving its evidence).
@@ -508,7 +519,12 @@ class Experiment:
             for sig in signals:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+            if view_task is not None:
+                view_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await view_task
             if self.view is not None:
                 self.view.stop()
         summary = build_report(self.out)
+        refresh_index(self.out.parent)
         return RunResult(self.run_id, self.out, summary, self._stopped_by, self.notices)

@@ -563,3 +563,61 @@ async def test_a_restart_is_a_lifecycle_event_and_the_new_init_is_watched(make_s
     await run.finish()
     await sb.close()
     assert [e.kind for e in run.events("lifecycle")] == ["start", "restart", "exit"]
+
+
+async def run_until(pred, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition never came true"
+        await asyncio.sleep(0.02)
+
+
+IDLE = "import time\nprint('up', flush=True)\nwhile True: time.sleep(1)\n"
+
+
+async def test_exec_runs_a_command_inside_the_running_sandbox_under_its_hardening(make_sandbox, tmp_path: Path) -> None:
+    from sandbox import ExecTimeout, SandboxUnavailable
+
+    sb = make_sandbox()
+    await sb.prepare()
+    run = await Run(sb).start(IDLE, tmp_path)
+    await run.wait_line("up")
+
+    r = await sb.exec(["bash", "-c", "id -u; pwd; cat; echo oops >&2; exit 3"], input="from stdin\n")
+    assert (r.returncode, r.stdout, r.stderr) == (3, b"65534\n/scratch\nfrom stdin\n", b"oops\n")
+    r = await sb.exec(["sh", "-c", "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; touch /etc/x; echo $GREETING"],
+                      cwd="/", env={"GREETING": "hi"})
+    assert b"CapEff:\t0000000000000000" in r.stdout and b"NoNewPrivs:\t1" in r.stdout
+    assert b"Read-only file system" in r.stderr and r.stdout.endswith(b"hi\n")
+    # The exec'd process is one of the container's: in the cgroup the caps and samples read
+    # (beside the init, the syscall tracer, and the learner).
+    job = asyncio.ensure_future(sb.exec(["sleep", "1"]))
+    await run_until(lambda: len(sb._members(True)) > 2)
+    assert (await job).returncode == 0
+    with pytest.raises(PermissionError, match="65534"):
+        await sb.exec(["id"], user="root")
+
+    r = await sb.exec(["head", "-c", "100000", "/dev/zero"], output_limit=1000)
+    assert len(r.stdout) == 1000 and r.truncated
+    with pytest.raises(ExecTimeout) as timed_out:
+        await sb.exec(["sh", "-c", "echo before; exec sleep 60"], timeout=5)
+    assert timed_out.value.stdout == b"before\n"
+    assert len(sb._members(True)) == 2  # the sleep was killed: only the tracer and the learner are left
+
+    # The runtime sets each exec up as root before it becomes the spec's user, and the
+    # exec's own tracer is root with the tracer's caps: neither is an escalation. What the
+    # command tried is seen by the syscall tracer, with its result.
+    esc = run.events("escalation")
+    assert not [e for e in esc if e.outcome == "allowed" or e.kind == "tracer_lost"], esc
+    assert [(e.kind, e.outcome, e.detail.get("via")) for e in esc if e.kind == "write_below_etc"] == \
+        [("write_below_etc", "blocked", "exec-2")]
+
+    await sb.pause()
+    with pytest.raises(SandboxUnavailable, match="paused"):
+        await sb.exec(["true"])
+    await sb.resume()
+    await sb.kill(tmp_path / "evidence")
+    with pytest.raises(SandboxUnavailable, match="killed"):
+        await sb.exec(["true"])
+    await run.finish()
+    await sb.close()

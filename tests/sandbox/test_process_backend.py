@@ -335,3 +335,29 @@ async def test_clean_without_a_run_id_spares_a_live_controllers_run(tmp_path):
         assert procfs.read_stat(sb.pid).state != "Z"
     finally:
         await sb.close()
+
+
+async def test_exec_runs_a_command_as_one_more_member_of_the_group(run):
+    from sandbox import ExecTimeout, SandboxUnavailable
+
+    r = await run("import time\nprint('up', flush=True)\nwhile True: time.sleep(1)\n")
+    await r.wait_for(lambda: "up" in r.text())
+    sb = r.sb
+    res = await sb.exec(["sh", "-c", "pwd; cat; echo oops >&2; exit 3"], input=b"from stdin\n")
+    assert (res.returncode, res.stdout, res.stderr) == (3, f"{sb.scratch}\nfrom stdin\n".encode(), b"oops\n")
+    job = asyncio.ensure_future(sb.exec(["sleep", "1"]))
+    await r.wait_for(lambda: len(sb._member_pids()) == 2)  # adopted: the duty cycle and kill reach it
+    assert (await job).returncode == 0
+    with pytest.raises(PermissionError):
+        await sb.exec(["id"], user="root")
+    with pytest.raises(ExecTimeout) as timed_out:
+        await sb.exec(["sh", "-c", "echo before; exec sleep 60"], timeout=1)
+    assert timed_out.value.stdout == b"before\n"
+    await r.wait_for(lambda: len(sb._member_pids()) == 1)
+    await sb.pause()
+    with pytest.raises(SandboxUnavailable, match="paused"):
+        await sb.exec(["true"])
+    await sb.resume()
+    await sb.close()
+    with pytest.raises(SandboxUnavailable):
+        await sb.exec(["true"])
