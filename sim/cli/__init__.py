@@ -1,7 +1,7 @@
 """The `runaway` command line.
 
 Each area registers its commands from its own module (policy.py, web.py, scenarios.py,
-sandbox.py, report.py, experiment.py). Every user mistake is a `RunawayError`: one line on stderr, exit 2.
+sandbox.py, report.py, run.py: run, demo and sweep). Every user mistake is a `RunawayError`: one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -23,10 +23,28 @@ def cli() -> None:
     """
 
 
-def _register() -> None:
-    from . import experiment, policy, report, sandbox, scenarios, web  # noqa: F401  (each adds its commands)
+class BackendChoice(click.Choice):
+    """`auto` or the name of a registered sandbox backend (sandbox/registry.py), read from
+    the registry when the option is used, so a new backend needs no edit here."""
 
-    for mod in (policy, web, scenarios, sandbox, report, experiment):
+    def __init__(self) -> None:
+        super().__init__(["auto"])
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from sandbox.registry import backend_names
+
+        return ("auto", *backend_names())
+
+    @choices.setter
+    def choices(self, _: object) -> None:
+        pass  # click sets it in __init__; the registry is the source
+
+
+def _register() -> None:
+    from . import policy, report, run, sandbox, scenarios, web  # noqa: F401  (each adds its commands)
+
+    for mod in (policy, web, scenarios, sandbox, report, run):
         mod.register(cli)
 
 

@@ -23,7 +23,6 @@ detection only, and says so.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import shutil
 import tempfile
@@ -35,10 +34,12 @@ from typing import Any, Sequence
 
 from policies.errors import RunawayError
 from policies.model import Event
-from sandbox import SandboxSpec, docker_available, open_sandbox
+from sandbox import SandboxSpec
+from sandbox.registry import choose_backend
 
-LEARNER_DIR = Path(__file__).resolve().parents[1] / "learner"
-PREFIX = "@runaway "
+from . import protocol
+from .session import LEARNER_DIR, SandboxSession
+
 # Attempts whose only target is the mock web: "allowed" there means the honeypot got a
 # fake credential, which is harmless by construction and must be seen by the web.
 MOCK_WEB_KINDS = frozenset({"metadata_credentials", "cloud_api"})
@@ -131,17 +132,6 @@ def check_attempt_names(names: Sequence[str]) -> None:
         if name not in CATALOG:
             raise RunawayError(f"unknown attempt {name!r} (expected one of {', '.join(CATALOG)})",
                                field="--attempt")
-
-
-def parse_protocol(line: str) -> dict[str, Any] | None:
-    """The object of an `@runaway {...}` line, or None for plain output."""
-    if not line.startswith(PREFIX):
-        return None
-    try:
-        obj = json.loads(line[len(PREFIX):])
-    except ValueError:
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def _unprivileged(detail: dict[str, Any]) -> bool:
@@ -266,10 +256,7 @@ async def run_selftest(backend: str = "auto", *, spec: SandboxSpec = SELFTEST_SP
     run_id = run_id or f"selftest-{uuid.uuid4().hex[:8]}"
     notices: list[str] = []
     if backend == "auto":
-        why = docker_available()
-        backend = "docker" if why is None else "process"
-        if why is not None:
-            notices.append(f"no Docker daemon answers ({why}): testing the process sandbox")
+        backend = choose_backend("auto", notices).name
     asked = list(catalogs or (["python"] if names else CATALOGS))
     for c in asked:
         if c not in CATALOGS:
@@ -321,10 +308,8 @@ async def _run_catalog(backend: str, catalog: str, spec: SandboxSpec, run_id: st
     extra: dict[str, Any] = {"python_modules": ()} if backend == "process" else {}
     if agent_dir is not None:
         extra["agent_dir"] = agent_dir
-    sb = open_sandbox(spec, backend, run_id=run_id, notices=notices, **extra)
-    notice = getattr(sb, "notice", None)
-    if notice and notice not in notices:
-        notices.append(str(notice))
+    session = SandboxSession.open(spec, backend, run_id=run_id, notices=notices, **extra)
+    sb = session.sandbox
     dry_run = not sb.is_security_boundary
     if dry_run and DRY_RUN_NOTE not in notices:
         notices.append(DRY_RUN_NOTE)
@@ -337,9 +322,8 @@ async def _run_catalog(backend: str, catalog: str, spec: SandboxSpec, run_id: st
     attempts: list[dict[str, Any]] = []
     audit: list[dict[str, Any]] = []
     errors: list[str] = []
-    web = None
     try:
-        host_ip = await sb.prepare()
+        await session.prepare()
         env = {"RUNAWAY_ATTEMPTS": "real", "RUNAWAY_SEED": "0"}
         try:
             from sim.web import MockWeb  # type: ignore[attr-defined]
@@ -347,18 +331,15 @@ async def _run_catalog(backend: str, catalog: str, spec: SandboxSpec, run_id: st
             MockWeb = None
             notices.append("the mock web is not available: the two metadata attempts have no target")
         if MockWeb is not None:
-            web = MockWeb(0, 100, on_event=web_events.append, clock=clock, rate_limit=None)
-            port = await web.start(host_ip, 0)
-            sb.allow_port(port)  # Docker: open the host side for the web's port only
-            env["RUNAWAY_WEB"] = f"http://web.internal:{port}"
-        hosts = {n: host_ip for n in ("web.internal", "metadata.internal", "cloud.internal")}
+            await session.serve(MockWeb(0, 100, on_event=web_events.append, clock=clock, rate_limit=None))
+            env.update(session.web_env())
         control = tmp / "control"
         control.touch()
-        await sb.start(argv, env, LEARNER_DIR, hosts, control, clock)
+        await session.start(argv, env, control, clock)
 
         async def read_output() -> None:
             async for _, line in sb.output():
-                obj = parse_protocol(line)
+                obj = protocol.decode(line)
                 if obj is None:
                     continue
                 if obj.get("type") == "attempt":
@@ -379,10 +360,8 @@ async def _run_catalog(backend: str, catalog: str, spec: SandboxSpec, run_id: st
             errors.append("the catalog reported no attempts (see the learner's output)")
     finally:
         try:
-            await sb.close()
+            await session.close()
         finally:
-            if web is not None:
-                await web.stop()
             shutil.rmtree(tmp, ignore_errors=True)
     rows = judge(attempts, audit, observed, web_events, dry_run_expected=dry_run, catalog=catalog,
                  scratch=spec.workdir)

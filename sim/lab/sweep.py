@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from policies import Engine, load_policy
+from policies.engine import replay_steps
 from policies.errors import RunawayError
-from policies.model import Action, Event, Meta, Sample, TraceWriter, Verdict
+from policies.model import Action, Meta, TraceWriter, Verdict
 
 # Actions after which the learner does nothing more (frozen or dead): a replay that takes
 # one the recording did not is cut there. Throttle and disconnect leave it running.
@@ -66,7 +67,7 @@ def replay_records(records: Sequence[Any], policy_path: str | None) -> list[Any]
     engine = Engine(policy)
     recorded = [r for r in records if isinstance(r, Action) and r.ok]
     out: list[Any] = []
-    for rec in records:
+    for rec, verdicts in replay_steps(records, engine):
         if isinstance(rec, (Verdict, Action)):
             continue
         if isinstance(rec, Meta):
@@ -74,9 +75,9 @@ def replay_records(records: Sequence[Any], policy_path: str | None) -> list[Any]
                 **rec.extra, "replayed_with": _policy_label(policy_path), "watches": policy_watches(policy)}))
             continue
         out.append(rec)
-        if not isinstance(rec, (Sample, Event)):
+        if verdicts is None:
             continue
-        out.extend(engine.step(rec))
+        out.extend(verdicts)
         stop = False
         for action in list(engine.actions):
             if action == "alert":
@@ -128,7 +129,7 @@ def replay_sweep(run_dirs: Iterable[Path], policies: Sequence[str | None], *,
 
 async def live_sweep(scenarios: Sequence[str], policies: Sequence[str | None], seeds: Sequence[int], *,
                      out: Path, duration: float, profile: str | None, backend: str, parallel: int,
-                     echo: Any = print) -> list[Cell]:
+                     echo: Any = print, plugins: Sequence[str] = ()) -> list[Cell]:
     """Run every combination, `parallel` at a time."""
     from sim.lab.runner import Experiment, RunConfig
 
@@ -139,7 +140,7 @@ async def live_sweep(scenarios: Sequence[str], policies: Sequence[str | None], s
         async with sem:
             name = f"{Path(scen).stem}-{_policy_label(pol)}-s{seed}"
             cfg = RunConfig(scenario=scen, backend=backend, policy=pol, profile=profile, duration=duration,
-                            seed=seed, out=out / name, metrics_port=None, live=False)
+                            seed=seed, out=out / name, metrics_port=None, live=False, plugins=tuple(plugins))
             echo(f"start  {name}")
             res = await Experiment(cfg, handle_signals=False).run()
             echo(f"done   {name}: {res.stopped_by}, contained {res.summary.get('contained')}")

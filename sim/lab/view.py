@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections import deque
-from typing import Any, TextIO
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Protocol, Sequence, TextIO
 
 from policies.model import Action, Event, Meta, Sample, Verdict
 
@@ -21,6 +22,40 @@ _STATE_STYLE = {"firing": "bold red", "pending": "yellow", "inactive": "green", 
 # Why a run stops, in words (Experiment._finish's reasons).
 STOP_REASONS = {"duration": "its time is up", "interrupted": "interrupted (Ctrl-C)",
                 "learner_exit": "the learner exited", "kill": "the sandbox was killed", "error": "an error"}
+
+
+@dataclass(frozen=True)
+class RunState:
+    """What a view may read about a run in progress. The runner makes one at the start;
+    a view never sees the runner itself."""
+
+    meta: Meta
+    notices: Sequence[str]
+    clock: Callable[[], float]  # seconds since the run started
+    # Each guard's state now ("inactive", "pending", "firing"); None when guards are off.
+    guard_states: Callable[[], Mapping[str, str]] | None = None
+
+    @property
+    def guards_on(self) -> bool:
+        return self.guard_states is not None
+
+    def states(self) -> dict[str, str]:
+        return dict(self.guard_states()) if self.guard_states is not None else {}
+
+
+class View(Protocol):
+    """What the runner drives: start once, every trace record, the run stopping, a redraw
+    loop, stop."""
+
+    def start(self, run: RunState) -> None: ...
+
+    def update(self, rec: Any) -> None: ...
+
+    def stopping(self, why: str) -> None: ...
+
+    async def tick(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 def _mib(n: float) -> str:
@@ -112,13 +147,14 @@ class PlainView:
             self._print(f"{'':9}  (the line above {self._repeats} more time(s))")
             self._repeats = 0
 
-    def start(self, exp: Any, meta: Meta) -> None:
+    def start(self, run: RunState) -> None:
+        meta = run.meta
         caps = meta.caps
         self._cap = caps.get("cpus")
         self._print(f"run {meta.run}: scenario {meta.scenario}, backend {meta.backend}, "
                     f"cap {caps.get('cpus')} cpus / {_mib(caps.get('memory_bytes') or 0)}, "
                     f"guards {'on' if meta.extra.get('guards') else 'OFF'}")
-        for n in exp.notices:
+        for n in run.notices:
             self._print(f"note: {n}")
 
     def update(self, rec: Any) -> None:
@@ -149,7 +185,7 @@ class PlainView:
         self._print(f"stopping: {STOP_REASONS.get(why, why)}; saving the trace and the evidence, "
                     "removing the sandbox...")
 
-    async def tick(self, exp: Any) -> None:
+    async def tick(self) -> None:
         return None
 
     def stop(self) -> None:
@@ -170,19 +206,18 @@ class LiveView:
         self.decisions = Collapsed(6)  # verdicts and actions: never pushed out by events
         self.states: dict[str, str] = {}
         self.meta: Meta | None = None
-        self.exp: Any = None
+        self.run: RunState | None = None
         self.stop_reason: str | None = None
         self.stop_t: float | None = None  # when the run started to stop (its clock)
         self.stopped = False
         self._live: Any = None
 
-    def start(self, exp: Any, meta: Meta) -> None:
+    def start(self, run: RunState) -> None:
         from rich.live import Live
 
-        self.exp, self.meta = exp, meta
-        if exp.engine is not None:
-            self.states = dict(exp.engine.states())
-        for n in exp.notices:
+        self.run, self.meta = run, run.meta
+        self.states = run.states()
+        for n in run.notices:
             self.console.print(f"[dim]note: {n}[/dim]", highlight=False)
         self._live = Live(self.render(), console=self.console, refresh_per_second=4, transient=False)
         self._live.start()
@@ -191,8 +226,8 @@ class LiveView:
         if isinstance(rec, Sample):
             self.sample = rec
             return
-        if isinstance(rec, Verdict) and self.exp is not None and self.exp.engine is not None:
-            self.states = dict(self.exp.engine.states())
+        if isinstance(rec, Verdict) and self.run is not None:
+            self.states = self.run.states()
         if isinstance(rec, (Verdict, Action)):
             self.decisions.add(rec)
         else:
@@ -200,7 +235,7 @@ class LiveView:
 
     def stopping(self, why: str) -> None:
         self.stop_reason = why
-        self.stop_t = self.exp.clock() if self.exp is not None else None
+        self.stop_t = self.run.clock() if self.run is not None else None
 
     def render(self) -> Any:
         from rich.console import Group
@@ -233,10 +268,10 @@ class LiveView:
         for name, state in self.states.items():
             guards.add_row(name, Text(state, style=_STATE_STYLE.get(state, "")))
         if not self.states:
-            guards.add_row("(guards off)" if self.exp and self.exp.engine is None else "-", "")
+            guards.add_row("(guards off)" if self.run and not self.run.guards_on else "-", "")
         decisions = self.decisions.text() or ["(none yet)"]
         events = self.events.text() or ["(none yet)"]
-        elapsed = self.exp.clock() if self.exp is not None else 0.0
+        elapsed = self.run.clock() if self.run is not None else 0.0
         why = STOP_REASONS.get(self.stop_reason or "", self.stop_reason or "ended")
         at = self.stop_t if self.stop_t is not None else elapsed
         if self.stopped:
@@ -256,7 +291,7 @@ class LiveView:
             title=title,
         )
 
-    async def tick(self, exp: Any) -> None:
+    async def tick(self) -> None:
         while True:
             if self._live is not None:
                 self._live.update(self.render())

@@ -8,7 +8,7 @@ from rich.console import Console
 
 from policies import Engine, default_policy
 from policies.model import Action, Event, Meta, Sample, Verdict
-from sim.lab.view import LiveView, PlainView, cpu_text
+from sim.lab.view import LiveView, PlainView, RunState, cpu_text
 
 META = Meta(run="r1", scenario="novel", backend="docker", caps={"cpus": 0.5, "memory_bytes": 256 * 2**20},
             extra={"guards": True})
@@ -24,6 +24,10 @@ class FakeExperiment:
 
     def clock(self) -> float:
         return self.now
+
+    def state(self) -> RunState:
+        """What the runner hands a view (sim.lab.view.RunState)."""
+        return RunState(meta=META, notices=self.notices, clock=self.clock, guard_states=self.engine.states)
 
 
 def story() -> list:
@@ -57,7 +61,7 @@ def test_cpu_reads_as_a_multiple_of_the_cap_with_the_throttled_cap():
 def test_verdicts_stay_in_sight_above_a_flood_of_repeated_events():
     exp = FakeExperiment()
     view = LiveView(duration=20, console=Console(file=io.StringIO()))
-    view.exp, view.meta = exp, META
+    view.run, view.meta = exp.state(), META
     for rec in story():
         view.update(rec)
     text = render(view)
@@ -81,7 +85,7 @@ def test_verdicts_stay_in_sight_above_a_flood_of_repeated_events():
 def test_plain_lines_collapse_repeats_and_say_when_the_run_stops():
     out = io.StringIO()
     view = PlainView(out=out)
-    view.start(FakeExperiment(), META)
+    view.start(FakeExperiment().state())
     for rec in story():
         view.update(rec)
     view.stopping("kill")

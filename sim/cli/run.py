@@ -10,6 +10,9 @@ import click
 
 from policies.errors import RunawayError
 
+from . import BackendChoice
+from .policy import load_plugins, plugin_option
+
 
 def _run(cfg, live):  # type: ignore[no-untyped-def]
     from sim.lab.runner import Experiment
@@ -46,7 +49,7 @@ def _port(name: str, value: int | None) -> None:
 
 @click.command("run")
 @click.argument("scenario", default="novel")
-@click.option("--backend", type=click.Choice(["auto", "docker", "process"]), default="auto", show_default=True,
+@click.option("--backend", type=BackendChoice(), default="auto", show_default=True,
               help="auto: Docker when a daemon answers, else the process fallback (not a security boundary).")
 @click.option("--policy", "policy", type=click.Path(dir_okay=False), default=None,
               help="Guard policy YAML (default: the shipped default policy).")
@@ -71,8 +74,9 @@ def _port(name: str, value: int | None) -> None:
 @click.option("--pages", type=int, default=None, help="Pages in the mock web (default: the scenario's).")
 @click.option("--unsafe", is_flag=True, help="Admit a spec that admission refuses; recorded in the trace.")
 @click.option("--live/--plain", "live", default=None, help="Live terminal view or plain lines (default: live on a terminal).")
+@plugin_option
 def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duration, seed, out,  # type: ignore[no-untyped-def]
-            operator_stop_at, metrics_port, metrics_host, agent, agent_dir, pages, unsafe, live):
+            operator_stop_at, metrics_port, metrics_host, agent, agent_dir, pages, unsafe, live, plugins):
     """Run SCENARIO (a catalog name or a YAML file) in a sandbox under guards.
 
     Leaves trace.jsonl, summary.json, report.html, learner.log and evidence/ in the run
@@ -80,6 +84,7 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
     """
     from sim.lab.runner import RunConfig
 
+    load_plugins(plugins)
     _positive("--duration", duration)
     _positive("--cpus", cpus)
     if pages is not None and pages < 1:
@@ -92,7 +97,7 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
         scenario=scenario, backend=backend, policy=policy, guards=not no_guards, profile=profile, cpus=cpus,
         memory=memory, duration=duration, seed=seed, out=out, operator_stop_at=operator_stop_at,
         metrics_host=metrics_host, metrics_port=metrics_port, agent=agent_argv, agent_dir=agent_dir,
-        unsafe=unsafe, pages=pages, live=live,
+        unsafe=unsafe, pages=pages, live=live, plugins=plugins,
     )
     res = _run(cfg, live)
     _print_result(res)
@@ -139,13 +144,14 @@ def demo_cmd(duration, live, metrics_port):  # type: ignore[no-untyped-def]
 @click.option("--seeds", default="0", show_default=True, help="Seeds, e.g. 0,1,2 or 0-4.")
 @click.option("--duration", type=float, default=30.0, show_default=True, help="Seconds per run.")
 @click.option("--profile", type=click.Choice(["novel", "laptop", "ci"]), default="ci", show_default=True)
-@click.option("--backend", type=click.Choice(["auto", "docker", "process"]), default="auto", show_default=True)
+@click.option("--backend", type=BackendChoice(), default="auto", show_default=True)
 @click.option("--parallel", type=int, default=0, help="Runs at once (default: as many as the host's CPUs fit).")
 @click.option("--replay", "replay", multiple=True, type=click.Path(exists=True),
               help="Run nothing: re-evaluate the policies over this recorded run dir or trace (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the runs and sweep.csv / sweep.html go (default runs/sweep-<utc-stamp>/).")
-def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, replay, out):  # type: ignore[no-untyped-def]
+@plugin_option
+def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, replay, out, plugins):  # type: ignore[no-untyped-def]
     """Scenarios x policies x seeds in one table (CSV and HTML): contained rate, escapes,
     median time to detect and to contain, usefulness, false alarms; and one row per run
     with why it was or was not contained (runs.csv, sweep.html)."""
@@ -156,6 +162,7 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
     from sim.lab.sweep import live_sweep, replay_sweep, run_rows, table, write_table
     from sim.report.sweep import HEADERS, text_table
 
+    load_plugins(plugins)
     pols = list(policies) or [None]
     out = out or Path("runs") / f"sweep-{_stamp()}"
     if replay:
@@ -167,7 +174,8 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
             cap = PROFILES[profile].cpus or 1.0
             parallel = max(1, int(len(os.sched_getaffinity(0)) // cap) - 1)
         cells = asyncio.run(live_sweep(list(scenarios) or ["novel"], pols, seed_list, out=out, duration=duration,
-                                       profile=profile, backend=backend, parallel=parallel, echo=click.echo))
+                                       profile=profile, backend=backend, parallel=parallel, echo=click.echo,
+                                       plugins=plugins))
     rows = table(cells)
     runs = run_rows(cells)
     csv_path, html_path = write_table(rows, out, runs)
