@@ -147,7 +147,8 @@ def demo_cmd(duration, live, metrics_port):  # type: ignore[no-untyped-def]
 @click.option("--backend", type=BackendChoice(), default="auto", show_default=True)
 @click.option("--parallel", type=int, default=0, help="Runs at once (default: as many as the host's CPUs fit).")
 @click.option("--replay", "replay", multiple=True, type=click.Path(exists=True),
-              help="Run nothing: re-evaluate the policies over this recorded run dir or trace (repeatable).")
+              help="Run nothing: re-evaluate the policies over this recorded run dir or trace, or every "
+                   "run dir in this directory (repeatable).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the runs and sweep.csv / sweep.html go (default runs/sweep-<utc-stamp>/).")
 @plugin_option
