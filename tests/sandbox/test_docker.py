@@ -580,6 +580,7 @@ async def test_exec_runs_a_command_inside_the_running_sandbox_under_its_hardenin
 
     sb = make_sandbox()
     await sb.prepare()
+    sb.trace_exec = True
     run = await Run(sb).start(IDLE, tmp_path)
     await run.wait_line("up")
 
