@@ -176,8 +176,11 @@ class RunawaySandboxEnvironment(SandboxEnvironment):
     async def write_file(self, file: str, contents: str | bytes) -> None:
         path = self._allowed(file)
         data = contents.encode("utf-8") if isinstance(contents, str) else contents
-        res = await self._exec_raw(["sh", "-c", 'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"', "sh", path],
-                                   input=data)
+        # The missing parents one by one by absolute path (not `mkdir -p`, whose relative
+        # mkdirat calls a syscall observer must resolve): each a plain mkdir the observers read.
+        parents = [p for p in _parents(path) if p != "/"]
+        res = await self._exec_raw(["sh", "-c", 'f=$1; shift; for d in "$@"; do [ -d "$d" ] || mkdir -- "$d" || exit 1; '
+                                    'done; cat > "$f"', "sh", path, *parents], input=data)
         if res.returncode != 0:
             _raise_for(res.stderr.decode("utf-8", "replace"), file)
 
@@ -222,6 +225,16 @@ class RunawaySandboxEnvironment(SandboxEnvironment):
                 transcript().info(record_to_dict(rec), source="runaway")
         except Exception as e:  # outside a sample (a test calling the provider directly)
             logger.debug("no transcript to tell: %s", e)
+
+
+def _parents(path: str) -> list[str]:
+    """The directories above an absolute path, outermost first."""
+    out: list[str] = []
+    d = posixpath.dirname(path)
+    while d not in ("", "/"):
+        out.append(d)
+        d = posixpath.dirname(d)
+    return out[::-1]
 
 
 def _raise_for(stderr: str, file: str) -> None:

@@ -367,6 +367,20 @@ class Experiment:
             await self._actions.join()
 
     # ---- the run ------------------------------------------------------------------
+    def _serve_metrics(self, host: str, port: int) -> int:
+        """The exporter's port. A taken port (most often a second run beside one already
+        serving the default 9464) is not worth failing a run for, and a failure here would
+        come after the run directory exists: any free port instead, with a notice."""
+        try:
+            return self.metrics.serve(host, port)
+        except RunawayError:
+            if port == 0:
+                raise
+            bound = self.metrics.serve(host, 0)
+            self.notices.append(f"--metrics-port {port} is taken on {host} (another run?): "
+                                f"serving metrics on port {bound} instead")
+            return bound
+
     def _meta(self) -> Meta:
         import importlib.metadata as md
 
@@ -475,7 +489,7 @@ class Experiment:
                     labels=self.metrics.labels, registry=self.metrics.registry,
                 ))
             if self.cfg.metrics_port is not None:
-                self.metrics_port = self.metrics.serve(self.cfg.metrics_host, self.cfg.metrics_port)
+                self.metrics_port = self._serve_metrics(self.cfg.metrics_host, self.cfg.metrics_port)
                 self.notices.append(f"metrics on http://{self.cfg.metrics_host}:{self.metrics_port}/metrics")
             argv = self._learner_argv()  # its notices belong in the meta line and the header
             meta = self._meta()

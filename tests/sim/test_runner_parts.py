@@ -145,7 +145,7 @@ def test_sweep_replay_writes_a_table(tmp_path):
 @pytest.mark.parametrize(
     "args, expect",
     [
-        (["run", "novel", "--duration", "-1"], "--duration: expected a positive number"),
+        (["run", "novel", "--duration", "-1"], "--duration: expected seconds or a duration like"),
         (["run", "no-such-scenario"], "no-such-scenario"),
         (["run", "novel", "--profile", "novel", "--backend", "process"], "profile: profile 'novel' caps 4 CPUs"),
         (["run", "novel", "--cpus", "64", "--backend", "process"], "--cpus: a cap of 64 CPUs is above"),
