@@ -198,9 +198,10 @@ def _exec_tracer_part(status: bytes, members: set[int], tracers: set[int]) -> bo
         return False
     if caps & ~tracing.TRACER_CAP_MASK:
         return False
-    if ppid in tracers:
-        return True  # strace's one child: the launcher, caps kept across its uid switch until its exec
-    return bool(uids) and all(u == b"0" for u in uids[:2]) and ppid not in members
+    # strace's one child (the launcher), or a process the runtime started (its parent is
+    # outside the container): root, or the launcher's caps kept across its uid switch until
+    # its exec. No process of the agent's has either parent.
+    return ppid in tracers or ppid not in members
 
 
 def _monotonic(r: CgroupReading, p: CgroupReading) -> CgroupReading:
@@ -267,9 +268,9 @@ class DockerSandbox(SandboxBase):
         self.tracer = tracer
         self._channel: tracing.TracerChannel | None = None
         self._exec_count = 0
-        # Commands run through exec traced like the agent. Off by default until the Inspect
-        # provider's end-to-end tests pass with it (see docs/sandbox.md).
-        self.trace_exec = False
+        # Commands run through exec traced like the agent (docs/sandbox.md); False runs them
+        # untraced, still through setpriv so that they never hold the tracer's capabilities.
+        self.trace_exec = True
 
     # -- setup --------------------------------------------------------------------------
 
@@ -1008,6 +1009,13 @@ class DockerSandbox(SandboxBase):
             ch.start(loop)
             run_argv, run_user = tracing.tracer_argv(run_argv, who, self.tracer or tracing.DEFAULT_MODE, name), \
                 tracing.TRACER_USER
+        elif self._channel is not None:
+            # Untraced, but never with the tracer's capabilities (a `docker exec` gets the
+            # container's): setpriv drops every one before the command runs.
+            uid, _, gid = who.partition(":")
+            run_argv = ["setpriv", f"--reuid={uid}", f"--regid={gid or uid}", "--clear-groups",
+                        "--inh-caps=-all", "--bounding-set=-all", "--", *run_argv]
+            run_user = tracing.TRACER_USER
         state["channel"] = ch
         job = asyncio.ensure_future(asyncio.to_thread(
             self._exec_blocking, run_argv, data, workdir, dict(env or {}), run_user, out, err, state))
