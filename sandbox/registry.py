@@ -40,6 +40,10 @@ class Backend:
     # for by name but cannot run here ({name} and {why} are filled in).
     missing: str = "the {name} backend cannot run here ({why})"
     refused: str = "the {name} backend cannot run here: {why}"
+    # Where the backend is set up on this host (None: not at all). `auto` passes over an
+    # unavailable backend only when it is not configured: a configured one that does not
+    # answer is an error, never a quiet step down to a weaker sandbox.
+    configured: Callable[[], str | None] | None = None
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -105,6 +109,10 @@ def choose_backend(name: str = "auto", notices: list[str] | None = None) -> Back
                     note += ", which is NOT a security boundary"
                 notices.append(note)
             return b
+        where = b.configured() if b.configured is not None else None
+        if where is not None:
+            raise SandboxError(f"the {b.name} backend is configured ({where}) but cannot run: {why}; "
+                               f"fix it, or choose another backend with --backend", field="backend")
         passed.append(b.missing.format(name=b.name, why=why))
     raise SandboxError("no sandbox backend can run here: " + "; ".join(passed), field="backend")
 

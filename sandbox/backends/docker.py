@@ -1206,14 +1206,27 @@ def _unavailable() -> str | None:
     return docker_available()
 
 
+def _configured() -> str | None:
+    from .. import docker_configured
+
+    return docker_configured()
+
+
 def _clean(run_id: str | None = None, *, include_live: bool = False) -> dict[str, list[str]]:
-    """Without a daemon there are no containers to find, but firewall rules may be left."""
-    if _unavailable() is None:
-        return clean(run_id, include_live=include_live)
-    return {"firewall rules": firewall_remove(run_id)}
+    """Without a daemon there are no containers to find, but firewall rules may be left.
+    Which runs are live cannot be asked then, so the rules of any bridge that still
+    exists are kept: removing them would open a live sandbox's host side."""
+    why = _unavailable()
+    if why is None:
+        try:
+            return clean(run_id, include_live=include_live)
+        except Exception as e:  # the daemon stopped answering half-way (a timeout, a crash)
+            why = f"{type(e).__name__}: {e}".splitlines()[0][:200]
+    return {"docker unreachable": [why],
+            "firewall rules": firewall_remove(run_id, keep_live_bridges=True)}
 
 
 register_backend(Backend(
     name="docker", factory=DockerSandbox, unavailable=_unavailable, clean=_clean,
-    is_security_boundary=True, preference=10,
+    is_security_boundary=True, preference=10, configured=_configured,
     missing="no Docker daemon answers ({why})", refused="the docker backend needs a Docker daemon: {why}"))
