@@ -7,7 +7,9 @@ a threshold, for a while, with optional hysteresis. Exported to PromQL exactly.
 
 from __future__ import annotations
 
+import difflib
 import re
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from operator import attrgetter
@@ -26,6 +28,15 @@ AGGREGATES = ("avg", "max", "min", "rate")
 # Signals the engine computes from a sample rather than reads from it (docs/policies.md).
 DERIVED_SIGNALS = ("mem_ratio", "pids_ratio")
 _SIGNAL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Signals a policy is expected to name: what the observers measure, the derived ones and
+# the learner's gauges. Any other name is allowed (a user's agent may report its own
+# gauges) but warned about, so a typo (`cpu_ratoi`) does not silently disarm a guard.
+KNOWN_SIGNALS = (*SAMPLE_FIELDS, *DERIVED_SIGNALS, *SIGNAL_METRICS, "pids_limit", "workers",
+                 "concurrency", "model_contexts")
+
+
+class PolicyWarning(UserWarning):
+    """A policy that loads but probably does not say what its author meant."""
 _AGG_FUNCS = {"avg": "avg_over_time", "max": "max_over_time", "min": "min_over_time", "rate": "rate"}
 
 
@@ -327,6 +338,11 @@ class ThresholdKind(GuardKind):
         signal = r.string(n, f.at("signal"))
         if not _SIGNAL_RE.match(signal):
             raise r.fail(n, f.at("signal"), f"expected a sample field name such as cpu_ratio, got {signal!r}")
+        if signal not in KNOWN_SIGNALS:
+            hint = difflib.get_close_matches(signal, KNOWN_SIGNALS, n=1)
+            warnings.warn(PolicyWarning(str(r.fail(
+                n, f.at("signal"), f"unknown signal {signal!r}: no sample carries it unless your agent reports it"
+                + (f" (did you mean {hint[0]!r}?)" if hint else "")))), stacklevel=2)
         above, below = f.get("above"), f.get("below")
         if above is None and below is None:
             raise r.fail(node, f.at("above"), "missing: a threshold guard needs `above` or `below`")

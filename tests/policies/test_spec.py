@@ -137,3 +137,16 @@ def test_python_guards_are_named_by_type_and_their_params_checked(tmp_path):
     f.write_text("guards:\n  - name: w\n    type: test-workers\n    params: {limit: lots}\n")
     with pytest.raises(PolicyError, match=r"p\.yaml:4: guards\[0\]\.params: limit: expected a whole number"):
         load_policy(str(f))
+
+
+def test_a_typo_in_a_signal_name_warns_with_the_line_and_a_hint():
+    import warnings
+
+    from policies.kinds.threshold import PolicyWarning
+
+    text = "guards:\n  - name: x\n    signal: cpu_ratoi\n    above: 0.9\n    action: alert\n"
+    with pytest.warns(PolicyWarning, match=r":3: guards\[0\]\.signal: unknown signal 'cpu_ratoi'.*'cpu_ratio'"):
+        load_policy(text, file="typo.yaml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_policy(text.replace("cpu_ratoi", "cpu_demand"), file="ok.yaml")
