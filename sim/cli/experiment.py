@@ -132,34 +132,132 @@ def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
 @click.option("--parallel", type=int, default=0, help="Runs at once (default: as many as the host's CPUs fit).")
 @click.option("--replay", "replay", multiple=True, type=click.Path(exists=True),
               help="Run nothing: re-evaluate the policies over this recorded run dir or trace (repeatable).")
+@click.option("--cluster", default=None, metavar="ADDRESS",
+              help="Run the cells as Ray tasks on the Ray cluster at ADDRESS (host:port, ray://host:port, "
+                   "or auto for the one running here); needs runaway[cluster]. See docs/scale.md.")
+@click.option("--file-sd", "file_sd", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Keep a Prometheus file_sd target list of every running cell's exporter in this file.")
+@click.option("--metrics-host", default="127.0.0.1", show_default=True,
+              help="Where each cell's exporter binds (with --file-sd); 0.0.0.0 on a cluster, so Prometheus reaches it.")
+@click.option("--progress/--plain", "bar", default=None,
+              help="A live progress bar or plain lines (default: a bar on a terminal).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the runs and sweep.csv / sweep.html go (default runs/sweep-<utc-stamp>/).")
-def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, replay, out):  # type: ignore[no-untyped-def]
+def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, replay, cluster,  # type: ignore[no-untyped-def]
+              file_sd, metrics_host, bar, out):
     """Scenarios x policies x seeds in one table (CSV and HTML): contained rate, escapes,
-    median time to detect and to contain, usefulness, false alarms."""
+    median time to detect and to contain, usefulness, false alarms.
+
+    With --cluster, every cell runs on a node of a Ray cluster that declares the `docker`
+    resource; the run directories come back here, and the table is the one a local sweep
+    gives. A cell whose node is lost runs again elsewhere (the table's `retried` column).
+    """
     import os
 
     from sandbox import PROFILES
     from sim.runner import _stamp
-    from sim.sweep import live_sweep, replay_sweep, table, write_table
+    from sim.sweep import LocalExecutor, Progress, TargetList, check_inputs, live_sweep, table, write_table
 
     pols = list(policies) or [None]
     out = out or Path("runs") / f"sweep-{_stamp()}"
-    if replay:
-        cells = replay_sweep([Path(r) for r in replay], pols)
-    else:
+    scens = list(scenarios) or ["novel"]
+    if not replay:
         seed_list = _parse_seeds(seeds)
         _positive("--duration", duration)
+        check_inputs(scens, pols)
         if parallel <= 0:
             cap = PROFILES[profile].cpus or 1.0
             parallel = max(1, int(len(os.sched_getaffinity(0)) // cap) - 1)
-        cells = asyncio.run(live_sweep(list(scenarios) or ["novel"], pols, seed_list, out=out, duration=duration,
-                                       profile=profile, backend=backend, parallel=parallel, echo=click.echo))
+    if cluster is not None:
+        from sim.cluster import RayExecutor
+
+        executor = RayExecutor(cluster)
+    else:
+        executor = LocalExecutor(parallel)
+    total = len(replay) if replay else len(scens) * len(pols) * len(seed_list)
+    watchers: list = [_SweepBar(total) if (bar if bar is not None else _isatty()) else _SweepLines()]
+    if file_sd is not None:
+        watchers.append(TargetList(file_sd))
+    progress = Progress(total, watchers)
+    try:
+        if replay:
+            cells = executor.replay([Path(r) for r in replay], pols, progress)
+        else:
+            cells = asyncio.run(live_sweep(scens, pols, seed_list, out=out, duration=duration, profile=profile,
+                                           backend=backend, executor=executor, progress=progress,
+                                           exporters=file_sd is not None, metrics_host=metrics_host))
+    finally:
+        for w in watchers:
+            getattr(w, "close", lambda: None)()
+        getattr(executor, "close", lambda: None)()
     rows = table(cells)
     csv_path, html_path = write_table(rows, out)
     for r in rows:
         click.echo("  ".join(f"{k}={v}" for k, v in r.items()))
     click.echo(f"table: {csv_path}  {html_path}")
+    if progress.failed:
+        for name, why in progress.failed.items():
+            click.echo(f"failed {name}: {why}", err=True)
+        raise click.exceptions.Exit(1)
+
+
+def _isatty() -> bool:
+    import sys
+
+    return sys.stdout.isatty()
+
+
+class _SweepLines:
+    """A sweep's progress as plain lines (not a terminal, or --plain)."""
+
+    def started(self, p, name: str, node: str) -> None:  # type: ignore[no-untyped-def]
+        click.echo(f"start  {name}" + (f" on {node}" if node else ""))
+
+    def finished(self, p, name: str, cell) -> None:  # type: ignore[no-untyped-def]
+        s = getattr(cell, "summary", None) or {}
+        tail = f": contained {s.get('contained')}" if "contained" in s else ""
+        click.echo(f"done   {name}{tail}  [{p.done}/{p.total} done, {len(p.running)} running, {len(p.failed)} failed]")
+
+    def failed(self, p, name: str, why: str) -> None:  # type: ignore[no-untyped-def]
+        click.echo(f"FAILED {name}: {why}")
+
+    def retrying(self, p, name: str, why: str) -> None:  # type: ignore[no-untyped-def]
+        click.echo(f"retry  {name}: its node was lost ({why})")
+
+
+class _SweepBar:
+    """A sweep's progress as a live bar: cells done, running, failed (and retried)."""
+
+    def __init__(self, total: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(TextColumn("sweep"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[status]}"),
+                             TimeElapsedColumn(), transient=False)
+        self._task = self._bar.add_task("sweep", total=total, status="")
+        self._bar.start()
+
+    def _update(self, p) -> None:  # type: ignore[no-untyped-def]
+        status = f"done {p.done}  running {len(p.running)}  failed {len(p.failed)}"
+        if p.retried:
+            status += f"  retried {len(p.retried)}"
+        self._bar.update(self._task, completed=p.done + len(p.failed), status=status)
+
+    def started(self, p, name: str, node: str) -> None:  # type: ignore[no-untyped-def]
+        self._update(p)
+
+    def finished(self, p, name: str, cell) -> None:  # type: ignore[no-untyped-def]
+        self._update(p)
+
+    def failed(self, p, name: str, why: str) -> None:  # type: ignore[no-untyped-def]
+        self._bar.console.print(f"failed {name}: {why}")
+        self._update(p)
+
+    def retrying(self, p, name: str, why: str) -> None:  # type: ignore[no-untyped-def]
+        self._bar.console.print(f"retry  {name}: its node was lost ({why})")
+        self._update(p)
+
+    def close(self) -> None:
+        self._bar.stop()
 
 
 def _parse_seeds(text: str) -> list[int]:
