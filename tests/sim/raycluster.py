@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -76,7 +77,8 @@ class RayCluster:
 
     def _start(self, head: bool) -> Node:
         ports = free_ports(9 + 20)
-        args = ["ray", "start", "--node-ip-address", "127.0.0.1", "--num-cpus", str(self.cpus),
+        # This Python's own `ray` (what `pip install -e '.[cluster]'` put beside it).
+        args = [sys.executable, "-m", "ray.scripts.scripts", "start", "--node-ip-address", "127.0.0.1", "--num-cpus", str(self.cpus),
                 "--resources", f'{{"docker": {self.docker}}}', "--memory", str(self.memory),
                 "--object-store-memory", str(self.object_store), "--disable-usage-stats",
                 "--node-manager-port", str(ports[1]), "--object-manager-port", str(ports[2]),
