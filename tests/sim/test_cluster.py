@@ -123,7 +123,7 @@ def test_a_replay_sweep_over_50_traces_on_the_cluster_equals_the_local_one_cell_
 def test_a_cell_whose_node_is_lost_runs_again_elsewhere_and_the_table_says_so(cluster, tmp_path):
     out = tmp_path / "sweep"
     worker = cluster.nodes[1]
-    proc = subprocess.Popen([sys.executable, "-m", "sim", "sweep", *GRID, "--duration", "20",
+    proc = subprocess.Popen([sys.executable, "-m", "sim", "sweep", *GRID, "--duration", "12",
                              "--cluster", cluster.address, "--out", str(out)],
                             env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines = []
