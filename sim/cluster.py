@@ -220,16 +220,21 @@ def _is_system_failure(ray: Any, e: BaseException) -> bool:
 
 
 def _unpack(tar_bytes: bytes, out: Path, name: str) -> Path:
+    """Unpack a cell's run directory into `out / name`. Only regular files and
+    directories under `name/` are taken: evidence saved from the sandbox may hold what
+    the agent made (links, devices), and none of it may land outside the sweep."""
     dest = out / name
     if dest.exists():
         shutil.rmtree(dest)
     out.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:gz") as tar:
-        for m in tar.getmembers():
-            if not (m.isfile() or m.isdir()) or Path(m.name).is_absolute() or ".." in Path(m.name).parts \
-                    or Path(m.name).parts[0] != name:
-                raise SweepError(f"a node sent back an unexpected archive member {m.name!r}", field=name)
-        tar.extractall(out, filter="data")
+        members = [m for m in tar.getmembers()
+                   if (m.isfile() or m.isdir()) and not Path(m.name).is_absolute()
+                   and ".." not in Path(m.name).parts and Path(m.name).parts[:1] == (name,)]
+        if hasattr(tarfile, "data_filter"):
+            tar.extractall(out, members=members, filter="data")
+        else:  # Python < 3.11.4: the members above are already plain files and dirs
+            tar.extractall(out, members=members)
     return dest
 
 

@@ -1,5 +1,6 @@
-"""`runaway sweep --file-sd FILE`: one real Prometheus follows every running cell of a sweep
-through a file_sd target list, each target labelled with its run and scenario."""
+"""What watches a sweep as its cells move: the progress bar or lines (done, running,
+failed, retried), and `--file-sd FILE`, through which one real Prometheus follows every
+running cell, each target labelled with its run and scenario."""
 
 from __future__ import annotations
 
@@ -17,10 +18,43 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sim.sweep import TargetList
+from sim.sweep import Cell, Progress, TargetList
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+EXAMPLE = ROOT / "docs" / "examples" / "novel-trace.jsonl"
+
+
+def test_progress_counts_cells_done_running_failed_and_retried(monkeypatch):
+    import click
+
+    from sim.cli.experiment import _SweepLines
+
+    lines: list[str] = []
+    monkeypatch.setattr(click, "echo", lambda msg="", **kw: lines.append(str(msg)))
+    p = Progress(3, [_SweepLines()])
+    p.started("a", "10.0.0.1/1234abcd")
+    p.started("b", "10.0.0.2/5678ef01")
+    p.retrying("b", "10.0.0.2/5678ef01: NodeDiedError")
+    p.started("b", "10.0.0.1/1234abcd")
+    p.started("c")
+    p.finished("a", Cell("benign", "default", 0, {"contained": True}, "a"))
+    p.failed_cell("c", "no such scenario")
+    p.finished("b", Cell("benign", "default", 1, {"contained": True}, "b", attempts=2))
+    assert (p.done, len(p.running), len(p.failed), len(p.retried)) == (2, 0, 1, 1)
+    assert lines[0] == "start  a on 10.0.0.1/1234abcd"
+    assert lines[2] == "retry  b: its node was lost (10.0.0.2/5678ef01: NodeDiedError)"
+    assert lines[5] == "done   a: contained True  [1/3 done, 2 running, 0 failed]"
+    assert lines[6] == "FAILED c: no such scenario"
+    assert lines[7] == "done   b: contained True  [2/3 done, 0 running, 1 failed]"
+
+
+def test_the_progress_bar_ends_with_the_counts(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "sim", "sweep", "--replay", str(EXAMPLE), "--progress",
+                        "--out", str(tmp_path)], env={**ENV, "COLUMNS": "160"}, cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "1/1" in p.stdout and "done 1  running 0  failed 0" in p.stdout, p.stdout
 
 
 def test_the_target_list_holds_exactly_the_running_exporters(tmp_path):
