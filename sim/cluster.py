@@ -60,6 +60,7 @@ def connect(address: str) -> Any:
     ray = _ray()
     if ray.is_initialized():
         return ray
+    _probe(address)
     try:
         ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=True)
     except Exception as e:  # ConnectionError, ValueError from a bad address, ...
@@ -71,6 +72,23 @@ def connect(address: str) -> Any:
                          f"(start each Docker host with: ray start ... --resources '{{\"{DOCKER_RESOURCE}\": 1}}')",
                          field="--cluster")
     return ray
+
+
+def _probe(address: str) -> None:
+    """A host:port that does not answer is said at once: Ray itself would retry for
+    minutes. (`auto` and `ray://` addresses are Ray's to resolve.)"""
+    import socket
+
+    if address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise SweepError(f"expected a Ray address like HOST:6379, ray://HOST:10001 or auto, got {address!r}",
+                         field="--cluster")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise SweepError(f"no Ray cluster answers at {address}: {e.strerror or e}", field="--cluster") from None
 
 
 # ---- on the node ----------------------------------------------------------------------

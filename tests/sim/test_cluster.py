@@ -42,9 +42,9 @@ def cluster():
         c.stop()
 
 
-def runaway(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sim", *args], env=ENV, capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+def runaway(*args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sim", *args], env={**ENV, **(env or {})}, capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT)
 
 
 def rows(out: Path) -> list[dict[str, str]]:
@@ -69,11 +69,28 @@ def assert_valid_runs(out: Path) -> None:
         assert (out / name / "report.html").is_file()
 
 
+@pytest.mark.parametrize("address, expect", [
+    ("127.0.0.1:{port}", "--cluster: no Ray cluster answers at 127.0.0.1:"),
+    ("nonsense", "--cluster: expected a Ray address like HOST:6379"),
+])
+def test_a_cluster_that_does_not_answer_is_one_line_and_exit_2(address, expect, tmp_path):
+    from raycluster import free_ports
+
+    p = runaway("sweep", "--seeds", "0", "--cluster", address.format(port=free_ports(1)[0]),
+                "--out", str(tmp_path / "o"), timeout=120)
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and expect in lines[0], p.stderr
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_cluster_sweep_gives_the_run_dirs_and_the_table_of_a_local_sweep(cluster, tmp_path):
     here, there = tmp_path / "local", tmp_path / "cluster"
     p = runaway("sweep", *GRID, "--duration", "6", "--parallel", "2", "--out", str(here))
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    p = runaway("sweep", *GRID, "--duration", "6", "--cluster", cluster.address, "--out", str(there))
+    # `auto`: the cluster this host is part of (Ray finds it through RAY_ADDRESS here).
+    p = runaway("sweep", *GRID, "--duration", "6", "--cluster", "auto", "--out", str(there),
+                env={"RAY_ADDRESS": cluster.address})
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     cluster.remember_pids()
     assert_valid_runs(there)
