@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import docker  # noqa: E402
 
 from sandbox import PROFILES, admit  # noqa: E402
-from sandbox.docker_backend import DockerSandbox  # noqa: E402
+from sandbox.backends.docker import DockerSandbox  # noqa: E402
 from sandbox.image import build_image  # noqa: E402
 
 LEARNER = Path(__file__).resolve().parents[1] / "sim" / "learner"

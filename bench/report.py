@@ -17,7 +17,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from policies.model import Event, Record, Sample, TraceWriter, read_trace
-from sim.metrics import RunMetrics
+from sim.lab.metrics import RunMetrics
 from sim.report import build_report
 from sim.report.synthetic import novel_like
 

@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from policies import load_policy  # noqa: E402
 from policies.model import Action, Sample, Verdict, read_trace  # noqa: E402
-from sim.runner import DEFAULT_POLICY  # noqa: E402
-from sim.sweep import live_sweep  # noqa: E402
+from sim.lab.runner import DEFAULT_POLICY  # noqa: E402
+from sim.lab.sweep import live_sweep  # noqa: E402
 
 GUARD = "cpu-pegged"
 

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from .base import ActionResult, Sandbox, SandboxError
+from .base import ActionResult, ExecResult, ExecTimeout, Sandbox, SandboxError, SandboxUnavailable
 from .spec import (
     DEFAULT_USER,
     PROFILES,
@@ -20,7 +20,7 @@ from .spec import (
 )
 
 __all__ = [
-    "ActionResult", "Sandbox", "SandboxError", "SandboxSpec", "Mount", "PROFILES", "DEFAULT_USER",
+    "ActionResult", "ExecResult", "ExecTimeout", "Sandbox", "SandboxError", "SandboxUnavailable", "SandboxSpec", "Mount", "PROFILES", "DEFAULT_USER",
     "ProfileChoice", "choose_profile", "admit", "parse_size", "format_size",
     "open_sandbox", "clean", "docker_available",
 ]
@@ -64,10 +64,10 @@ def open_sandbox(spec: SandboxSpec, backend: str = "auto", *, run_id: str,
         why = docker_available()
         if why is not None:
             raise SandboxError(f"the docker backend needs a Docker daemon: {why}", field="backend")
-        from .docker_backend import DockerSandbox
+        from .backends.docker import DockerSandbox
 
         return DockerSandbox(spec, run_id=run_id, **kwargs)
-    from .process_backend import ProcessSandbox  # built beside this one; imported only when asked for
+    from .backends.process import ProcessSandbox  # built beside this one; imported only when asked for
 
     return ProcessSandbox(spec, run_id=run_id, **kwargs)
 
@@ -79,14 +79,14 @@ def clean(run_id: str | None = None, *, include_live: bool = False) -> dict[str,
     `include_live`. Returns what was removed (and skipped), by kind."""
     removed: dict[str, list[str]] = {}
     if docker_available() is None:
-        from .docker_backend import clean as docker_clean
+        from .backends.docker import clean as docker_clean
 
         removed.update(docker_clean(run_id, include_live=include_live))
     else:
-        from .docker_backend import firewall_remove
+        from .backends.docker import firewall_remove
 
         removed["firewall rules"] = firewall_remove(run_id)
-    from .process_backend import clean as process_clean
+    from .backends.process import clean as process_clean
 
     removed.update(process_clean(run_id))
     return removed

@@ -7,7 +7,7 @@ fallback differ only in how well they contain, which `is_security_boundary` says
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 import asyncio
 from typing import Any, AsyncIterator, Callable, Mapping, Protocol, Sequence, TypeVar
 
@@ -31,6 +31,56 @@ class SandboxError(RunawayError):
     """A sandbox that cannot be made as asked: a refused spec, a missing image, no backend."""
 
 
+class SandboxUnavailable(RuntimeError):
+    """A command cannot run in the sandbox now: it never started, it has exited or been
+    killed, or it is paused. The message says which."""
+
+
+class ExecTimeout(TimeoutError):
+    """A command run by `Sandbox.exec` outlived its timeout and was killed; what it wrote
+    before that is kept."""
+
+    def __init__(self, timeout: float, stdout: bytes = b"", stderr: bytes = b"") -> None:
+        super().__init__(f"the command timed out after {timeout:g} s and was killed")
+        self.timeout = timeout
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+@dataclass(frozen=True, slots=True)
+class ExecResult:
+    """What a command run in the sandbox returned. `truncated` says a stream went past the
+    output limit: only its first `limit` bytes are kept."""
+
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+    truncated: bool = False
+
+
+class OutputCap:
+    """Collects one stream of a command's output up to a limit (bytes past it are counted,
+    not kept)."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.dropped = 0
+
+    def add(self, data: bytes) -> None:
+        room = len(data) if self.limit is None else max(0, self.limit - self.size)
+        if room < len(data):
+            self.dropped += len(data) - room
+            data = data[:room]
+        if data:
+            self.parts.append(data)
+            self.size += len(data)
+
+    def value(self) -> bytes:
+        return b"".join(self.parts)
+
+
 @dataclass(frozen=True, slots=True)
 class ActionResult:
     """What a containment action did: whether it took effect and how long that took."""
@@ -38,6 +88,27 @@ class ActionResult:
     ok: bool
     latency_s: float
     detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+def exec_user(spec_user: str, user: str | None) -> str:
+    """The user a command runs as: the spec's own. Asking for another one (root above all)
+    is refused: a second identity in the sandbox is what the identity checks call an
+    escalation."""
+    if user is None or user in (spec_user, spec_user.split(":", 1)[0]):
+        return spec_user
+    raise PermissionError(f"commands run only as the sandbox's user {spec_user}, not {user!r}")
+
+
+def exec_cwd(default: str, cwd: str | None) -> str:
+    """The working directory of a command: `default` (the scratch dir), or `cwd`, relative
+    to it when not absolute."""
+    if cwd is None:
+        return default
+    return str(PurePosixPath(default) / cwd)
+
+
+def exec_input(data: bytes | str | None) -> bytes | None:
+    return data.encode("utf-8") if isinstance(data, str) else data
 
 
 class Sandbox(Protocol):
@@ -81,6 +152,23 @@ class Sandbox(Protocol):
         """Save evidence (process list, filesystem diff, last log lines) first, then kill."""
 
     async def disconnect(self) -> ActionResult: ...
+
+    async def exec(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | str | None = None,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        user: str | None = None,
+        timeout: float | None = None,
+        output_limit: int | None = None,
+    ) -> ExecResult:
+        """Run one more command inside the running sandbox, under the same caps, hardening,
+        network and observers as the learner, as the spec's user (another user is a
+        PermissionError). `cwd` defaults to the scratch dir (relative: under it).
+        Raises SandboxUnavailable when the sandbox is not running (or is paused), and
+        ExecTimeout when `timeout` passes (the command's processes are killed)."""
 
     async def close(self) -> None:
         """Remove everything this sandbox made. Idempotent; safe after a failed start."""

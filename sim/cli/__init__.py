@@ -1,7 +1,7 @@
 """The `runaway` command line.
 
 Each area registers its commands from its own module (policy.py, web.py, scenarios.py,
-sandbox.py, run.py). Every user mistake is a `RunawayError`: one line on stderr, exit 2.
+sandbox.py, report.py, experiment.py). Every user mistake is a `RunawayError`: one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from . import experiment, policy, run, sandbox, scenarios, web  # noqa: F401  (each adds its commands)
+    from . import experiment, policy, report, sandbox, scenarios, web  # noqa: F401  (each adds its commands)
 
-    for mod in (policy, web, scenarios, sandbox, run, experiment):
+    for mod in (policy, web, scenarios, sandbox, report, experiment):
         mod.register(cli)
 
 

@@ -12,8 +12,8 @@ from policies.errors import RunawayError
 
 
 def _run(cfg, live):  # type: ignore[no-untyped-def]
-    from sim.runner import Experiment
-    from sim.view import make_view
+    from sim.lab.runner import Experiment
+    from sim.lab.view import make_view
 
     view = make_view(live, cfg.duration)
     return asyncio.run(Experiment(cfg, view=view).run())
@@ -71,7 +71,7 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
     Leaves trace.jsonl, summary.json, report.html, learner.log and evidence/ in the run
     directory. Ctrl-C stops the run cleanly (the trace and report are still written).
     """
-    from sim.runner import RunConfig
+    from sim.lab.runner import RunConfig
 
     _positive("--duration", duration)
     _positive("--cpus", cpus)
@@ -103,7 +103,7 @@ def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
     Builds the learner image first when Docker answers and the image is missing.
     """
     from sandbox import docker_available
-    from sim.runner import RunConfig
+    from sim.lab.runner import RunConfig
 
     _positive("--duration", duration)
     backend = "process"
@@ -155,8 +155,8 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
     import os
 
     from sandbox import PROFILES
-    from sim.runner import _stamp
-    from sim.sweep import LocalExecutor, Progress, TargetList, check_inputs, live_sweep, table, write_table
+    from sim.lab.runner import _stamp
+    from sim.lab.sweep import LocalExecutor, Progress, TargetList, check_inputs, live_sweep, table, write_table
 
     pols = list(policies) or [None]
     out = out or Path("runs") / f"sweep-{_stamp()}"
@@ -169,7 +169,7 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
             cap = PROFILES[profile].cpus or 1.0
             parallel = max(1, int(len(os.sched_getaffinity(0)) // cap) - 1)
     if cluster is not None:
-        from sim.cluster import RayExecutor
+        from sim.lab.cluster import RayExecutor
 
         executor = RayExecutor(cluster)
     else:

@@ -15,7 +15,7 @@ def register(group: click.Group) -> None:
     _register_selftest(group)
 
 
-# --- image and clean (sandbox/image.py, sandbox/docker_backend.py) ---------------------
+# --- image and clean (sandbox/image.py, sandbox/backends/docker.py) ---------------------
 
 def _register_image(group: click.Group) -> None:
     @group.group("image")
@@ -91,7 +91,7 @@ def _register_selftest(group: click.Group) -> None:
     def selftest(ctx: click.Context, backend: str, fmt: str, names: tuple[str, ...]) -> None:
         """Run the catalog of escape and escalation attempts in the sandbox; check each was
         contained and detected. Exit status 1 if any row fails."""
-        from sim.selftest import check_attempt_names, run_selftest
+        from sim.lab.selftest import check_attempt_names, run_selftest
 
         check_attempt_names(names)
         report = asyncio.run(run_selftest(backend, names=list(names) or None))

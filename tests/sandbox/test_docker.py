@@ -23,7 +23,7 @@ import pytest
 
 from policies.model import Event, Sample
 from sandbox import PROFILES, SandboxSpec, admit, open_sandbox
-from sandbox.docker_backend import LABEL, OWNER_LABEL, DockerSandbox, _owner_alive, bridge_name
+from sandbox.backends.docker import LABEL, OWNER_LABEL, DockerSandbox, _owner_alive, bridge_name
 from sandbox.image import build_image
 
 pytestmark = pytest.mark.docker
@@ -42,7 +42,7 @@ def learner_image() -> str:
 def run_id() -> str:
     rid = f"t-{uuid.uuid4().hex[:10]}"
     yield rid
-    from sandbox.docker_backend import clean
+    from sandbox.backends.docker import clean
 
     clean(rid)  # whatever a failing test left
 
@@ -61,7 +61,7 @@ async def make_sandbox(learner_image: str, run_id: str, tmp_path: Path):
         return sb
 
     yield make
-    from sandbox.docker_backend import clean
+    from sandbox.backends.docker import clean
 
     for sb in made:  # a test that failed before close() leaves these: remove by label
         if not sb._closed:
@@ -269,7 +269,7 @@ async def test_a_busy_loop_pegs_at_its_cap_not_the_host(make_sandbox, tmp_path: 
 
 async def test_without_cgroup_files_samples_come_from_the_stats_api(make_sandbox, tmp_path: Path,
                                                                     monkeypatch) -> None:
-    import sandbox.docker_backend as backend
+    import sandbox.backends.docker as backend
 
     monkeypatch.setattr(backend.Cgroup, "of_pid", classmethod(lambda cls, pid: None))
     sb = make_sandbox()
@@ -541,3 +541,55 @@ async def test_a_restart_is_a_lifecycle_event_and_the_new_init_is_watched(make_s
     await run.finish()
     await sb.close()
     assert [e.kind for e in run.events("lifecycle")] == ["start", "restart", "exit"]
+
+
+async def run_until(pred, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition never came true"
+        await asyncio.sleep(0.02)
+
+
+IDLE = "import time\nprint('up', flush=True)\nwhile True: time.sleep(1)\n"
+
+
+async def test_exec_runs_a_command_inside_the_running_sandbox_under_its_hardening(make_sandbox, tmp_path: Path) -> None:
+    from sandbox import ExecTimeout, SandboxUnavailable
+
+    sb = make_sandbox()
+    await sb.prepare()
+    run = await Run(sb).start(IDLE, tmp_path)
+    await run.wait_line("up")
+
+    r = await sb.exec(["bash", "-c", "id -u; pwd; cat; echo oops >&2; exit 3"], input="from stdin\n")
+    assert (r.returncode, r.stdout, r.stderr) == (3, b"65534\n/scratch\nfrom stdin\n", b"oops\n")
+    r = await sb.exec(["sh", "-c", "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; touch /etc/x; echo $GREETING"],
+                      cwd="/", env={"GREETING": "hi"})
+    assert b"CapEff:\t0000000000000000" in r.stdout and b"NoNewPrivs:\t1" in r.stdout
+    assert b"Read-only file system" in r.stderr and r.stdout.endswith(b"hi\n")
+    # The exec'd process is one of the container's: in the cgroup the caps and samples read.
+    job = asyncio.ensure_future(sb.exec(["sleep", "1"]))
+    await run_until(lambda: len(sb._members(True)) == 2)
+    assert (await job).returncode == 0
+    with pytest.raises(PermissionError, match="65534"):
+        await sb.exec(["id"], user="root")
+
+    r = await sb.exec(["head", "-c", "100000", "/dev/zero"], output_limit=1000)
+    assert len(r.stdout) == 1000 and r.truncated
+    with pytest.raises(ExecTimeout) as timed_out:
+        await sb.exec(["sh", "-c", "echo before; exec sleep 60"], timeout=1)
+    assert timed_out.value.stdout == b"before\n"
+    assert len(sb._members(True)) == 1  # the sleep was killed: only the learner is left
+
+    # The runtime sets each exec up as root before it becomes the spec's user: not an escalation.
+    assert not run.events("escalation"), run.events("escalation")
+
+    await sb.pause()
+    with pytest.raises(SandboxUnavailable, match="paused"):
+        await sb.exec(["true"])
+    await sb.resume()
+    await sb.kill(tmp_path / "evidence")
+    with pytest.raises(SandboxUnavailable, match="killed"):
+        await sb.exec(["true"])
+    await run.finish()
+    await sb.close()

@@ -15,7 +15,7 @@ import pytest
 
 from policies.model import Event, Sample
 from sandbox import SandboxSpec, open_sandbox, procfs
-from sandbox.process_backend import ProcessSandbox, clean
+from sandbox.backends.process import ProcessSandbox, clean
 
 LEARNER_DIR = Path(__file__).resolve().parents[2] / "sim" / "learner"
 SPEC = SandboxSpec(cpus=0.5, memory="128m", pids=64)
@@ -293,7 +293,7 @@ def test_learner_dies_with_a_sigkilled_controller_and_clean_removes_the_rest(tmp
 import asyncio, os, sys, time
 from pathlib import Path
 from sandbox import SandboxSpec
-from sandbox.process_backend import ProcessSandbox
+from sandbox.backends.process import ProcessSandbox
 async def main():
     sb = ProcessSandbox(SandboxSpec(cpus=1.0, memory="128m", pids=64), run_id="orphan{os.getpid()}",
                         python_modules=())
@@ -335,3 +335,29 @@ async def test_clean_without_a_run_id_spares_a_live_controllers_run(tmp_path):
         assert procfs.read_stat(sb.pid).state != "Z"
     finally:
         await sb.close()
+
+
+async def test_exec_runs_a_command_as_one_more_member_of_the_group(run):
+    from sandbox import ExecTimeout, SandboxUnavailable
+
+    r = await run("import time\nprint('up', flush=True)\nwhile True: time.sleep(1)\n")
+    await r.wait_for(lambda: "up" in r.text())
+    sb = r.sb
+    res = await sb.exec(["sh", "-c", "pwd; cat; echo oops >&2; exit 3"], input=b"from stdin\n")
+    assert (res.returncode, res.stdout, res.stderr) == (3, f"{sb.scratch}\nfrom stdin\n".encode(), b"oops\n")
+    job = asyncio.ensure_future(sb.exec(["sleep", "1"]))
+    await r.wait_for(lambda: len(sb._member_pids()) == 2)  # adopted: the duty cycle and kill reach it
+    assert (await job).returncode == 0
+    with pytest.raises(PermissionError):
+        await sb.exec(["id"], user="root")
+    with pytest.raises(ExecTimeout) as timed_out:
+        await sb.exec(["sh", "-c", "echo before; exec sleep 60"], timeout=1)
+    assert timed_out.value.stdout == b"before\n"
+    await r.wait_for(lambda: len(sb._member_pids()) == 1)
+    await sb.pause()
+    with pytest.raises(SandboxUnavailable, match="paused"):
+        await sb.exec(["true"])
+    await sb.resume()
+    await sb.close()
+    with pytest.raises(SandboxUnavailable):
+        await sb.exec(["true"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from policies.model import Event
-from sim.selftest import judge
+from sim.lab.selftest import judge
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.[clust
 
 from policies.model import Meta, TraceWriter, read_trace  # noqa: E402
 from sim.report.synthetic import benign_like, novel_like, stubborn_like  # noqa: E402
-from sim.sweep import LocalExecutor, Progress  # noqa: E402
+from sim.lab.sweep import LocalExecutor, Progress  # noqa: E402
 
 from raycluster import RayCluster  # noqa: E402  (tests/sim is on sys.path)
 
@@ -119,7 +119,7 @@ def _traces(root: Path, n: int) -> list[Path]:
 
 
 def test_a_replay_sweep_over_50_traces_on_the_cluster_equals_the_local_one_cell_for_cell(cluster, tmp_path):
-    from sim.cluster import RayExecutor
+    from sim.lab.cluster import RayExecutor
 
     traces = _traces(tmp_path / "runs", 50)
     strict = tmp_path / "strict.yaml"

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
 from policies.model import Sample
-from sim.metrics import DEFAULT_METRICS_PORT, EXPORTED, WEB_METRICS, RunMetrics
+from sim.lab.metrics import DEFAULT_METRICS_PORT, EXPORTED, WEB_METRICS, RunMetrics
 from sim.report.synthetic import novel_like
 
 try:  # the mock web lives on its own branch; when it is here, its real counter is used
@@ -89,13 +89,13 @@ def variable_queries() -> list[tuple[str, str]]:
 
 def web_metric_names() -> set[str]:
     """The mock web's metric names: from its real registry when sim.web is here, else the
-    names the contract gives it (sim.metrics.WEB_METRICS, the one place they are listed)."""
+    names the contract gives it (sim.lab.metrics.WEB_METRICS, the one place they are listed)."""
     if MockWeb is None:
         return set(WEB_METRICS)
     registry = CollectorRegistry()
     MockWeb(seed=1, pages=10, labels={"run": "r1", "scenario": "novel"}, registry=registry)
     names = {f.name + "_total" if f.type == "counter" else f.name for f in registry.collect()}
-    assert set(WEB_METRICS) <= names, "sim.metrics.WEB_METRICS is out of date with sim.web"
+    assert set(WEB_METRICS) <= names, "sim.lab.metrics.WEB_METRICS is out of date with sim.web"
     return names
 
 

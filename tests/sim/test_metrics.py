@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from policies.errors import RunawayError
 from policies.model import Action, Event, Meta, Sample, Verdict
-from sim.metrics import EXPORTED, SIGNAL_METRICS, RunMetrics
+from sim.lab.metrics import EXPORTED, SIGNAL_METRICS, RunMetrics
 from sim.report.synthetic import novel_like
 
 LABELS = {"run": "r1", "scenario": "novel"}

@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from policies.model import Action, Event, Verdict, read_trace
-from sim import protocol
-from sim.sweep import replay_records, replay_sweep, table
+from sim.lab import protocol
+from sim.lab.sweep import replay_records, replay_sweep, table
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs" / "examples" / "novel-trace.jsonl"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sim.sweep import Cell, Progress, TargetList
+from sim.lab.sweep import Cell, Progress, TargetList
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}

@@ -48,7 +48,7 @@ def replay_records(records: Sequence[Any], policy_path: str | None) -> list[Any]
     """The trace as if `policy_path` had been in charge: original observations, the new
     policy's verdicts, its actions taken as applied at once, cut at its first containing
     action. Recorded verdicts and actions are dropped."""
-    from sim.runner import DEFAULT_POLICY
+    from sim.lab.runner import DEFAULT_POLICY
 
     policy = load_policy(policy_path or str(DEFAULT_POLICY))
     engine = Engine(policy)
@@ -122,7 +122,7 @@ async def run_cell(job: CellJob, settings: LiveSettings, out: Path, *,
     """The cell function: one experiment, its run directory `out / job.name`. Every
     executor runs this, here or on a cluster node. `on_serving(host, port, labels)` is
     called once the run's exporter listens (only with `settings.exporters`)."""
-    from sim.runner import Experiment, RunConfig
+    from sim.lab.runner import Experiment, RunConfig
 
     cfg = RunConfig(scenario=job.scenario, backend=settings.backend, policy=job.policy, profile=settings.profile,
                     duration=settings.duration, seed=job.seed, out=out / job.name,

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ctypes
 import functools
 import json
@@ -41,11 +42,12 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 from policies.model import Event, Sample
 
-from . import procfs
-from .identity import identity_events
-from .proc_events import ProcEvents
-from .base import ActionResult, SandboxError, until_none
-from .spec import SandboxSpec, format_size
+from .. import procfs
+from ..identity import identity_events
+from ..proc_events import ProcEvents
+from ..base import (ActionResult, ExecResult, ExecTimeout, OutputCap, SandboxError, SandboxUnavailable,
+                   exec_cwd, exec_input, exec_user, until_none)
+from ..spec import SandboxSpec, format_size
 
 # Names the learner resolves itself (RUNAWAY_HOSTS): everything is this host's loopback.
 DEFAULT_HOSTS = {"web.internal": "127.0.0.1", "metadata.internal": "127.0.0.1",
@@ -228,6 +230,7 @@ class ProcessSandbox:
         self.pid: int | None = None
         self.returncode: int | None = None
         self._proc: asyncio.subprocess.Process | None = None
+        self._full_env: dict[str, str] = {}
         self._clock: Callable[[], float] = time.monotonic
         self._obs: asyncio.Queue[Sample | Event | None] = asyncio.Queue()
         self._out: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
@@ -310,7 +313,7 @@ class ProcessSandbox:
         self.root = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{self.run_id}-", dir=self._base_dir))
         try:
             await asyncio.to_thread(self._lay_out, Path(learner_dir), Path(control_file))
-            full_env = self._env(env, hosts)
+            full_env = self._full_env = self._env(env, hosts)
             argv = list(argv)
             if argv[0] in ("python", "python3"):
                 argv[0] = self.python
@@ -785,6 +788,67 @@ class ProcessSandbox:
         self._duty_wake.set()
         ok = await self._wait_states(lambda s: s not in ("T",), timeout=1.0)
         return ActionResult(ok, time.monotonic() - t0, {"how": "SIGCONT to the process group"})
+
+    async def exec(self, argv: Sequence[str], *, input: bytes | str | None = None, cwd: str | None = None,
+                   env: Mapping[str, str] | None = None, user: str | None = None,
+                   timeout: float | None = None, output_limit: int | None = None) -> ExecResult:
+        """Run a command as one more member of the group: the learner's uid, limits, affinity
+        and environment (whose mark makes the watchers adopt it), so the duty cycle, the
+        actions and the observers reach it. Not a boundary, like the rest of this backend."""
+        if not argv:
+            raise ValueError("expected a command to run, got an empty argv")
+        if self._proc is None or self._closed:
+            raise SandboxUnavailable("the sandbox is not running (not started, or closed)")
+        if self._killed:
+            raise SandboxUnavailable("the sandbox was killed")
+        if not self._alive():
+            raise SandboxUnavailable(f"the sandbox has exited (status {self._proc.returncode})")
+        if self._paused:
+            raise SandboxUnavailable("the sandbox is paused")
+        exec_user(self.spec.user, user)
+        assert self.scratch is not None
+        data = exec_input(input)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *[str(a) for a in argv],
+                stdin=asyncio.subprocess.PIPE if data is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                cwd=exec_cwd(str(self.agent_copy or self.scratch), cwd),
+                env={**self._full_env, **dict(env or {})}, start_new_session=True,
+                user=self.run_uid, group=self.run_gid,
+                extra_groups=[] if self.run_uid is not None else None,
+                preexec_fn=self._limits_in_child, close_fds=True)
+        except (FileNotFoundError, NotADirectoryError) as e:  # as a shell says it: status 127
+            return ExecResult(127, b"", f"{argv[0]}: {e.strerror}\n".encode())
+        self._members.setdefault(proc.pid, 0)
+        out, err = OutputCap(output_limit), OutputCap(output_limit)
+
+        async def drain(stream: asyncio.StreamReader | None, cap: OutputCap) -> None:
+            while stream is not None and (chunk := await stream.read(65536)):
+                cap.add(chunk)
+
+        async def feed() -> None:
+            if proc.stdin is not None:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    proc.stdin.write(data or b"")
+                    await proc.stdin.drain()
+                proc.stdin.close()
+
+        job = asyncio.gather(feed(), drain(proc.stdout, out), drain(proc.stderr, err), proc.wait())
+        try:
+            await asyncio.wait_for(asyncio.shield(job), timeout)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as e:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(job, 5.0)
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            raise ExecTimeout(float(timeout or 0), out.value(), err.value()) from None
+        if self._killed:
+            raise SandboxUnavailable("the sandbox was killed while the command ran")
+        return ExecResult(proc.returncode if proc.returncode is not None else -1, out.value(), err.value(),
+                          truncated=bool(out.dropped or err.dropped))
 
     async def kill(self, evidence_dir: Path) -> ActionResult:
         """Evidence first (process list, last output lines, scratch listing), then SIGKILL."""

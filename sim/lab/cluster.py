@@ -3,7 +3,7 @@
     ray start --head --port 6379 --num-cpus 4 --resources '{"docker": 1}'   # on each Docker host
     runaway sweep --scenario novel --seeds 0-19 --cluster 10.0.0.5:6379
 
-The executor here runs the same cell function as the local one (`sim.sweep.run_cell`) and
+The executor here runs the same cell function as the local one (`sim.lab.sweep.run_cell`) and
 hands back the same `Cell`s, so the table code never knows where a cell ran. A cell task:
 
 - asks for the profile's CPUs and one unit of the `docker` resource, whose amount on a
@@ -199,14 +199,12 @@ def cell_task(job: CellJob, settings: LiveSettings, files: dict[str, str]) -> It
         shutil.rmtree(work, ignore_errors=True)
 
 
-def replay_task(trace_name: str, trace_text: bytes, policies: dict[str, str | None]) -> list[Cell]:
-    """The Ray task of one replay cell group: one recorded trace under every policy
-    (`policies` maps a label to the policy file's text, None for the default)."""
+def replay_task(traces: list[tuple[str, bytes]], policies: dict[str, str | None]) -> list[Cell]:
+    """The Ray task of a batch of replay cells: each recorded trace (its driver-side run
+    directory and its bytes) under every policy (`policies` maps a label to the policy
+    file's text, None for the default)."""
     work = Path(tempfile.mkdtemp(prefix="runaway-replay-"))
     try:
-        trace = work / "run" / "trace.jsonl"
-        trace.parent.mkdir()
-        trace.write_bytes(trace_text)
         paths: list[str | None] = []
         for label, text in policies.items():
             if text is None:
@@ -216,7 +214,13 @@ def replay_task(trace_name: str, trace_text: bytes, policies: dict[str, str | No
             p.parent.mkdir()
             p.write_text(text, encoding="utf-8")
             paths.append(str(p))
-        return [replace(c, run_dir=trace_name) for c in replay_sweep([trace], paths)]
+        cells: list[Cell] = []
+        for i, (run_dir, text) in enumerate(traces):
+            trace = work / f"run{i}" / "trace.jsonl"
+            trace.parent.mkdir()
+            trace.write_bytes(text)
+            cells += [replace(c, run_dir=run_dir) for c in replay_sweep([trace], paths)]
+        return cells
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -323,20 +327,28 @@ class RayExecutor:
 
     def replay(self, traces: Sequence[Path], policies: Sequence[str | None], progress: Progress) -> list[Cell]:
         ray = self.ray
-        remote = ray.remote(replay_task).options(num_cpus=0.25, max_retries=MAX_ATTEMPTS - 1,
+        remote = ray.remote(replay_task).options(num_cpus=1, max_retries=MAX_ATTEMPTS - 1,
                                                  scheduling_strategy="SPREAD")
         texts = {_policy_label(p): (Path(p).read_text(encoding="utf-8") if p else None) for p in policies}
+        # Batches, two per CPU of the cluster: a task per trace would spend more on Ray's
+        # bookkeeping than on the replay.
+        n = max(1, min(len(traces), 2 * int(ray.cluster_resources().get("CPU", 1))))
+        batches = [list(traces[i::n]) for i in range(n)]
         refs = []
-        for t in traces:
-            trace = Path(t) / "trace.jsonl" if Path(t).is_dir() else Path(t)
-            refs.append(remote.remote(str(trace.parent), trace.read_bytes(), texts))
-            progress.started(str(t))
-        cells: list[Cell] = []
-        for t, ref in zip(traces, refs):
+        for batch in batches:
+            payload = []
+            for t in batch:
+                trace = Path(t) / "trace.jsonl" if Path(t).is_dir() else Path(t)
+                payload.append((str(trace.parent), trace.read_bytes()))
+                progress.started(str(t))
+            refs.append(remote.remote(payload, texts))
+        per_trace: dict[str, list[Cell]] = {}
+        for batch, ref in zip(batches, refs):
             try:
                 got = ray.get(ref)
             except ray.exceptions.RayTaskError as e:
                 raise (e.cause or e) from None  # a bad trace: the same one-line error as here
-            cells.extend(got)
-            progress.finished(str(t), got[0] if got else None)
-        return cells
+            for t, i in zip(batch, range(0, len(got), max(1, len(policies)))):
+                per_trace[str(t)] = got[i:i + len(policies)]
+                progress.finished(str(t), got[i])
+        return [c for t in traces for c in per_trace[str(t)]]

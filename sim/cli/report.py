@@ -1,4 +1,4 @@
-"""`runaway` commands of the experiment: `report` (and, from the runner, `run` and `sweep`)."""
+"""`runaway report`: rebuild a run's scorecard and report from its trace."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import ipaddress
@@ -29,6 +30,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import threading
@@ -38,12 +40,13 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 
 from policies.model import Event, Sample
 
-from . import procfs
-from .identity import identity_events
-from .base import ActionResult, SandboxError, until_none
-from .cgroup import Cgroup, CgroupReading, forget, reading_from_stats
-from .image import LEARNER_DIR, ensure_image
-from .spec import NETWORK_NONE, SandboxSpec
+from .. import procfs
+from ..identity import identity_events
+from ..base import (ActionResult, ExecResult, ExecTimeout, OutputCap, SandboxError, SandboxUnavailable,
+                   exec_cwd, exec_input, exec_user, until_none)
+from ..cgroup import Cgroup, CgroupReading, forget, reading_from_stats
+from ..image import LEARNER_DIR, ensure_image
+from ..spec import NETWORK_NONE, SandboxSpec
 
 LABEL = "runaway.run"
 # Who made it: "<pid>:<start ticks>" of the controller, so `clean` can tell a live run's
@@ -68,6 +71,10 @@ def _docker():
     import docker
 
     return docker
+
+
+def docker_errors() -> tuple[type[BaseException], ...]:
+    return (_docker().errors.APIError,)
 
 
 def _client():
@@ -156,6 +163,12 @@ def firewall_remove(run_id: str | None = None, keep: set[str] = frozenset()) -> 
     return removed
 
 
+def _seccomp_mode(status: bytes) -> int:
+    """The `Seccomp:` mode of a /proc/<pid>/status (0 none, 1 strict, 2 filter)."""
+    i = status.find(b"\nSeccomp:\t")
+    return int(status[i + 10:i + 11]) if i >= 0 and status[i + 10:i + 11].isdigit() else 0
+
+
 def _monotonic(r: CgroupReading, p: CgroupReading) -> CgroupReading:
     """`r` with cumulative counters never below `p`'s: a dying cgroup loses its files one
     controller at a time, and a half-read cgroup must not make counters go back."""
@@ -208,6 +221,7 @@ class DockerSandbox:
         self._fs_seen: set[str] = set()
         self._fallback_members: list[int] = []
         self._procs_file = ""
+        self._base_seccomp = 0  # the container init's seccomp mode (2: a filter, Docker's default)
         self._layers: tuple[str, list[str]] | None = None
         self._ident_raw: dict[int, bytes] = {}
         self._fds: dict[str, int] = {}
@@ -386,6 +400,7 @@ class DockerSandbox:
 
     def _find_cgroup(self) -> None:
         self.cgroup = Cgroup.of_pid(self.pid) if self.pid else None
+        self._base_seccomp = _seccomp_mode(procfs.read_bytes(f"/proc/{self.pid}/status") or b"") if self.pid else 0
         self._procs_file = str(self.cgroup.procs_file_dir / "cgroup.procs") if self.cgroup else ""
 
     # -- output -------------------------------------------------------------------------
@@ -447,8 +462,10 @@ class DockerSandbox:
         files, its init and init's descendants (a /proc scan, so only when `full`)."""
         if self.cgroup is not None:
             # Inline rather than procfs.pids_of_cgroup: this runs at watch_hz, and the path
-            # object and sorting cost more than the read.
-            raw = self._pread(self._procs_file)
+            # object and sorting cost more than the read. A fresh open each time, not a kept
+            # descriptor: cgroup v1 keeps the pid list it built at the first read for as long
+            # as it is read again within a second, so a kept one never shows a new process.
+            raw = procfs.read_bytes(self._procs_file)
             return [int(x) for x in raw.split()] if raw else []
         if not self.pid:
             return []
@@ -466,6 +483,13 @@ class DockerSandbox:
         for pid in pids:
             raw = self._pread(f"/proc/{pid}/status")
             if not raw:  # exited between the list and the read
+                continue
+            if _seccomp_mode(raw) < self._base_seccomp:
+                # Not one of the agent's yet: a seccomp filter is inherited and can never be
+                # removed, so no process the agent makes has less of it than the container's
+                # init. One that does is the runtime setting up a `docker exec` (runc's init,
+                # root with every capability until, last of all, it takes the filter, becomes
+                # the spec's user and runs the command). It is checked from then on.
                 continue
             i, j = raw.find(b"\nUid:"), raw.find(b"\nCapEff:")
             key = raw[i:raw.find(b"\n", raw.find(b"\nGid:") + 1)] + raw[j:raw.find(b"\n", j + 1)]
@@ -825,6 +849,109 @@ class DockerSandbox:
         nets = self.container.attrs.get("NetworkSettings", {}).get("Networks") or {}
         return ActionResult(self.network.name not in nets, time.monotonic() - t0,
                             {"how": "docker network disconnect", "network": self.network.name})
+
+    # -- commands in the running sandbox ------------------------------------------------
+
+    def _unavailable(self) -> str | None:
+        """Why no command can run now, or None."""
+        if self.container is None or self._closed:
+            return "the sandbox is not running (not started, or closed)"
+        if self._killed:
+            return "the sandbox was killed"
+        if self._exited.is_set():
+            return f"the sandbox has exited (status {self.exit_code})"
+        if self._freezer_state() in ("FROZEN", "FREEZING"):
+            return "the sandbox is paused"
+        return None
+
+    async def exec(self, argv: Sequence[str], *, input: bytes | str | None = None, cwd: str | None = None,
+                   env: Mapping[str, str] | None = None, user: str | None = None,
+                   timeout: float | None = None, output_limit: int | None = None) -> ExecResult:
+        """Run a command in the container (docker exec): it joins the container's cgroups,
+        namespaces and hardening (no capabilities, no-new-privileges, read-only root), so
+        the caps bind it and the observers see it. See `Sandbox.exec`."""
+        if not argv:
+            raise ValueError("expected a command to run, got an empty argv")
+        why = self._unavailable()
+        if why:
+            raise SandboxUnavailable(why)
+        who = exec_user(self.spec.user, user)
+        workdir = exec_cwd(AGENT_DIR if self.agent_dir is not None else self.spec.workdir, cwd)
+        data = exec_input(input)
+        out, err = OutputCap(output_limit), OutputCap(output_limit)
+        loop = asyncio.get_running_loop()
+        started = asyncio.Event()
+        state: dict[str, Any] = {"started": lambda: loop.call_soon_threadsafe(started.set)}
+        job = asyncio.ensure_future(asyncio.to_thread(
+            self._exec_blocking, [str(a) for a in argv], data, workdir, dict(env or {}), who, out, err, state))
+        try:
+            # The timeout counts from the command's start: a busy daemon's latency is not its time.
+            waiter = asyncio.ensure_future(started.wait())
+            await asyncio.wait([job, waiter], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            code = await asyncio.wait_for(asyncio.shield(job), timeout)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as e:
+            # The daemon cannot stop an exec: kill its processes from here, which ends its stream.
+            await asyncio.to_thread(self._exec_kill, state)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(job), 5.0)
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            raise ExecTimeout(float(timeout or 0), out.value(), err.value()) from None
+        except docker_errors() as e:
+            why = self._unavailable()
+            text = str(getattr(e, "explanation", "") or e)
+            if why or "paused" in text or "not running" in text:
+                raise SandboxUnavailable(why or text) from None
+            raise
+        if self._killed:
+            raise SandboxUnavailable("the sandbox was killed while the command ran")
+        return ExecResult(code, out.value(), err.value(), truncated=bool(out.dropped or err.dropped))
+
+    def _exec_blocking(self, argv: list[str], data: bytes | None, workdir: str, env: dict[str, str],
+                       user: str, out: OutputCap, err: OutputCap, state: dict[str, Any]) -> int:
+        from docker.utils.socket import frames_iter
+
+        api = self.client.api
+        created = api.exec_create(self.container.id, argv, stdin=data is not None, stdout=True, stderr=True,
+                                  tty=False, privileged=False, user=user, environment=env or None,
+                                  workdir=workdir)
+        state["id"] = created["Id"]
+        sock = api.exec_start(created["Id"], socket=True)
+        state["started"]()
+        raw = getattr(sock, "_sock", sock)
+        state["sock"] = raw
+        writer = None
+        try:
+            if data is not None:
+                def feed() -> None:  # beside the reader: a command may write before it reads
+                    with contextlib.suppress(OSError):
+                        raw.sendall(data)
+                        raw.shutdown(socket.SHUT_WR)  # stdin's end of file
+                writer = threading.Thread(target=feed, daemon=True, name=f"runaway-exec-in-{self.run_id}")
+                writer.start()
+            with contextlib.suppress(OSError):
+                for stream, chunk in frames_iter(sock, tty=False):
+                    (err if stream == 2 else out).add(chunk)
+        finally:
+            with contextlib.suppress(Exception):
+                sock.close()
+        code = api.exec_inspect(created["Id"]).get("ExitCode")
+        return -1 if code is None else int(code)
+
+    def _exec_kill(self, state: dict[str, Any]) -> None:
+        """SIGKILL an exec's process and its descendants (host pids), then close its stream."""
+        if "id" in state:
+            with contextlib.suppress(Exception):
+                pid = int(self.client.api.exec_inspect(state["id"]).get("Pid") or 0)
+                if pid:
+                    for p in [pid, *procfs.descendants(pid)]:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(p, signal.SIGKILL)
+        sock = state.get("sock")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     # -- teardown -----------------------------------------------------------------------
 

@@ -32,8 +32,8 @@ from policies.text import covert_marker_event
 
 from . import protocol
 
-LEARNER_DIR = Path(__file__).resolve().parent / "learner"
-DEFAULT_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
+LEARNER_DIR = Path(__file__).resolve().parents[1] / "learner"
+DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
 # After an operator stop, how long the learner has to comply before it is killed.
 STOP_GRACE_S = 5.0
 # The exporter stays up this long after a run ends, so a 1 s scrape sees the final state.
@@ -370,7 +370,7 @@ class Experiment:
 
     async def run(self) -> RunResult:
         from sandbox import open_sandbox
-        from sim.metrics import RunMetrics
+        from sim.lab.metrics import RunMetrics
         from sim.report import build_report
         from sim.web import MockWeb
 

@@ -29,7 +29,7 @@ from policies.errors import RunawayError
 from policies.model import Event
 from sandbox import SandboxSpec, docker_available, open_sandbox
 
-LEARNER_DIR = Path(__file__).resolve().parent / "learner"
+LEARNER_DIR = Path(__file__).resolve().parents[1] / "learner"
 PREFIX = "@runaway "
 # Attempts whose only target is the mock web: "allowed" there means the honeypot got a
 # fake credential, which is harmless by construction and must be seen by the web.

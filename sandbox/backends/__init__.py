@@ -1,0 +1,1 @@
+"""The sandbox backends: one module each (docker.py, process.py), imported only when asked for."""
