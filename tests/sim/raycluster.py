@@ -91,10 +91,13 @@ class RayCluster:
                      "--dashboard-port", str(ports[7]), "--ray-client-server-port", str(ports[8])]
         else:
             args += ["--address", self.address]
-        before = {p.pid for p in self._raylets()}
-        p = subprocess.run(args, env=self.env, cwd=self.tmp, capture_output=True, text=True, timeout=180)
+        before = {p.pid for p in self._ours()}
+        p = subprocess.run(args, env=self.env, cwd=self.tmp, capture_output=True, text=True, timeout=300)
         if p.returncode != 0:
-            raise RuntimeError(f"ray start failed: {p.stdout[-2000:]}{p.stderr[-2000:]}")
+            # Ray gives a node 30 s to register, which a loaded host may miss: what this
+            # attempt started goes, and the caller may try again.
+            self._kill([q for q in self._ours() if q.pid not in before])
+            raise RuntimeError(f"ray start failed ({p.returncode}): {p.stderr[-1500:]}")
         new = [r for r in self._raylets() if r.pid not in before]
         assert len(new) == 1, new
         raylet = new[0]
@@ -120,11 +123,32 @@ class RayCluster:
                 pass
         return mine
 
-    def start(self, workers: int = 1) -> "RayCluster":
-        self._start(head=True)
-        for _ in range(workers):
-            self._start(head=False)
+    def start(self, workers: int = 1, attempts: int = 3) -> "RayCluster":
+        for head in [True] + [False] * workers:
+            for attempt in range(attempts):
+                try:
+                    self._start(head=head)
+                    break
+                except RuntimeError:
+                    if attempt == attempts - 1:
+                        raise
         return self
+
+    @staticmethod
+    def _kill(procs: list[psutil.Process]) -> None:
+        tree: dict[int, psutil.Process] = {}
+        for p in procs:
+            try:
+                tree.update({c.pid: c for c in [p, *p.children(recursive=True)]})
+            except psutil.Error:
+                pass
+        tree.pop(os.getpid(), None)
+        for p in tree.values():
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
+        psutil.wait_procs(list(tree.values()), timeout=10)
 
     def stop(self) -> None:
         """Kill every process of this cluster (and only those), then remove its temp dir."""

@@ -35,8 +35,9 @@ MEASURED = ("median_time_to_detect_s", "median_time_to_contain_s", "median_pages
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = RayCluster(cpus=1, docker=2).start(workers=1)
+    c = RayCluster(cpus=1, docker=2)
     try:
+        c.start(workers=1)
         yield c
     finally:
         c.stop()
