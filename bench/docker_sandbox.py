@@ -36,7 +36,7 @@ from sandbox import PROFILES, admit  # noqa: E402
 from sandbox.backends.docker import DockerSandbox  # noqa: E402
 from sandbox.image import build_image  # noqa: E402
 
-LEARNER = Path(__file__).resolve().parents[1] / "sim" / "learner"
+from sim.lab.session import LEARNER_DIR as LEARNER  # noqa: E402
 
 
 def pct(xs: list[float], q: float) -> float:

@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from policies.model import Event, Sample  # noqa: E402
-from sandbox import SandboxSpec, docker_available, open_sandbox  # noqa: E402
+from sandbox import SandboxSpec, docker_available  # noqa: E402
+from sim.lab.session import SandboxSession  # noqa: E402
 
 SPEC = SandboxSpec(cpus=1.0, memory="256m", pids=64)
 
@@ -113,6 +114,23 @@ def summary(values: list[float], unit_scale: float = 1000.0) -> str:
             f"max {max(values) * unit_scale:.1f} ms (n={len(values)})")
 
 
+class _BenchWeb:
+    """The bench's one-route web as a session serves it (start on the host, stop)."""
+
+    def __init__(self, bench: "Bench") -> None:
+        self.bench = bench
+        self.runner: web.AppRunner | None = None
+        self.hits: asyncio.Queue[float] = asyncio.Queue()
+
+    async def start(self, host: str, port: int = 0) -> int:
+        self.runner, bound, self.hits = await self.bench.web(host)
+        return bound
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
 class Bench:
     def __init__(self, quick: bool) -> None:
         self.quick = quick
@@ -148,20 +166,18 @@ class Bench:
         return runner, port, hits
 
     async def sandbox(self, backend: str, program: str, env: dict[str, str] | None = None,
-                      spec: SandboxSpec = SPEC, web_port: int | None = None, **kwargs: Any):
+                      spec: SandboxSpec = SPEC, **kwargs: Any):
+        """A started sandbox running learner.<program> (no web), and its start time."""
         if backend == "process":
             kwargs.setdefault("python_modules", ())  # the bench programs are stdlib only
-        sb = open_sandbox(spec, backend, run_id=f"bench-{os.getpid()}-{time.monotonic_ns() % 10**8}",
-                          **kwargs)
-        host = await sb.prepare()
-        full_env = {"RUNAWAY_SEED": "0", **(env or {})}
-        if web_port is not None:
-            full_env["RUNAWAY_WEB"] = f"http://web.internal:{web_port}"
-        hosts = {n: host for n in ("web.internal", "metadata.internal", "cloud.internal")}
+        session = SandboxSession.open(spec, backend, run_id=f"bench-{os.getpid()}-{time.monotonic_ns() % 10**8}",
+                                      **kwargs)
+        await session.prepare()
         t0 = time.monotonic()
-        await sb.start(["python3", "-m", "learner.bootstrap", "--", "-m", f"learner.{program}"],
-                       full_env, self.learner, hosts, self.control, lambda: time.monotonic() - t0)
-        return sb, t0
+        await session.start(["python3", "-m", "learner.bootstrap", "--", "-m", f"learner.{program}"],
+                            {"RUNAWAY_SEED": "0", **(env or {})}, self.control, lambda: time.monotonic() - t0,
+                            learner_dir=self.learner)
+        return session.sandbox, t0
 
     # -- start ---------------------------------------------------------------------------
 
@@ -170,23 +186,21 @@ class Bench:
         prep: list[float] = []
         for _ in range(n):
             extra: dict[str, Any] = {"python_modules": ()} if backend == "process" else {}
-            sb = open_sandbox(SPEC, backend, run_id=f"bench-start-{os.getpid()}-{len(times)}", **extra)
-            tp = time.monotonic()
-            host = await sb.prepare()
-            prep.append(time.monotonic() - tp)
-            runner, port, hits = await self.web(host)
-            sb.allow_port(port)
+            session = SandboxSession.open(SPEC, backend, run_id=f"bench-start-{os.getpid()}-{len(times)}", **extra)
             try:
-                hosts = {k: host for k in ("web.internal", "metadata.internal", "cloud.internal")}
+                tp = time.monotonic()
+                await session.prepare()
+                prep.append(time.monotonic() - tp)
+                site = _BenchWeb(self)
+                await session.serve(site)
                 t0 = time.monotonic()
-                await sb.start(["python3", "-m", "learner.bootstrap", "--", "-m", "learner.bench_first_request"],
-                               {"RUNAWAY_WEB": f"http://web.internal:{port}"}, self.learner, hosts,
-                               self.control, lambda: time.monotonic() - t0)
-                hit = await asyncio.wait_for(hits.get(), 30)
+                await session.start(["python3", "-m", "learner.bootstrap", "--", "-m", "learner.bench_first_request"],
+                                    session.web_env(), self.control, lambda: time.monotonic() - t0,
+                                    learner_dir=self.learner)
+                hit = await asyncio.wait_for(site.hits.get(), 30)
                 times.append(hit - t0)
             finally:
-                await sb.close()
-                await runner.cleanup()
+                await session.close()
         self.results[f"{backend}.start_s"] = times
         self.results[f"{backend}.prepare_s"] = prep
         print(f"  {backend:8} start -> first request: {summary(times)}")

@@ -10,7 +10,8 @@
 
 from .engine import Engine, replay
 from .errors import PolicyError, RunawayError, TraceError
-from .guards import Guard, guard_types, register_guard
+from .kinds import GuardKind, kinds, register_kind
+from .kinds.python import Guard, guard_types, register_guard
 from .model import (
     ACTION_RANK,
     ACTIONS,
@@ -27,13 +28,15 @@ from .model import (
     record_from_dict,
     record_to_dict,
 )
-from .spec import Policy, default_policy, default_policy_path, load_policy, parse_duration
+from .parse import default_policy, default_policy_path, load_policy
+from .spec import Policy
+from .yamlfile import parse_duration
 from .text import covert_chars, covert_marker_event
 
 __all__ = [
-    "ACTION_RANK", "ACTIONS", "Action", "Engine", "Event", "Guard", "Meta", "Observation", "Policy",
+    "ACTION_RANK", "ACTIONS", "Action", "Engine", "Event", "Guard", "GuardKind", "Meta", "Observation", "Policy",
     "PolicyError", "Record", "RunawayError", "Sample", "TraceError", "TraceWriter", "Verdict",
     "covert_chars", "covert_marker_event", "default_policy", "default_policy_path", "guard_types", "load_policy",
     "observations", "parse_duration", "read_trace", "record_from_dict", "record_to_dict",
-    "register_guard", "replay",
+    "register_guard", "register_kind", "kinds", "replay",
 ]

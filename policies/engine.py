@@ -12,85 +12,17 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterable, Iterator
 
 from .errors import PolicyError, TraceError
-from .guards import (
-    INACTIVE,
-    AggregateGuard,
-    DeceptionGuard,
-    EventGuard,
-    PythonGuard,
-    ThresholdGuard,
-    _Runtime,
-    build,
-    match_categories,
-)
-from .model import ACTION_RANK, SAMPLE_FIELDS, Event, Observation, Record, Sample, Verdict, read_trace
-from .spec import Policy, load_policy
+from .kinds import GuardState, kind_of
+from .kinds.threshold import compile_samples
+from .model import ACTION_RANK, Event, Observation, Record, Sample, Verdict, read_trace
+from .parse import load_policy
+from .spec import Policy
 
 _LADDER = sorted(ACTION_RANK, key=ACTION_RANK.__getitem__)  # alert, throttle, pause, kill
 INF = math.inf
-
-
-def _compile_samples(guards: list[ThresholdGuard]) -> Callable[[Sample, list], None]:
-    """One generated function that runs every sample guard on a sample, in policy order.
-
-    The hot path of the engine: most samples change nothing, so each guard's quiet case
-    (inactive and not over its threshold) is one comparison inline, with no call. Signal
-    names come from SAMPLE_FIELDS or are bound as constants; thresholds are constants.
-    """
-    ns: dict[str, Any] = {"INACTIVE": INACTIVE, "VERDICTLESS": None}
-    lines = ["def on_sample(s, out):", "    t = s.t"]
-    read: dict[str, str] = {}
-    for i, g in enumerate(guards):
-        sig = g.spec.signal
-        if sig not in read:
-            var = f"s{len(read)}"
-            read[sig] = var
-            if sig in SAMPLE_FIELDS:
-                lines.append(f"    {var} = s.{sig}")
-            elif sig == "mem_ratio":
-                lines.append("    lim = s.mem_limit_bytes")
-                lines.append(f"    {var} = s.mem_bytes / lim if lim > 0 else None")
-            else:
-                ns[f"N{var}"] = sig
-                lines.append(f"    {var} = s.extra.get(N{var})")
-                lines.append(f"    if type({var}) is not float and type({var}) is not int: {var} = None")
-    for i, g in enumerate(guards):
-        var = read[g.spec.signal]
-        ns[f"G{i}"], ns[f"T{i}"] = g, g.thr
-        op = ">" if g.above else "<"
-        ind = "    "
-        if not (g.spec.signal in SAMPLE_FIELDS):
-            lines.append(f"    if {var} is not None:")
-            ind = "        "
-        if isinstance(g, AggregateGuard) and g.agg == "avg":
-            # AggregateGuard.push's avg, inlined: the window deques are bound as constants
-            # (a guard keeps its deques for life) and the running sum lives on the guard.
-            ns[f"TS{i}"], ns[f"VS{i}"], ns[f"O{i}"] = g.ts, g.vs, g.over
-            lines += [f"{ind}TS{i}.append(t); VS{i}.append({var})",
-                      f"{ind}tot = G{i}.total + {var}",
-                      f"{ind}lo = t - O{i}",
-                      f"{ind}while TS{i}[0] < lo:",
-                      f"{ind}    TS{i}.popleft(); tot -= VS{i}.popleft()",
-                      f"{ind}n = len(TS{i})",
-                      f"{ind}if n == 1: tot = {var}",
-                      f"{ind}G{i}.total = tot",
-                      f"{ind}x = tot / n"]
-            val = "x"
-        elif isinstance(g, AggregateGuard):
-            lines.append(f"{ind}x = G{i}.push(t, {var})")
-            val = "x"
-        else:
-            val = var
-        lines.append(f"{ind}if G{i}.state is not INACTIVE or {val} {op} T{i}:")
-        lines.append(f"{ind}    v = G{i}.check(t, {val})")
-        lines.append(f"{ind}    if v is not None: out.append(v)")
-    if not guards:
-        lines.append("    return")
-    exec("\n".join(lines) + "\n", ns)  # noqa: S102 (see docstring)
-    return ns["on_sample"]
 
 
 def is_resume(e: Event) -> bool:
@@ -111,40 +43,38 @@ class Engine:
         if not isinstance(policy, Policy):
             policy = load_policy(policy)
         self.policy = policy
-        self.guards: list[_Runtime] = []
-        self._samples: list[ThresholdGuard] = []
-        self._python: list[PythonGuard] = []
-        self._timed: list[EventGuard | DeceptionGuard] = []
-        self._by_category: dict[str, list[EventGuard | DeceptionGuard]] = {}
-        self._any_category: list[EventGuard | DeceptionGuard] = []
+        self.guards: list[GuardState] = []
+        # Each guard's kind says which observations it wants (policies/kinds/base.py):
+        self._samples: list[Any] = []  # "samples": the generated sample function steps them
+        self._python: list[Any] = []  # "all": observe(obs) for every observation
+        self._timed: list[Any] = []  # "events": event(e) for their categories, tick(t) at deadlines
+        self._by_category: dict[str, list[Any]] = {}
+        self._any_category: list[Any] = []
         for spec in policy.guards:
             if not spec.enabled:
                 continue
             try:
-                g = build(spec)
+                g = kind_of(spec).build(spec)
             except (ValueError, TypeError) as e:
                 raise PolicyError(str(e), file=policy.file, line=spec.line, field="type") from None
             self.guards.append(g)
-            if isinstance(g, ThresholdGuard):
+            if g.route == "samples":
                 self._samples.append(g)
-            elif isinstance(g, PythonGuard):
+            elif g.route == "all":
                 self._python.append(g)
             else:
-                self._timed.append(g)  # type: ignore[arg-type]
-                if isinstance(g, DeceptionGuard):
-                    cats = None  # sees reports of every category
-                else:
-                    cats = match_categories(spec.matches)  # type: ignore[union-attr]
+                self._timed.append(g)
+                cats = g.categories()
                 if cats is None:
-                    self._any_category.append(g)  # type: ignore[arg-type]
+                    self._any_category.append(g)
                 else:
                     for c in cats:
-                        self._by_category.setdefault(c, []).append(g)  # type: ignore[arg-type]
+                        self._by_category.setdefault(c, []).append(g)
         for c, gs in self._by_category.items():
             # keep policy order among guards that see the same category
             merged = [g for g in self.guards if g in gs or g in self._any_category]
             self._by_category[c] = merged  # type: ignore[assignment]
-        self._on_sample = _compile_samples(self._samples)
+        self._on_sample = compile_samples(self._samples)
         self._next_deadline = INF
         self.t = 0.0
         self.actions: list[str] = []
@@ -194,7 +124,8 @@ class Engine:
                 try:
                     v = p.observe(obs)
                 except Exception as exc:  # a user's guard code: report it as one line, with where
-                    raise PolicyError(f"Python guard {p.spec.type!r} failed at t={t:g}: "
+                    what = f"Python guard {p.spec.type!r}" if hasattr(p.spec, "type") else f"guard {p.name!r}"
+                    raise PolicyError(f"{what} failed at t={t:g}: "
                                       f"{type(exc).__name__}: {exc}", file=self.policy.file,
                                       line=p.spec.line, field=p.name) from exc
                 if v is not None:
@@ -269,6 +200,21 @@ class Engine:
         return _LADDER[self.level] if self.level >= 0 else None
 
 
+def replay_steps(records: Iterable[Record], engine: Engine) -> Iterator[tuple[Record, list[Verdict] | None]]:
+    """The one replay loop: each record with the verdicts stepping it through `engine` gave
+    (None for a record that is not an observation: meta, verdict, action). Read
+    `engine.actions` right after a step for what a live run would have applied then.
+
+    `replay`, `runaway replay` and the replay sweep all walk a trace through this.
+    """
+    step = engine.step
+    for rec in records:
+        if type(rec) is Sample or type(rec) is Event:
+            yield rec, step(rec)  # type: ignore[arg-type]
+        else:
+            yield rec, None
+
+
 def replay(trace: str | os.PathLike[str] | Iterable[Record], policy: Policy | str | os.PathLike[str]) -> Iterator[Verdict]:
     """Verdicts of a policy over a recorded trace (a path or records), in order.
 
@@ -276,9 +222,6 @@ def replay(trace: str | os.PathLike[str] | Iterable[Record], policy: Policy | st
     action records already in the trace are ignored.
     """
     records: Iterable[Record] = read_trace(os.fspath(trace)) if isinstance(trace, (str, os.PathLike)) else trace
-    eng = Engine(policy)
-    step = eng.step
-    for rec in records:
-        if type(rec) is Sample or type(rec) is Event:
-            yield from step(rec)  # type: ignore[arg-type]
-
+    for _, verdicts in replay_steps(records, Engine(policy)):
+        if verdicts:
+            yield from verdicts

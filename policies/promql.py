@@ -1,9 +1,12 @@
 """Export a policy's guards as Prometheus alerting rules over runaway's metric names.
 
-Threshold and aggregate guards export exactly (checked against `promtool test rules`);
-windowed event guards export approximately (Prometheus's increase() extrapolates);
-latched event guards, deception guards, Python guards and signals without a metric are
-skipped, each with the reason, in the `# skipped:` comments of the output.
+Threshold, aggregate and event guards export exactly (checked against `promtool test
+rules`), at the resolution of the scrape: an event counts at the scrape that first sees it.
+A latched event guard becomes "the counter is above zero" (it stays firing for the run; an
+operator's resume has no PromQL equivalent). Deception guards export approximately (an
+action seen by others with no report of its category and kind around it). Python guards,
+signals without a metric and matches on detail fields are skipped, each with the reason,
+in the `# skipped:` comments of the output.
 
 >>> from policies import load_policy
 >>> rules, skipped = export_rules(load_policy("guards:\\n  - {name: hot, signal: cpu_ratio, above: 0.9, for: 5s}"))
@@ -13,107 +16,91 @@ skipped, each with the reason, in the `# skipped:` comments of the output.
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
-from .spec import DeceptionSpec, EventSpec, GuardSpec, Policy, PythonSpec, ThresholdSpec, format_duration
+from .spec import GuardSpec, Policy
+from .yamlfile import format_duration
 
-# Sample signals and the metric each is exported as (DESIGN.md, Metrics contract).
-SIGNAL_METRICS = {
+# Sample signals and the metric each is exported as (docs/internals.md, "Metrics"). The one
+# table: the run's exporter (sim/lab/metrics.py) names its gauges from it too.
+SIGNAL_METRICS: Mapping[str, str] = {
     "cpu_ratio": "runaway_sandbox_cpu_ratio",
     "cpu_seconds": "runaway_sandbox_cpu_seconds_total",
     "mem_bytes": "runaway_sandbox_memory_bytes",
+    "mem_limit_bytes": "runaway_sandbox_memory_limit_bytes",
+    "mem_ratio": "runaway_sandbox_memory_ratio",
     "pids": "runaway_sandbox_pids",
     "pages": "runaway_learner_pages_total",
     "bits_per_char": "runaway_learner_bits_per_char",
 }
 EVENTS_METRIC = "runaway_events_total"
-_EVENT_LABELS = ("source", "category", "kind", "outcome")
-_AGG_FUNCS = {"avg": "avg_over_time", "max": "max_over_time", "min": "min_over_time", "rate": "rate"}
+EVENT_LABELS = ("source", "category", "kind", "outcome")
 # Labels a rule adds to its alerts; the hysteresis self-join on ALERTS ignores them.
 RULE_LABELS = ("severity", "action")
 
 
-def _num(x: float) -> str:
+def num(x: float) -> str:
+    """A PromQL number literal."""
     return repr(float(x)) if x != int(x) or abs(x) >= 1e15 else str(int(x))
 
 
-def _quote(s: str) -> str:
+def quote(s: str) -> str:
+    """A PromQL string literal."""
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def threshold_expr(g: ThresholdSpec) -> str | None:
-    """The PromQL condition of a threshold/aggregate guard, hysteresis included (None: no metric)."""
-    metric = SIGNAL_METRICS.get(g.signal)
-    if metric is None:
-        return None
-    sel = metric
-    if g.aggregate:
-        sel = f"{_AGG_FUNCS[g.aggregate]}({metric}[{format_duration(g.over_s or 0)}])"
-    op = ">" if g.op == "above" else "<"
-    expr = f"{sel} {op} {_num(g.threshold)}"
-    if g.clear is not None and g.clear != g.threshold:
-        # While the alert fires, the looser clear threshold keeps it: ALERTS holds the
-        # previous evaluation's firing alerts, exactly the engine's state before a step.
-        ignoring = ", ".join(("alertname", "alertstate") + RULE_LABELS)
-        alerts = f"ALERTS{{alertname={_quote(g.name)}, alertstate=\"firing\"}}"
-        expr = f"{expr} or ({sel} {op} {_num(g.clear)} and ignoring({ignoring}) {alerts})"
-    return expr
-
-
-def _matcher(name: str, values: frozenset) -> str:
+def matcher(name: str, values: frozenset) -> str:
+    """A label matcher for any of `values`."""
     vals = sorted(str(v) for v in values)
     if len(vals) == 1:
-        return f"{name}={_quote(vals[0])}"
-    return f"{name}=~{_quote('|'.join(re.escape(v) for v in vals))}"
+        return f"{name}={quote(vals[0])}"
+    return f"{name}=~{quote('|'.join(re.escape(v) for v in vals))}"
 
 
-def event_expr(g: EventSpec) -> tuple[str | None, str]:
-    """The PromQL condition of a windowed event guard, or None and why it cannot be one."""
-    if g.within_s is None:
-        return None, "latched until operator resume: PromQL has no equivalent"
-    if len(g.matches) != 1:
-        return None, "several any-of matches: one counter selector cannot express them"
-    m = g.matches[0]
-    if any(n not in _EVENT_LABELS for n, _ in m.fields):
-        return None, "matches on detail fields, which are not metric labels"
-    sel = ", ".join(_matcher(n, vals) for n, vals in m.fields)
-    window = format_duration(g.within_s)
-    expr = (f"sum without({', '.join(_EVENT_LABELS)}) "
-            f"(increase({EVENTS_METRIC}{{{sel}}}[{window}])) >= {g.count}")
-    return expr, ""
+def selector(fields: Any) -> str:
+    """The events counter's series matching one any-of match's fields."""
+    return f"{EVENTS_METRIC}{{{', '.join(matcher(n, vals) for n, vals in fields)}}}"
+
+
+def _new_events(sel: str, window: float) -> str:
+    """The events of selector `sel` counted in [t - window, t] (by series): the counter now
+    minus its value just before the window, or all of it for a series born inside it (an
+    event counter appears at its first event). The extra millisecond makes the window
+    closed on the left, like the engine's; no extrapolation, unlike increase().
+    (Kinds call it as `promql._new_events`, so a test can put a wrong window in its place.)"""
+    w = format_duration(window + 0.001)
+    return f"({sel} - {sel} offset {w}) or ({sel} unless {sel} offset {w})"
+
+
+def event_fields(matches: Any) -> tuple[list[Any] | None, str]:
+    """The fields of each match, or None and why they cannot be metric labels."""
+    out = []
+    for m in matches:
+        if any(n not in EVENT_LABELS for n, _ in m.fields):
+            return None, "matches on detail fields, which are not metric labels"
+        out.append(m.fields)
+    return out, ""
 
 
 def export_rule(g: GuardSpec) -> tuple[dict[str, Any] | None, str]:
-    """One alerting rule for a guard, or None and the reason it is skipped."""
-    rule: dict[str, Any] = {"alert": g.name}
-    annotations = {"summary": g.description or g.describe()}  # type: ignore[attr-defined]
-    if isinstance(g, ThresholdSpec):
-        expr = threshold_expr(g)
-        if expr is None:
-            known = ", ".join(sorted(SIGNAL_METRICS))
-            return None, f"signal {g.signal!r} has no runaway_* metric (exported signals: {known})"
-        rule["expr"] = expr
-        if g.for_s:
-            rule["for"] = format_duration(g.for_s)
-        if g.keep_firing_for_s:
-            rule["keep_firing_for"] = format_duration(g.keep_firing_for_s)
-    elif isinstance(g, EventSpec):
-        expr, why = event_expr(g)
-        if expr is None:
-            return None, why
-        rule["expr"] = expr
-        if g.keep_firing_for_s:
-            rule["keep_firing_for"] = format_duration(g.keep_firing_for_s)
-        annotations["approximate"] = "increase() extrapolates over the window; the engine counts events exactly"
-    elif isinstance(g, DeceptionSpec):
-        return None, "deception pairs two event streams in time: PromQL has no equivalent"
-    elif isinstance(g, PythonSpec):
-        return None, "Python guard: its condition is Python code"
-    else:
+    """One alerting rule for a guard, or None and the reason it is skipped. The guard's
+    kind (policies/kinds/) writes the condition; this adds the name, labels and summary."""
+    from .kinds import kind_of  # the kinds import this module's helpers
+
+    try:
+        kind = kind_of(g)
+    except TypeError:
         return None, "unknown guard kind"
+    body, why = kind.promql(g)
+    if body is None:
+        return None, why
+    rule: dict[str, Any] = {"alert": g.name}
+    annotations = {"summary": g.description or g.describe(), **body.pop("annotations", {})}  # type: ignore[attr-defined]
+    rule.update(body)
     rule["labels"] = {"severity": g.severity, "action": g.action}
     rule["annotations"] = annotations
     return rule, ""
@@ -153,7 +140,11 @@ _Dumper.add_representer(str, _str_presenter)
 def rules_yaml(policy: Policy, *, interval: str | None = None) -> str:
     """The Prometheus rules file text, with a comment per skipped guard."""
     doc, skipped = export_rules(policy, interval=interval)
-    head = [f"# Prometheus alerting rules exported by runaway from {policy.file or 'a policy'}"]
+    where = policy.file or "a policy"
+    if policy.file and not os.path.relpath(policy.file).startswith(".."):
+        where = os.path.relpath(policy.file)  # a file committed beside its rules names no home dir
+    head = [f"# Prometheus alerting rules exported by runaway from {where}",
+            "# (regenerate: runaway rules [POLICY] -o FILE; docs/dashboards.md)"]
     if policy.sha256:
         head.append(f"# policy sha256: {policy.sha256}")
     for name, why in skipped:

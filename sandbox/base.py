@@ -18,12 +18,14 @@ from policies.model import Event, Sample
 T = TypeVar("T")
 
 
-async def until_none(queue: asyncio.Queue[T | None]) -> AsyncIterator[T]:
-    """The items a backend's thread or task puts on a queue, until the None that ends them."""
-    while True:
+async def until_none(queue: asyncio.Queue[T | None], ends: int = 1) -> AsyncIterator[T]:
+    """The items a backend's threads or tasks put on a queue, until `ends` Nones (one per
+    producer) have ended them."""
+    while ends > 0:
         item = await queue.get()
         if item is None:
-            return
+            ends -= 1
+            continue
         yield item
 
 

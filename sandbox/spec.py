@@ -31,6 +31,10 @@ DEFAULT_USER = "65534:65534"
 NETWORK_MOCK_WEB = "mock-web-only"
 NETWORK_NONE = "none"
 NETWORKS = (NETWORK_MOCK_WEB, NETWORK_NONE)
+# The mock web's host names: each resolves, inside the sandbox, to the host address the
+# mock web binds (the metadata name never reaches 169.254.169.254). The one list: the
+# backends, the session and the mock web's own routing read it.
+WEB_HOSTS = (WEB_HOST, METADATA_HOST, CLOUD_HOST) = ("web.internal", "metadata.internal", "cloud.internal")
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 _UNIT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -194,7 +198,7 @@ class SandboxSpec:
             raise SandboxError(e.message, file=file, field=f"{prefix}.{e.field}") from None
 
 
-# Profiles (DESIGN.md): the story's VM, a laptop, a CI runner. Guards read cpu_ratio
+# Profiles (docs/sandbox.md, "Profiles"): the story's VM, a laptop, a CI runner. Guards read cpu_ratio
 # against the cap, so each pegs at 1.0 the same way.
 PROFILES: dict[str, SandboxSpec] = {
     "novel": SandboxSpec(cpus=4.0, memory="8g", pids=4096, scratch_size="1g"),

@@ -19,7 +19,6 @@ Docker SDK calls run in threads.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -36,17 +35,19 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from policies.model import Event, Sample
 
 from .. import procfs
 from ..identity import identity_events
 from ..base import (ActionResult, ExecResult, ExecTimeout, OutputCap, SandboxError, SandboxUnavailable,
-                   exec_cwd, exec_input, exec_user, until_none)
+                   exec_cwd, exec_input, exec_user)
+from ..monitor import LineSplitter, SandboxBase
+from ..registry import Backend, register_backend
 from ..cgroup import Cgroup, CgroupReading, forget, reading_from_stats
 from ..image import LEARNER_DIR, ensure_image
-from ..spec import NETWORK_NONE, SandboxSpec
+from ..spec import NETWORK_NONE, WEB_HOSTS, SandboxSpec
 
 LABEL = "runaway.run"
 # Who made it: "<pid>:<start ticks>" of the controller, so `clean` can tell a live run's
@@ -55,14 +56,11 @@ OWNER_LABEL = "runaway.owner"
 CONTROL_DIR = "/run/runaway/control"
 # A user's agent directory (`runaway run --agent CMD --agent-dir DIR`), read-only, its cwd.
 AGENT_DIR = "/opt/runaway/agent"
-# The names the learner resolves to the mock web (the metadata name never reaches 169.254.169.254).
-WEB_NAMES = ("web.internal", "metadata.internal", "cloud.internal")
 CFS_PERIOD_US = 10_000  # 10 ms: a 250 ms sample spans 25 periods, so the quota does not alias into it
 # Identity checks run this often: an escalation must be an event within 50 ms (p99), and
 # the observer must stay under 1% of a core (bench/docker_sandbox.py measures both).
 WATCH_HZ = 30.0
 DIFF_EVERY_S = 2.0
-EVIDENCE_LINES = 200
 _SAFE_ID = re.compile(r"[^A-Za-z0-9_.-]")
 _DIFF_KIND = {0: "modified", 1: "added", 2: "deleted"}
 
@@ -180,7 +178,7 @@ def _monotonic(r: CgroupReading, p: CgroupReading) -> CgroupReading:
 
 # --- the sandbox -------------------------------------------------------------------------
 
-class DockerSandbox:
+class DockerSandbox(SandboxBase):
     """A learner in a hardened, capped container (see the module docstring)."""
 
     backend = "docker"
@@ -189,9 +187,8 @@ class DockerSandbox:
     def __init__(self, spec: SandboxSpec, *, run_id: str, image: str | None = None, client=None,
                  watch_hz: float = WATCH_HZ, diff_every_s: float = DIFF_EVERY_S,
                  agent_dir: Path | None = None) -> None:
-        self.spec = spec
+        super().__init__(spec, run_id=run_id, pumps=1)  # one attach stream carries both
         self.agent_dir = Path(agent_dir).resolve() if agent_dir else None
-        self.run_id = run_id
         self.watch_hz = watch_hz
         self.diff_every_s = diff_every_s
         self.notice = ""
@@ -209,9 +206,6 @@ class DockerSandbox:
         self.allowed_ports: list[int] = []
         self._cpus = float(spec.cpus or 0.0)  # the live cap
         self._clock: Callable[[], float] = time.monotonic
-        self._obs: asyncio.Queue[Sample | Event | None] = asyncio.Queue()
-        self._out: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
-        self._tail: collections.deque[str] = collections.deque(maxlen=EVIDENCE_LINES)
         self._tasks: list[asyncio.Task[Any]] = []
         self._threads: list[threading.Thread] = []
         self._attach_resp = None
@@ -229,7 +223,6 @@ class DockerSandbox:
         self._base_gid: int | None = None
         self._ident: dict[int, tuple[int, int, int]] = {}
         self._base_ids: tuple[int, int, int] | None = None
-        self._reported: set[tuple[int, str]] = set()
         self.exit_code: int | None = None
 
     # -- setup --------------------------------------------------------------------------
@@ -325,7 +318,7 @@ class DockerSandbox:
         }
         full_env.update(env)
         # Docker's extra_hosts: every web name goes to the gateway, where the mock web listens.
-        extra_hosts = {name: self.gateway for name in WEB_NAMES} if self.gateway else {}
+        extra_hosts = {name: self.gateway for name in WEB_HOSTS} if self.gateway else {}
         if self.gateway:
             extra_hosts.update({k: v for k, v in hosts.items() if v})
         binds = {
@@ -407,38 +400,27 @@ class DockerSandbox:
 
     def _pump(self, stream, loop: asyncio.AbstractEventLoop) -> None:
         """Thread: split the attach stream into lines and hand them to the loop."""
-        bufs = {"stdout": b"", "stderr": b""}
+        splitters = {"stdout": LineSplitter(), "stderr": LineSplitter()}
 
-        def emit(name: str, line: bytes) -> None:
-            text = line.decode("utf-8", "replace").rstrip("\r")
-            self._tail.append(f"{name}: {text}")
-            loop.call_soon_threadsafe(self._out.put_nowait, (name, text))
+        def emit(name: str, text: str) -> None:
+            loop.call_soon_threadsafe(self._out.put_nowait, self._line(name, text))
 
         try:
             for out, err in stream:
                 for name, chunk in (("stdout", out), ("stderr", err)):
-                    if not chunk:
-                        continue
-                    buf = bufs[name] + chunk
-                    *lines, bufs[name] = buf.split(b"\n")
-                    for line in lines:
-                        emit(name, line)
+                    if chunk:
+                        for text in splitters[name].feed(chunk):
+                            emit(name, text)
         except Exception:  # the stream closes when the container is removed: the end
             pass
         finally:
-            for name, rest in bufs.items():
-                if rest:
+            for name, lines in splitters.items():
+                if (rest := lines.rest()) is not None:
                     emit(name, rest)
             try:
                 loop.call_soon_threadsafe(self._out.put_nowait, None)
             except RuntimeError:  # the loop is closed: nobody is reading any more
                 pass
-
-    def output(self) -> AsyncIterator[tuple[str, str]]:
-        return until_none(self._out)
-
-    def observations(self) -> AsyncIterator[Sample | Event]:
-        return until_none(self._obs)
 
     # -- observing ----------------------------------------------------------------------
 
@@ -717,10 +699,8 @@ class DockerSandbox:
     async def throttle(self, cpus: float) -> ActionResult:
         """Lower (or raise) the CPU quota live; takes effect at the next CFS period."""
         t0 = time.monotonic()
-        if not self._running():
-            return ActionResult(False, 0.0, {"reason": "the learner is not running"})
-        if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or cpus <= 0:
-            return ActionResult(False, 0.0, {"reason": f"expected a CPU cap > 0, got {cpus!r}"})
+        if (refused := self._refused(cpus)) is not None:
+            return refused
         before = self._cpus
         quota = max(int(cpus * CFS_PERIOD_US), 1000)
         try:
@@ -736,8 +716,8 @@ class DockerSandbox:
     async def pause(self) -> ActionResult:
         """Freeze every process of the container (cgroup freezer)."""
         t0 = time.monotonic()
-        if not self._running():
-            return ActionResult(False, 0.0, {"reason": "the learner is not running"})
+        if (refused := self._refused()) is not None:
+            return refused
         try:
             await asyncio.to_thread(self.container.pause)
         except Exception as e:
@@ -748,8 +728,8 @@ class DockerSandbox:
 
     async def resume(self) -> ActionResult:
         t0 = time.monotonic()
-        if not self._running():
-            return ActionResult(False, 0.0, {"reason": "the learner is not running"})
+        if (refused := self._refused()) is not None:
+            return refused
         try:
             await asyncio.to_thread(self.container.unpause)
         except Exception as e:
@@ -821,24 +801,20 @@ class DockerSandbox:
                             {"evidence": files, "evidence_s": round(t_evidence, 4), "how": how})
 
     def _save_evidence(self, evidence_dir: Path) -> list[str]:
-        evidence_dir.mkdir(parents=True, exist_ok=True)
-        procs = evidence_dir / "processes.json"
-        procs.write_text(json.dumps(procfs.process_list(self._members(True)), indent=1) + "\n")
+        files = self._write_evidence(evidence_dir, self._members(True))
         diff = evidence_dir / "filesystem_diff.json"
         try:
             changes = self._changes()
         except Exception as e:
             changes = [{"error": str(e)}]
         diff.write_text(json.dumps(changes, indent=1) + "\n")
-        tail = evidence_dir / "last_lines.log"
-        tail.write_text("".join(line + "\n" for line in list(self._tail)), encoding="utf-8")
-        return [str(procs), str(diff), str(tail)]
+        return [*files, str(diff)]
 
     async def disconnect(self) -> ActionResult:
         """Cut the container off its network (it keeps running, with loopback only)."""
         t0 = time.monotonic()
-        if not self._running():
-            return ActionResult(False, 0.0, {"reason": "the learner is not running"})
+        if (refused := self._refused()) is not None:
+            return refused
         if self.network is None:
             return ActionResult(True, 0.0, {"how": "already without a network"})
         try:
@@ -1042,3 +1018,22 @@ def clean(run_id: str | None = None, client=None, *, include_live: bool = False)
         removed["skipped (live)"] = sorted(live)
     client.close()
     return removed
+
+
+def _unavailable() -> str | None:
+    from .. import docker_available
+
+    return docker_available()
+
+
+def _clean(run_id: str | None = None, *, include_live: bool = False) -> dict[str, list[str]]:
+    """Without a daemon there are no containers to find, but firewall rules may be left."""
+    if _unavailable() is None:
+        return clean(run_id, include_live=include_live)
+    return {"firewall rules": firewall_remove(run_id)}
+
+
+register_backend(Backend(
+    name="docker", factory=DockerSandbox, unavailable=_unavailable, clean=_clean,
+    is_security_boundary=True, preference=10,
+    missing="no Docker daemon answers ({why})", refused="the docker backend needs a Docker daemon: {why}"))

@@ -20,7 +20,6 @@ user, and the runner writes it into the trace.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import ctypes
 import functools
@@ -38,7 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from policies.model import Event, Sample
 
@@ -46,12 +45,13 @@ from .. import procfs
 from ..identity import identity_events
 from ..proc_events import ProcEvents
 from ..base import (ActionResult, ExecResult, ExecTimeout, OutputCap, SandboxError, SandboxUnavailable,
-                   exec_cwd, exec_input, exec_user, until_none)
-from ..spec import SandboxSpec, format_size
+                   exec_cwd, exec_input, exec_user)
+from ..monitor import SandboxBase
+from ..registry import Backend, register_backend
+from ..spec import WEB_HOSTS, SandboxSpec, format_size
 
 # Names the learner resolves itself (RUNAWAY_HOSTS): everything is this host's loopback.
-DEFAULT_HOSTS = {"web.internal": "127.0.0.1", "metadata.internal": "127.0.0.1",
-                 "cloud.internal": "127.0.0.1"}
+DEFAULT_HOSTS = {name: "127.0.0.1" for name in WEB_HOSTS}
 NOFILE = 1024
 DUTY_PERIOD_S = 0.025  # one SIGCONT..SIGSTOP cycle: ten in a 4 Hz sample, so the sample sees the average
 # Identity (uid, caps) polls between samples when kernel process events are not available
@@ -65,7 +65,6 @@ OWNER_MARK = "RUNAWAY_SANDBOX_OWNER"  # the controller's pid:start_ticks: `clean
 TMP_PREFIX = "runaway-proc-"
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_PDEATHSIG = 1
-_EVIDENCE_LINES = 200
 
 
 def _cap_for(cpus: float, available: Sequence[int]) -> tuple[set[int], float]:
@@ -176,7 +175,7 @@ def _set_affinity(pid: int, cores: set[int]) -> None:
             pass
 
 
-class ProcessSandbox:
+class ProcessSandbox(SandboxBase):
     """A learner run as a capped process group on this host (see the module docstring).
 
     >>> # sb = ProcessSandbox(PROFILES["ci"], run_id="r1"); print(sb.notice)
@@ -188,9 +187,8 @@ class ProcessSandbox:
     def __init__(self, spec: SandboxSpec, *, run_id: str, watch_hz: float = WATCH_HZ,
                  proc_events: bool = True, python_modules: Sequence[str] = ("aiohttp",),
                  base_dir: str | Path | None = None, agent_dir: Path | None = None) -> None:
-        self.spec = spec
+        super().__init__(spec, run_id=run_id, pumps=2)  # stdout and stderr
         self.agent_dir = Path(agent_dir).resolve() if agent_dir else None
-        self.run_id = run_id
         self.watch_hz = watch_hz
         self.use_proc_events = proc_events
         self._events: ProcEvents | None = None
@@ -232,9 +230,6 @@ class ProcessSandbox:
         self._proc: asyncio.subprocess.Process | None = None
         self._full_env: dict[str, str] = {}
         self._clock: Callable[[], float] = time.monotonic
-        self._obs: asyncio.Queue[Sample | Event | None] = asyncio.Queue()
-        self._out: asyncio.Queue[tuple[str, str] | None] = asyncio.Queue()
-        self._tail: collections.deque[str] = collections.deque(maxlen=_EVIDENCE_LINES)
         self._tasks: list[asyncio.Task[Any]] = []
         self._members: dict[int, int] = {}  # pid -> start ticks, live members of the group
         self._not_members: set[int] = set()
@@ -243,7 +238,6 @@ class ProcessSandbox:
         self._cpu_total = 0.0
         self._sample_at: tuple[float, float] | None = None  # (monotonic, cpu_total) last sample
         self._base_ids: tuple[int, int, int, int, int] | None = None  # uid, euid, gid, egid, caps
-        self._reported: set[tuple[int, int, str]] = set()
         self._paused = False
         self._stopped_by_duty = False
         self._duty_wake = asyncio.Event()
@@ -445,49 +439,6 @@ class ProcessSandbox:
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if spec.no_new_privileges:
             libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-
-    # -- output ------------------------------------------------------------------------
-
-    async def _pump(self, stream: asyncio.StreamReader | None, name: str) -> None:
-        """Lines from one pipe to the output queue. Long lines are split, never fatal."""
-        if stream is None:
-            return
-        buf = b""
-        try:
-            while True:
-                chunk = await stream.read(65536)
-                if not chunk:
-                    break
-                buf += chunk
-                while True:
-                    nl = buf.find(b"\n")
-                    if nl < 0:
-                        if len(buf) > 1 << 20:  # a line without end: hand over what we have
-                            nl = len(buf)
-                        else:
-                            break
-                    line = buf[:nl].decode("utf-8", "replace").rstrip("\r")
-                    buf = buf[nl + 1 :]
-                    self._tail.append(f"{name}: {line}")
-                    self._out.put_nowait((name, line))
-            if buf:
-                line = buf.decode("utf-8", "replace")
-                self._tail.append(f"{name}: {line}")
-                self._out.put_nowait((name, line))
-        finally:
-            self._out.put_nowait(None)
-
-    async def output(self) -> AsyncIterator[tuple[str, str]]:
-        ended = 0
-        while ended < 2:
-            item = await self._out.get()
-            if item is None:
-                ended += 1
-                continue
-            yield item
-
-    def observations(self) -> AsyncIterator[Sample | Event]:
-        return until_none(self._obs)
 
     # -- observing ---------------------------------------------------------------------
 
@@ -737,7 +688,7 @@ class ProcessSandbox:
 
     # -- actions -------------------------------------------------------------------------
 
-    def _alive(self) -> bool:
+    def _running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
     async def _wait_states(self, want: Callable[[str | None], bool], timeout: float = 2.0) -> bool:
@@ -753,10 +704,8 @@ class ProcessSandbox:
 
     async def throttle(self, cpus: float) -> ActionResult:
         t0 = time.monotonic()
-        if not self._alive():
-            return ActionResult(False, 0.0, {"reason": "the learner is not running"})
-        if not (isinstance(cpus, (int, float)) and cpus > 0):
-            return ActionResult(False, 0.0, {"reason": f"expected a CPU cap > 0, got {cpus!r}"})
+        if (refused := self._refused(cpus)) is not None:
+            return refused
         before = self._cpus
         self._cpus = min(float(cpus), float(len(self._host_cpus)))
         cores, duty = _cap_for(self._cpus, self._host_cpus)
@@ -771,8 +720,8 @@ class ProcessSandbox:
 
     async def pause(self) -> ActionResult:
         t0 = time.monotonic()
-        if not self._alive():
-            return ActionResult(False, 0.0, {"reason": "the learner is not running"})
+        if (refused := self._refused()) is not None:
+            return refused
         self._paused = True
         _signal_all(list(self._members), signal.SIGSTOP, self.pid)
         ok = await self._wait_states(lambda s: s in (None, "T", "t", "Z", "X"))
@@ -781,8 +730,8 @@ class ProcessSandbox:
 
     async def resume(self) -> ActionResult:
         t0 = time.monotonic()
-        if not self._alive():
-            return ActionResult(False, 0.0, {"reason": "the learner is not running"})
+        if (refused := self._refused()) is not None:
+            return refused
         self._paused = False
         _signal_all(list(self._members), signal.SIGCONT, self.pid)
         self._duty_wake.set()
@@ -801,7 +750,7 @@ class ProcessSandbox:
             raise SandboxUnavailable("the sandbox is not running (not started, or closed)")
         if self._killed:
             raise SandboxUnavailable("the sandbox was killed")
-        if not self._alive():
+        if not self._running():
             raise SandboxUnavailable(f"the sandbox has exited (status {self._proc.returncode})")
         if self._paused:
             raise SandboxUnavailable("the sandbox is paused")
@@ -874,11 +823,7 @@ class ProcessSandbox:
                              "how": "SIGKILL to the process group", "left": left})
 
     def _save_evidence(self, evidence_dir: Path, pids: Sequence[int]) -> list[str]:
-        evidence_dir.mkdir(parents=True, exist_ok=True)
-        procs = evidence_dir / "processes.json"
-        procs.write_text(json.dumps(procfs.process_list(pids), indent=1) + "\n")
-        tail = evidence_dir / "last_lines.log"
-        tail.write_text("".join(line + "\n" for line in self._tail), encoding="utf-8")
+        files = self._write_evidence(evidence_dir, pids)
         listing = evidence_dir / "scratch.txt"
         rows = []
         if self.scratch is not None and self.scratch.exists():
@@ -895,7 +840,7 @@ class ProcessSandbox:
                     rows.append("... (listing cut at 10000 entries)")
                     break
         listing.write_text("".join(r + "\n" for r in rows))
-        return [str(procs), str(tail), str(listing)]
+        return [*files, str(listing)]
 
     async def disconnect(self) -> ActionResult:
         # Cutting one process group off the network needs a network namespace (or host
@@ -1013,3 +958,8 @@ def clean(run_id: str | None = None, *, include_live: bool = False) -> dict[str,
     if skipped:
         out["skipped live runs"] = sorted(skipped)
     return out
+
+
+register_backend(Backend(
+    name="process", factory=ProcessSandbox, unavailable=lambda: None, clean=clean,
+    is_security_boundary=False, preference=0))

@@ -23,6 +23,24 @@ def cli() -> None:
     """
 
 
+class BackendChoice(click.Choice):
+    """`auto` or the name of a registered sandbox backend (sandbox/registry.py), read from
+    the registry when the option is used, so a new backend needs no edit here."""
+
+    def __init__(self) -> None:
+        super().__init__(["auto"])
+
+    @property  # type: ignore[override]
+    def choices(self) -> tuple[str, ...]:
+        from sandbox.registry import backend_names
+
+        return ("auto", *backend_names())
+
+    @choices.setter
+    def choices(self, _: object) -> None:
+        pass  # click sets it in __init__; the registry is the source
+
+
 def _register() -> None:
     from . import experiment, policy, report, sandbox, scenarios, web  # noqa: F401  (each adds its commands)
 

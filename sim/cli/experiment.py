@@ -10,6 +10,9 @@ import click
 
 from policies.errors import RunawayError
 
+from . import BackendChoice
+from .policy import load_plugins, plugin_option
+
 
 def _run(cfg, live):  # type: ignore[no-untyped-def]
     from sim.lab.runner import Experiment
@@ -19,17 +22,19 @@ def _run(cfg, live):  # type: ignore[no-untyped-def]
     return asyncio.run(Experiment(cfg, view=view).run())
 
 
-def _print_result(res) -> None:  # type: ignore[no-untyped-def]
+def _print_result(res, *, headline: bool = True) -> None:  # type: ignore[no-untyped-def]
+    from sim.lab.view import STOP_REASONS
+
     s = res.summary
     click.echo("")
-    click.echo(f"run {res.run_id} ended: {res.stopped_by}")
-    if s:
-        esc = s.get("escaped") or []
-        click.echo(f"  contained: {s.get('contained')}   escaped: {len(esc)}   "
-                   f"detections: {len(s.get('detections') or [])}")
+    click.echo(f"run {res.run_id} ended: {STOP_REASONS.get(res.stopped_by, res.stopped_by)}")
     click.echo(f"  trace:   {res.out / 'trace.jsonl'}")
     click.echo(f"  summary: {res.out / 'summary.json'}")
     click.echo(f"  report:  {res.out / 'report.html'}")
+    click.echo(f"  all runs: {res.out.parent / 'index.html'}")
+    if headline and s and s.get("headline"):
+        click.echo("")
+        click.echo(s["headline"])  # the last line: what the run comes to, in one sentence
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -37,9 +42,14 @@ def _positive(name: str, value: float | None) -> None:
         raise RunawayError(f"expected a positive number, got {value}", field=name)
 
 
+def _port(name: str, value: int | None) -> None:
+    if value is not None and not 0 <= value <= 65535:
+        raise RunawayError(f"expected a port 0-65535, got {value}", field=name)
+
+
 @click.command("run")
 @click.argument("scenario", default="novel")
-@click.option("--backend", type=click.Choice(["auto", "docker", "process"]), default="auto", show_default=True,
+@click.option("--backend", type=BackendChoice(), default="auto", show_default=True,
               help="auto: Docker when a daemon answers, else the process fallback (not a security boundary).")
 @click.option("--policy", "policy", type=click.Path(dir_okay=False), default=None,
               help="Guard policy YAML (default: the shipped default policy).")
@@ -64,8 +74,9 @@ def _positive(name: str, value: float | None) -> None:
 @click.option("--pages", type=int, default=None, help="Pages in the mock web (default: the scenario's).")
 @click.option("--unsafe", is_flag=True, help="Admit a spec that admission refuses; recorded in the trace.")
 @click.option("--live/--plain", "live", default=None, help="Live terminal view or plain lines (default: live on a terminal).")
+@plugin_option
 def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duration, seed, out,  # type: ignore[no-untyped-def]
-            operator_stop_at, metrics_port, metrics_host, agent, agent_dir, pages, unsafe, live):
+            operator_stop_at, metrics_port, metrics_host, agent, agent_dir, pages, unsafe, live, plugins):
     """Run SCENARIO (a catalog name or a YAML file) in a sandbox under guards.
 
     Leaves trace.jsonl, summary.json, report.html, learner.log and evidence/ in the run
@@ -73,12 +84,12 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
     """
     from sim.lab.runner import RunConfig
 
+    load_plugins(plugins)
     _positive("--duration", duration)
     _positive("--cpus", cpus)
     if pages is not None and pages < 1:
         raise RunawayError(f"expected at least 1 page, got {pages}", field="--pages")
-    if metrics_port is not None and not 0 <= metrics_port <= 65535:
-        raise RunawayError(f"expected a port 0-65535, got {metrics_port}", field="--metrics-port")
+    _port("--metrics-port", metrics_port)
     agent_argv = shlex.split(agent) if agent else None
     if agent is not None and not agent_argv:
         raise RunawayError("expected a command", field="--agent")
@@ -86,7 +97,7 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
         scenario=scenario, backend=backend, policy=policy, guards=not no_guards, profile=profile, cpus=cpus,
         memory=memory, duration=duration, seed=seed, out=out, operator_stop_at=operator_stop_at,
         metrics_host=metrics_host, metrics_port=metrics_port, agent=agent_argv, agent_dir=agent_dir,
-        unsafe=unsafe, pages=pages, live=live,
+        unsafe=unsafe, pages=pages, live=live, plugins=plugins,
     )
     res = _run(cfg, live)
     _print_result(res)
@@ -97,7 +108,9 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
 @click.command("demo")
 @click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds the story runs.")
 @click.option("--live/--plain", "live", default=None, help="Live terminal view or plain lines.")
-def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
+@click.option("--metrics-port", type=int, default=9464, show_default=True,
+              help="Prometheus exporter port on 127.0.0.1, the one grafana/prometheus.yml scrapes (0: any free port).")
+def demo_cmd(duration, live, metrics_port):  # type: ignore[no-untyped-def]
     """Set up and run the `novel` scenario on the best backend here, then say where the report is.
 
     Builds the learner image first when Docker answers and the image is missing.
@@ -106,6 +119,7 @@ def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
     from sim.lab.runner import RunConfig
 
     _positive("--duration", duration)
+    _port("--metrics-port", metrics_port)
     backend = "process"
     if docker_available() is None:
         from sandbox.image import build_image
@@ -115,10 +129,12 @@ def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
         backend = "docker"
     else:
         click.echo("No Docker daemon answers: using the process sandbox, which is NOT a security boundary.")
-    cfg = RunConfig(scenario="novel", backend=backend, duration=duration, metrics_port=0, live=live)
+    cfg = RunConfig(scenario="novel", backend=backend, duration=duration, metrics_port=metrics_port, live=live)
     res = _run(cfg, live)
-    _print_result(res)
+    _print_result(res, headline=False)
     click.echo(f"\nOpen the report: {res.out / 'report.html'}")
+    if res.summary.get("headline"):
+        click.echo(res.summary["headline"])
 
 
 @click.command("sweep")
@@ -128,7 +144,7 @@ def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
 @click.option("--seeds", default="0", show_default=True, help="Seeds, e.g. 0,1,2 or 0-4.")
 @click.option("--duration", type=float, default=30.0, show_default=True, help="Seconds per run.")
 @click.option("--profile", type=click.Choice(["novel", "laptop", "ci"]), default="ci", show_default=True)
-@click.option("--backend", type=click.Choice(["auto", "docker", "process"]), default="auto", show_default=True)
+@click.option("--backend", type=BackendChoice(), default="auto", show_default=True)
 @click.option("--parallel", type=int, default=0, help="Runs at once (default: as many as the host's CPUs fit).")
 @click.option("--replay", "replay", multiple=True, type=click.Path(exists=True),
               help="Run nothing: re-evaluate the policies over this recorded run dir or trace (repeatable).")
@@ -143,21 +159,25 @@ def demo_cmd(duration, live):  # type: ignore[no-untyped-def]
               help="A live progress bar or plain lines (default: a bar on a terminal).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the runs and sweep.csv / sweep.html go (default runs/sweep-<utc-stamp>/).")
+@plugin_option
 def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, replay, cluster,  # type: ignore[no-untyped-def]
-              file_sd, metrics_host, bar, out):
+              file_sd, metrics_host, bar, out, plugins):
     """Scenarios x policies x seeds in one table (CSV and HTML): contained rate, escapes,
-    median time to detect and to contain, usefulness, false alarms.
+    median time to detect and to contain, usefulness, false alarms; and one row per run
+    with why it was or was not contained (runs.csv, sweep.html).
 
     With --cluster, every cell runs on a node of a Ray cluster that declares the `docker`
-    resource; the run directories come back here, and the table is the one a local sweep
-    gives. A cell whose node is lost runs again elsewhere (the table's `retried` column).
+    resource; the run directories come back here, and the tables are the ones a local
+    sweep gives. A cell whose node is lost runs again elsewhere (the `retried` column).
     """
     import os
 
     from sandbox import PROFILES
     from sim.lab.runner import _stamp
-    from sim.lab.sweep import LocalExecutor, Progress, TargetList, check_inputs, live_sweep, table, write_table
+    from sim.lab.sweep import LocalExecutor, Progress, TargetList, check_inputs, live_sweep, run_rows, table, write_table
+    from sim.report.sweep import HEADERS, text_table
 
+    load_plugins(plugins)
     pols = list(policies) or [None]
     out = out or Path("runs") / f"sweep-{_stamp()}"
     scens = list(scenarios) or ["novel"]
@@ -181,20 +201,28 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
     progress = Progress(total, watchers)
     try:
         if replay:
-            cells = executor.replay([Path(r) for r in replay], pols, progress)
+            cells = executor.replay([Path(r) for r in replay], pols, progress, out=out, plugins=tuple(plugins))
         else:
             cells = asyncio.run(live_sweep(scens, pols, seed_list, out=out, duration=duration, profile=profile,
                                            backend=backend, executor=executor, progress=progress,
-                                           exporters=file_sd is not None, metrics_host=metrics_host))
+                                           exporters=file_sd is not None, metrics_host=metrics_host,
+                                           plugins=plugins))
     finally:
         for w in watchers:
             getattr(w, "close", lambda: None)()
         getattr(executor, "close", lambda: None)()
     rows = table(cells)
-    csv_path, html_path = write_table(rows, out)
-    for r in rows:
-        click.echo("  ".join(f"{k}={v}" for k, v in r.items()))
-    click.echo(f"table: {csv_path}  {html_path}")
+    runs = run_rows(cells)
+    csv_path, html_path = write_table(rows, out, runs)
+    from sim.report.index import refresh_index
+
+    refresh_index(out.parent)
+    keep = ["scenario", "policy", "runs", "contained_rate", "escapes", "undetected_incidents",
+            "median_time_to_detect_s", "median_time_to_contain_s"] + (["retried"] if rows and "retried" in rows[0] else [])
+    click.echo(text_table([{k: r[k] for k in keep} for r in rows], HEADERS))
+    click.echo("")
+    click.echo(text_table([{k: r[k] for k in ("scenario", "policy", "seed", "contained", "why")} for r in runs]))
+    click.echo(f"\ntable: {csv_path}  {html_path}  (one row per run: {out / 'runs.csv'})")
     if progress.failed:
         for name, why in progress.failed.items():
             click.echo(f"failed {name}: {why}", err=True)

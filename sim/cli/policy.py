@@ -2,25 +2,25 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from policies import Engine, Event, Sample, default_policy_path, load_policy, read_trace
+from policies import Engine, default_policy_path, load_policy, read_trace
+from policies.engine import replay_steps
 from policies.errors import PolicyError
+from policies.kinds.python import import_plugins
 from policies.spec import Policy
 
 
-def _plugins(modules: tuple[str, ...]) -> None:
+def load_plugins(modules: tuple[str, ...]) -> None:
     """Import modules that register Python guards (policies.register_guard)."""
-    for mod in modules:
-        try:
-            importlib.import_module(mod)
-        except ImportError as e:
-            raise click.BadParameter(f"cannot import {mod!r}: {e}", param_hint="--plugin") from None
+    try:
+        import_plugins(modules)
+    except PolicyError as e:
+        raise click.BadParameter(e.message, param_hint="--plugin") from None
 
 
 def _load(path: str | None) -> Policy:
@@ -33,29 +33,31 @@ plugin_option = click.option(
 
 
 @click.command("replay")
-@click.argument("trace", type=click.Path(dir_okay=False))
+@click.argument("trace", type=click.Path())
 @click.option("--policy", "policy_file", type=click.Path(dir_okay=False), default=None,
               help="Policy YAML (default: the shipped default policy).")
 @click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text", show_default=True,
               help="text: a line per verdict and the actions applied; jsonl: one JSON object per verdict.")
 @plugin_option
 def replay_cmd(trace: str, policy_file: str | None, fmt: str, plugins: tuple[str, ...]) -> None:
-    """Replay TRACE (JSON Lines) through a policy and print the verdicts.
+    """Replay TRACE (a run directory or its trace.jsonl) through a policy and print the verdicts.
 
     The same verdicts a live run with that policy would have given. jsonl lines are
     {"t", "guard", "state", "action", "severity"}.
     """
-    _plugins(plugins)
+    from sim.report import trace_path
+
+    load_plugins(plugins)
     policy = _load(policy_file)
+    trace = str(trace_path(trace))  # a run directory works as it does for `report` and `sweep --replay`
     eng = Engine(policy)
     out = click.get_text_stream("stdout")
     n_obs = n_verdicts = 0
     fired: dict[str, int] = {}
-    for rec in read_trace(trace):
-        if type(rec) is not Sample and type(rec) is not Event:
+    for rec, verdicts in replay_steps(read_trace(trace), eng):
+        if verdicts is None:
             continue
         n_obs += 1
-        verdicts = eng.step(rec)
         for v in verdicts:
             n_verdicts += 1
             if v.state == "firing":
@@ -87,7 +89,7 @@ def check_cmd(file: str | None, plugins: tuple[str, ...]) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    _plugins(plugins)
+    load_plugins(plugins)
     policy = _load(file)
     Engine(policy)  # builds every guard, so a Python guard's own setup is checked too
     table = Table(title=Text(f"{policy.file}: {len(policy.guards)} guards"), title_justify="left")
@@ -118,7 +120,7 @@ def rules_cmd(file: str | None, output: str | None, interval: str | None, plugin
     from policies.promql import rules_yaml
     from policies.spec import format_duration, parse_duration
 
-    _plugins(plugins)
+    load_plugins(plugins)
     if interval is not None:
         try:
             interval = format_duration(parse_duration(interval))

@@ -7,6 +7,8 @@ import json
 
 import click
 
+from . import BackendChoice
+
 
 def register(group: click.Group) -> None:
     """Adds this area's commands to the `runaway` group."""
@@ -81,7 +83,7 @@ def _register_clean(group: click.Group) -> None:
 
 def _register_selftest(group: click.Group) -> None:
     @group.command("selftest")
-    @click.option("--backend", type=click.Choice(["auto", "docker", "process"]), default="auto",
+    @click.option("--backend", type=BackendChoice(), default="auto",
                   show_default=True, help="Sandbox to test (auto: Docker when a daemon answers).")
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
                   show_default=True, help="Output: a table, or one JSON object for machines.")

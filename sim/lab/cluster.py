@@ -199,10 +199,15 @@ def cell_task(job: CellJob, settings: LiveSettings, files: dict[str, str]) -> It
         shutil.rmtree(work, ignore_errors=True)
 
 
-def replay_task(traces: list[tuple[str, bytes]], policies: dict[str, str | None]) -> list[Cell]:
-    """The Ray task of a batch of replay cells: each recorded trace (its driver-side run
-    directory and its bytes) under every policy (`policies` maps a label to the policy
-    file's text, None for the default)."""
+def replay_task(traces: list[tuple[str, str, bytes]], policies: dict[str, str | None], write: bool,
+                plugins: tuple[str, ...] = ()) -> list[tuple[Cell, bytes | None]]:
+    """The Ray task of a batch of replay cells: each recorded trace (its run directory on
+    the driver, its file's name there as `runs/<run>/trace.jsonl` or `x.jsonl`, and its
+    bytes) under every policy (`policies` maps a label to the policy file's text, None
+    for the default). With `write`, each replay's run directory comes back as a tar.gz."""
+    from policies.kinds.python import import_plugins
+
+    import_plugins(plugins)
     work = Path(tempfile.mkdtemp(prefix="runaway-replay-"))
     try:
         paths: list[str | None] = []
@@ -214,13 +219,18 @@ def replay_task(traces: list[tuple[str, bytes]], policies: dict[str, str | None]
             p.parent.mkdir()
             p.write_text(text, encoding="utf-8")
             paths.append(str(p))
-        cells: list[Cell] = []
-        for i, (run_dir, text) in enumerate(traces):
-            trace = work / f"run{i}" / "trace.jsonl"
-            trace.parent.mkdir()
+        out: list[tuple[Cell, bytes | None]] = []
+        for i, (run_dir, name, text) in enumerate(traces):
+            # The same file names as on the driver, so replays are named alike.
+            trace = work / f"t{i}" / name
+            trace.parent.mkdir(parents=True)
             trace.write_bytes(text)
-            cells += [replace(c, run_dir=run_dir) for c in replay_sweep([trace], paths)]
-        return cells
+            for c in replay_sweep([trace], paths, out=work / "out" if write else None):
+                if write:
+                    out.append((replace(c, run_dir=Path(c.run_dir).name), _tar(Path(c.run_dir))))
+                else:
+                    out.append((replace(c, run_dir=run_dir), None))
+        return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -325,7 +335,12 @@ class RayExecutor:
         await asyncio.gather(*(one(j) for j in jobs))
         return cells
 
-    def replay(self, traces: Sequence[Path], policies: Sequence[str | None], progress: Progress) -> list[Cell]:
+    def replay(self, traces: Sequence[Path], policies: Sequence[str | None], progress: Progress, *,
+               out: Path | None = None, plugins: Sequence[str] = ()) -> list[Cell]:
+        """The replay sweep on the cluster: the same cells as `LocalExecutor.replay`; with
+        `out`, each replay's run directory lands there, as it would here."""
+        from sim.report import trace_path
+
         ray = self.ray
         remote = ray.remote(replay_task).options(num_cpus=1, max_retries=MAX_ATTEMPTS - 1,
                                                  scheduling_strategy="SPREAD")
@@ -338,17 +353,24 @@ class RayExecutor:
         for batch in batches:
             payload = []
             for t in batch:
-                trace = Path(t) / "trace.jsonl" if Path(t).is_dir() else Path(t)
-                payload.append((str(trace.parent), trace.read_bytes()))
+                trace = trace_path(t)
+                name = f"{trace.parent.name}/{trace.name}" if trace.name == "trace.jsonl" else trace.name
+                payload.append((str(trace.parent), name, trace.read_bytes()))
                 progress.started(str(t))
-            refs.append(remote.remote(payload, texts))
+            refs.append(remote.remote(payload, texts, out is not None, tuple(plugins)))
         per_trace: dict[str, list[Cell]] = {}
+        k = max(1, len(policies))
         for batch, ref in zip(batches, refs):
             try:
                 got = ray.get(ref)
             except ray.exceptions.RayTaskError as e:
                 raise (e.cause or e) from None  # a bad trace: the same one-line error as here
-            for t, i in zip(batch, range(0, len(got), max(1, len(policies)))):
-                per_trace[str(t)] = got[i:i + len(policies)]
-                progress.finished(str(t), got[i])
+            for j, t in enumerate(batch):
+                cells = []
+                for cell, tar in got[j * k:(j + 1) * k]:
+                    if tar is not None and out is not None:
+                        cell = replace(cell, run_dir=str(_unpack(tar, Path(out), cell.run_dir)))
+                    cells.append(cell)
+                per_trace[str(t)] = cells
+                progress.finished(str(t), cells[0])
         return [c for t in traces for c in per_trace[str(t)]]

@@ -1,4 +1,4 @@
-"""The run's Prometheus exporter: trace records in, the `runaway_*` metrics of DESIGN.md out.
+"""The run's Prometheus exporter: trace records in, the `runaway_*` metrics of docs/internals.md out.
 
 Every metric carries the labels `run` and `scenario`. The runner feeds each record it
 writes to the trace through `observe()`, so /metrics and trace.jsonl tell the same story;
@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_serv
 
 from policies.errors import RunawayError
 from policies.model import Action, Event, Meta, Record, Sample, Verdict
+from policies.promql import SIGNAL_METRICS  # the one signal -> metric table (re-exported here)
 
 # A port for users who want a fixed address to scrape (grafana/prometheus.yml uses it).
 DEFAULT_METRICS_PORT = 9464
@@ -34,6 +35,7 @@ EXPORTED: Mapping[str, tuple[str, ...]] = {
     "runaway_sandbox_cpu_seconds_total": (),
     "runaway_sandbox_memory_bytes": (),
     "runaway_sandbox_memory_limit_bytes": (),
+    "runaway_sandbox_memory_ratio": (),
     "runaway_sandbox_pids": (),
     "runaway_events_total": ("source", "category", "kind", "outcome"),
     "runaway_guard_firing": ("guard",),
@@ -44,16 +46,6 @@ EXPORTED: Mapping[str, tuple[str, ...]] = {
 }
 WEB_METRICS: Mapping[str, tuple[str, ...]] = {"runaway_web_requests_total": ("route", "status")}
 
-# The metric a sample field becomes (for alerting rules written from threshold guards).
-SIGNAL_METRICS: Mapping[str, str] = {
-    "cpu_ratio": "runaway_sandbox_cpu_ratio",
-    "cpu_seconds": "runaway_sandbox_cpu_seconds_total",
-    "mem_bytes": "runaway_sandbox_memory_bytes",
-    "mem_limit_bytes": "runaway_sandbox_memory_limit_bytes",
-    "pids": "runaway_sandbox_pids",
-    "pages": "runaway_learner_pages_total",
-    "bits_per_char": "runaway_learner_bits_per_char",
-}
 
 _BASE = ("run", "scenario")
 
@@ -94,15 +86,18 @@ class RunMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.labels = {"run": run, "scenario": scenario}
         r = self.registry
-        self._cpu_ratio = Gauge("runaway_sandbox_cpu_ratio",
+        self._cpu_ratio = Gauge(SIGNAL_METRICS["cpu_ratio"],
                                 "CPU used over the last interval as a fraction of the sandbox's CPU cap (1 = pegged)",
                                 _BASE, registry=r)
-        cpu_seconds = Counter(_counter_name("runaway_sandbox_cpu_seconds_total"),
+        cpu_seconds = Counter(_counter_name(SIGNAL_METRICS["cpu_seconds"]),
                               "CPU seconds used by the sandbox since it started", _BASE, registry=r)
-        self._mem = Gauge("runaway_sandbox_memory_bytes", "Memory used by the sandbox, in bytes", _BASE, registry=r)
-        self._mem_limit = Gauge("runaway_sandbox_memory_limit_bytes", "The sandbox's memory limit, in bytes",
+        self._mem = Gauge(SIGNAL_METRICS["mem_bytes"], "Memory used by the sandbox, in bytes", _BASE, registry=r)
+        self._mem_limit = Gauge(SIGNAL_METRICS["mem_limit_bytes"], "The sandbox's memory limit, in bytes",
                                 _BASE, registry=r)
-        self._pids = Gauge("runaway_sandbox_pids", "Processes and threads in the sandbox", _BASE, registry=r)
+        self._mem_ratio = Gauge(SIGNAL_METRICS["mem_ratio"],
+                                "Memory used as a fraction of the sandbox's limit (the policies' mem_ratio)",
+                                _BASE, registry=r)
+        self._pids = Gauge(SIGNAL_METRICS["pids"], "Processes and threads in the sandbox", _BASE, registry=r)
         self._events = Counter(_counter_name("runaway_events_total"),
                                "Events seen, by who saw them, category, kind and outcome",
                                _BASE + EXPORTED["runaway_events_total"], registry=r)
@@ -114,9 +109,9 @@ class RunMetrics:
         self._actions = Counter(_counter_name("runaway_actions_total"),
                                 "Containment actions applied to the sandbox, by action and whether it worked",
                                 _BASE + ("action", "ok"), registry=r)
-        pages = Counter(_counter_name("runaway_learner_pages_total"), "Pages the learner has crawled",
+        pages = Counter(_counter_name(SIGNAL_METRICS["pages"]), "Pages the learner has crawled",
                         _BASE, registry=r)
-        self._bpc = Gauge("runaway_learner_bits_per_char",
+        self._bpc = Gauge(SIGNAL_METRICS["bits_per_char"],
                           "The learner's compression of new pages before learning them (falls as it learns)",
                           _BASE, registry=r)
         # Counters start at 0 so a dashboard shows the run from its first scrape.
@@ -154,6 +149,7 @@ class RunMetrics:
             mem.set(record.mem_bytes)
             if record.mem_limit_bytes:
                 self._child(self._mem_limit).set(record.mem_limit_bytes)
+                self._child(self._mem_ratio).set(record.mem_bytes / record.mem_limit_bytes)
             pids_.set(record.pids)
             if record.extra:
                 pages = record.value("pages")

@@ -3,6 +3,11 @@
 The learner, its audit hook and a user's Python agent speak this protocol on stdout and
 stderr (docs/internals.md). The runner turns each line into what it means for the run:
 an Event, a gauge update for the next Sample, an attempt report, or plain text.
+
+This is the one reader of the protocol on the controller's side: the runner
+(`parse_line`), the selftest and the test harnesses (`decode`) all go through it, so a
+limit on what the learner may send is made here once. (The learner writes lines with
+sim/learner/protocol.py, which may import nothing from the project.)
 """
 
 from __future__ import annotations
@@ -44,6 +49,24 @@ class Other:
 Parsed = Event | Gauge | Plain | Other
 
 
+def decode(line: str) -> dict[str, Any] | None:
+    """The JSON object of an `@runaway {...}` line, or None for anything else (plain
+    output, malformed JSON, a value that is not an object).
+
+    >>> decode('@runaway {"type":"attempt","name":"sudo"}')
+    {'type': 'attempt', 'name': 'sudo'}
+    >>> decode("hello") is None
+    True
+    """
+    if not line.startswith(PREFIX):
+        return None
+    try:
+        obj = json.loads(line[len(PREFIX):])
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def parse_line(line: str, to_t: Callable[[float | None], float]) -> Parsed:
     """What one output line means. `to_t(wall)` converts the learner's wall-clock stamp
     (or None when it sent none) to seconds since the run started.
@@ -54,13 +77,8 @@ def parse_line(line: str, to_t: Callable[[float | None], float]) -> Parsed:
     >>> parse_line('@runaway {"type":"gauge","pages":3}', lambda w: 1.0)
     Gauge(values={'pages': 3})
     """
-    if not line.startswith(PREFIX):
-        return Plain(line)
-    try:
-        obj = json.loads(line[len(PREFIX):])
-    except ValueError:
-        return Plain(line)
-    if not isinstance(obj, dict):
+    obj = decode(line)
+    if obj is None:
         return Plain(line)
     kind = obj.get("type")
     wall = obj.get("wall")

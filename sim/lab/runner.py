@@ -23,16 +23,19 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from policies import Engine, load_policy
 from policies.errors import RunawayError
-from policies.model import Action, Event, Meta, Sample, TraceWriter, Verdict
+from policies.kinds.python import import_plugins
+from policies.model import Action, Event, Meta, Sample, TraceWriter
 from policies.text import covert_marker_event
+from sandbox.base import ActionResult
 
 from . import protocol
+from .session import SandboxSession
+from .view import RunState, View
 
-LEARNER_DIR = Path(__file__).resolve().parents[1] / "learner"
 DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "default.yaml"
 # After an operator stop, how long the learner has to comply before it is killed.
 STOP_GRACE_S = 5.0
@@ -40,6 +43,15 @@ STOP_GRACE_S = 5.0
 METRICS_LINGER_S = 1.5
 # Throttle lowers the CPU cap to this fraction of the spec's cap.
 THROTTLE_FRACTION = 0.25
+
+
+# What each containing action of the engine does to the sandbox ("alert" does nothing to it).
+APPLY: dict[str, Callable[["Experiment"], Awaitable[ActionResult]]] = {
+    "throttle": lambda exp: exp.sandbox.throttle(max(0.05, exp.spec.cpus * THROTTLE_FRACTION)),
+    "pause": lambda exp: exp.sandbox.pause(),
+    "kill": lambda exp: exp.sandbox.kill(exp.out / "evidence"),
+    "disconnect": lambda exp: exp.sandbox.disconnect(),
+}
 
 
 class RunError(RunawayError):
@@ -68,6 +80,8 @@ class RunConfig:
     unsafe: bool = False
     pages: int | None = None
     live: bool | None = None  # None: a live view when stdout is a terminal
+    # Modules that register Python guards, imported before the policy is read (--plugin).
+    plugins: tuple[str, ...] = ()
 
 
 @dataclass
@@ -98,7 +112,7 @@ def is_python_command(argv: Sequence[str]) -> bool:
 class Experiment:
     """One run of a scenario in a sandbox under a policy (or none, with guards off)."""
 
-    def __init__(self, cfg: RunConfig, *, view: Any = None, handle_signals: bool = True) -> None:
+    def __init__(self, cfg: RunConfig, *, view: View | None = None, handle_signals: bool = True) -> None:
         self.cfg = cfg
         self.view = view
         self.handle_signals = handle_signals
@@ -122,6 +136,7 @@ class Experiment:
         from sim.scenarios import load_scenario
 
         cfg = self.cfg
+        import_plugins(cfg.plugins)
         self.scenario = load_scenario(cfg.scenario)
         policy_path = cfg.policy or str(DEFAULT_POLICY)
         self.policy = load_policy(policy_path) if cfg.guards else None
@@ -223,6 +238,8 @@ class Experiment:
         if not self._done.is_set():
             self._stopped_by = why
             self._done.set()
+            if self.view is not None:
+                self.view.stopping(why)  # the teardown (drain, evidence, cleanup) has a state
 
     # ---- the consumer -------------------------------------------------------------
     def _record(self, rec: Any) -> None:
@@ -295,18 +312,13 @@ class Experiment:
     async def _apply(self, action: str, *, reason: str, asked: float) -> None:
         if self._killed:
             return
-        started = self.clock()
-        if action == "throttle":
-            res = await self.sandbox.throttle(max(0.05, self.spec.cpus * THROTTLE_FRACTION))
-        elif action == "pause":
-            res = await self.sandbox.pause()
-        elif action == "kill":
-            res = await self.sandbox.kill(self.out / "evidence")
-            self._killed = res.ok or self._killed
-        elif action == "disconnect":
-            res = await self.sandbox.disconnect()
-        else:
+        apply = APPLY.get(action)
+        if apply is None:  # alert: the verdict in the trace and the metrics is all it does
             return
+        started = self.clock()
+        res = await apply(self)
+        if action == "kill":
+            self._killed = res.ok or self._killed
         detail = dict(res.detail)
         detail.setdefault("reason", reason)
         detail["queued_s"] = round(started - asked, 6)
@@ -340,6 +352,13 @@ class Experiment:
             "security_boundary": self.sandbox.is_security_boundary,
             "notices": list(self.notices),
         }
+        if self.policy is not None:
+            from sim.report.scorecard import policy_watches
+
+            extra["policy"] = self.policy.name or Path(self.policy.file or "policy").stem
+            # Which incident classes each guard watches: the scorecard credits a detection
+            # only to those (a report rebuilt later has no policy file to ask).
+            extra["watches"] = policy_watches(self.policy)
         if self.waived:
             extra["unsafe"] = list(self.waived)
         if self.cfg.agent:
@@ -369,9 +388,9 @@ class Experiment:
         return argv
 
     async def run(self) -> RunResult:
-        from sandbox import open_sandbox
         from sim.lab.metrics import RunMetrics
         from sim.report import build_report
+        from sim.report.index import refresh_index
         from sim.web import MockWeb
 
         self._load()
@@ -384,13 +403,11 @@ class Experiment:
         self.trace = TraceWriter(str(self.out / "trace.jsonl"))
         self.log = open(self.out / "learner.log", "a", encoding="utf-8")
         self.metrics = RunMetrics(self.run_id, self.scenario_name)
-        self.sandbox = open_sandbox(self.spec, backend=self.cfg.backend, run_id=self.run_id,
-                                    notices=self.notices, agent_dir=self.cfg.agent_dir)
-        if self.sandbox.notice:
-            self.notices.append(self.sandbox.notice)
+        self.session = SandboxSession.open(self.spec, self.cfg.backend, run_id=self.run_id,
+                                           notices=self.notices, agent_dir=self.cfg.agent_dir)
+        self.sandbox = self.session.sandbox
         tasks: list[asyncio.Task[Any]] = []
-        consumer = actuator = None
-        web = None
+        consumer = actuator = view_task = None
         loop = asyncio.get_running_loop()
         def on_signal() -> None:
             self._finish("interrupted")
@@ -400,14 +417,12 @@ class Experiment:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, on_signal)
         try:
-            host_ip = await self.sandbox.prepare()
-            web = MockWeb(
+            await self.session.prepare()
+            await self.session.serve(MockWeb(
                 self.cfg.seed, self.cfg.pages or getattr(self.scenario, "pages", 2000),
                 on_event=self._put, clock=self.clock,
                 labels=self.metrics.labels, registry=self.metrics.registry,
-            )
-            web_port = await web.start(host_ip, 0)
-            self.sandbox.allow_port(web_port)
+            ))
             if self.cfg.metrics_port is not None:
                 self.metrics_port = self.metrics.serve(self.cfg.metrics_host, self.cfg.metrics_port)
                 self.notices.append(f"metrics on http://{self.cfg.metrics_host}:{self.metrics_port}/metrics")
@@ -416,11 +431,10 @@ class Experiment:
             if self.engine is not None:
                 self.metrics.set_guard_states(self.engine.states())
             if self.view is not None:
-                self.view.start(self, meta)
-            names = ("web.internal", "metadata.internal", "cloud.internal")
-            hosts = {n: host_ip for n in names}
+                self.view.start(RunState(meta=meta, notices=tuple(self.notices), clock=self.clock,
+                                         guard_states=self.engine.states if self.engine is not None else None))
             env = {
-                "RUNAWAY_WEB": f"http://web.internal:{web_port}",
+                **self.session.web_env(),
                 "RUNAWAY_SCENARIO": self.scenario.to_json(),
                 "RUNAWAY_SEED": str(self.cfg.seed),
                 "RUNAWAY_RUN": self.run_id,
@@ -431,15 +445,15 @@ class Experiment:
             actuator = asyncio.create_task(self._actuator(), name="actuator")
             for t in (consumer, actuator):
                 t.add_done_callback(lambda t: t.cancelled() or t.exception() is None or self._finish("error"))
-            await self.sandbox.start(self._learner_argv(), env, LEARNER_DIR, hosts, self.control_file,
-                                     self.clock)
+            await self.session.start(self._learner_argv(), env, self.control_file, self.clock)
             tasks.append(asyncio.create_task(self._pump_observations(), name="observations"))
             tasks.append(asyncio.create_task(self._pump_output(), name="output"))
             tasks.append(asyncio.create_task(self._timer(), name="timer"))
             if self.cfg.operator_stop_at is not None:
                 tasks.append(asyncio.create_task(self._operator_stop(self.cfg.operator_stop_at), name="operator"))
             if self.view is not None:
-                tasks.append(asyncio.create_task(self.view.tick(self), name="view"))
+                # Not in `tasks`: the view keeps redrawing through the teardown.
+                view_task = asyncio.create_task(self.view.tick(), name="view")
             await self._done.wait()
             # Stop the producers, then let what already arrived reach the trace and any
             # action under way finish (a kill saving its evidence).
@@ -461,9 +475,7 @@ class Experiment:
                 self._record(Event(t=self._stamp_t(self.clock()), source="operator", category="lifecycle",
                                    kind="run_end", outcome="unknown",
                                    detail={"stopped_by": self._stopped_by or "error"}))
-            await self.sandbox.close()
-            if web is not None:
-                await web.stop()
+            await self.session.close()
             if self.metrics_port is not None and self._stopped_by != "interrupted":
                 await asyncio.sleep(METRICS_LINGER_S)
             self.metrics.stop()
@@ -472,7 +484,12 @@ class Experiment:
             for sig in signals:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+            if view_task is not None:
+                view_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await view_task
             if self.view is not None:
                 self.view.stop()
         summary = build_report(self.out)
+        refresh_index(self.out.parent)
         return RunResult(self.run_id, self.out, summary, self._stopped_by, self.notices)

@@ -16,8 +16,6 @@ detection only, and says so.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import tempfile
 import time
 import uuid
@@ -27,10 +25,12 @@ from typing import Any, Sequence
 
 from policies.errors import RunawayError
 from policies.model import Event
-from sandbox import SandboxSpec, docker_available, open_sandbox
+from sandbox import SandboxSpec
+from sandbox.registry import choose_backend
 
-LEARNER_DIR = Path(__file__).resolve().parents[1] / "learner"
-PREFIX = "@runaway "
+from . import protocol
+from .session import SandboxSession
+
 # Attempts whose only target is the mock web: "allowed" there means the honeypot got a
 # fake credential, which is harmless by construction and must be seen by the web.
 MOCK_WEB_KINDS = frozenset({"metadata_credentials", "cloud_api"})
@@ -109,17 +109,6 @@ def check_attempt_names(names: Sequence[str]) -> None:
         if name not in CATALOG:
             raise RunawayError(f"unknown attempt {name!r} (expected one of {', '.join(CATALOG)})",
                                field="--attempt")
-
-
-def parse_protocol(line: str) -> dict[str, Any] | None:
-    """The object of an `@runaway {...}` line, or None for plain output."""
-    if not line.startswith(PREFIX):
-        return None
-    try:
-        obj = json.loads(line[len(PREFIX):])
-    except ValueError:
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def _unprivileged(detail: dict[str, Any]) -> bool:
@@ -201,16 +190,12 @@ async def run_selftest(backend: str = "auto", *, spec: SandboxSpec = SELFTEST_SP
     run_id = run_id or f"selftest-{uuid.uuid4().hex[:8]}"
     notices: list[str] = []
     if backend == "auto":
-        why = docker_available()
-        backend = "docker" if why is None else "process"
-        if why is not None:
-            notices.append(f"no Docker daemon answers ({why}): testing the process sandbox")
+        backend = choose_backend("auto", notices).name
     # The catalog needs only the standard library, so the process backend can run it as
     # its unprivileged user even where no interpreter with aiohttp is readable by that user.
     extra = {"python_modules": ()} if backend == "process" else {}
-    sb = open_sandbox(spec, backend, run_id=run_id, notices=notices, **extra)
-    if getattr(sb, "notice", None):
-        notices.append(str(sb.notice))
+    session = SandboxSession.open(spec, backend, run_id=run_id, notices=notices, **extra)
+    sb = session.sandbox
     dry_run = not sb.is_security_boundary
     if dry_run:
         notices.append(DRY_RUN_NOTE)
@@ -221,10 +206,9 @@ async def run_selftest(backend: str = "auto", *, spec: SandboxSpec = SELFTEST_SP
     attempts: list[dict[str, Any]] = []
     audit: list[dict[str, Any]] = []
     errors: list[str] = []
-    web = None
     tmp = Path(tempfile.mkdtemp(prefix=f"runaway-{run_id}-"))
     try:
-        host_ip = await sb.prepare()
+        await session.prepare()
         env = {"RUNAWAY_ATTEMPTS": "real", "RUNAWAY_SEED": "0"}
         try:
             from sim.web import MockWeb  # type: ignore[attr-defined]
@@ -232,22 +216,19 @@ async def run_selftest(backend: str = "auto", *, spec: SandboxSpec = SELFTEST_SP
             MockWeb = None
             notices.append("the mock web is not available: the two metadata attempts have no target")
         if MockWeb is not None:
-            web = MockWeb(0, 100, on_event=web_events.append, clock=clock, rate_limit=None)
-            port = await web.start(host_ip, 0)
-            sb.allow_port(port)  # Docker: open the host side for the web's port only
-            env["RUNAWAY_WEB"] = f"http://web.internal:{port}"
-        hosts = {n: host_ip for n in ("web.internal", "metadata.internal", "cloud.internal")}
+            await session.serve(MockWeb(0, 100, on_event=web_events.append, clock=clock, rate_limit=None))
+            env.update(session.web_env())
         control = tmp / "control"
         control.touch()
         argv = ["python3", "-m", "learner.bootstrap", "--", "-m", "learner.attempts"]
         argv += names or ["--all"]
         argv += ["--fork-max", str((spec.pids or 64) + 32),
                  "--balloon-mb", str(((spec.memory or (128 << 20)) >> 20) + 64)]
-        await sb.start(argv, env, LEARNER_DIR, hosts, control, clock)
+        await session.start(argv, env, control, clock)
 
         async def read_output() -> None:
             async for _, line in sb.output():
-                obj = parse_protocol(line)
+                obj = protocol.decode(line)
                 if obj is None:
                     continue
                 if obj.get("type") == "attempt":
@@ -268,10 +249,8 @@ async def run_selftest(backend: str = "auto", *, spec: SandboxSpec = SELFTEST_SP
             errors.append("the catalog reported no attempts (see the learner's output)")
     finally:
         try:
-            await sb.close()
+            await session.close()
         finally:
-            if web is not None:
-                await web.stop()
             for p in tmp.iterdir():
                 p.unlink()
             tmp.rmdir()

@@ -2,25 +2,32 @@
 
 A live sweep runs every combination as a real experiment, as many at once as the host's
 CPUs allow under the chosen cap. A replay sweep runs nothing: it re-evaluates each policy
-over recorded traces, as if that policy had been in charge (observations after the first
-containing action it would have taken are dropped, and that action is taken as applied
-at once).
+over recorded traces, as if that policy had been in charge (`replay_records` says how far
+a recording can stand in for what would have happened).
+
+The tables are pure functions of the cells (`table`, `run_rows`), whoever ran them: a
+local sweep, a replay, or a cluster.
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
-import html
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from policies import Engine, load_policy
+from policies.engine import replay_steps
 from policies.errors import RunawayError
-from policies.model import Action, Event, Meta, Sample, Verdict, read_trace
+from policies.model import Action, Meta, TraceWriter, Verdict
 
-CONTAINING = ("pause", "kill", "disconnect")
+# Actions after which the learner does nothing more (frozen or dead): a replay that takes
+# one the recording did not is cut there. Throttle and disconnect leave it running.
+STOPPING = ("pause", "kill")
+# How long after the replayed verdict a recorded action of the same name still counts as
+# the same action (the runner records an action when it took effect).
+SAME_ACTION_WITHIN_S = 3.0
 
 
 class SweepError(RunawayError):
@@ -45,49 +52,80 @@ def _policy_label(path: str | None) -> str:
 
 
 def replay_records(records: Sequence[Any], policy_path: str | None) -> list[Any]:
-    """The trace as if `policy_path` had been in charge: original observations, the new
-    policy's verdicts, its actions taken as applied at once, cut at its first containing
-    action. Recorded verdicts and actions are dropped."""
+    """The trace as if `policy_path` had been in charge: the recorded observations, the
+    new policy's verdicts and its actions (taken as applied at once, `detail.simulated`).
+    Recorded verdicts and actions are dropped.
+
+    The recording stands in for what would have happened only while the policies agree.
+    Where the new policy pauses or kills and the recording shows no such action within
+    SAME_ACTION_WITHIN_S, the learner would have stopped there: the replay is cut. A
+    throttle or a disconnect the recording lacks is applied and the recording goes on (the
+    learner would have gone on too, slower or offline; what it did next is approximated by
+    what it did). So two policies that act alike on a trace give identical rows."""
+    from sim.report.scorecard import policy_watches
     from sim.lab.runner import DEFAULT_POLICY
 
     policy = load_policy(policy_path or str(DEFAULT_POLICY))
     engine = Engine(policy)
+    recorded = [r for r in records if isinstance(r, Action) and r.ok]
     out: list[Any] = []
-    for rec in records:
+    for rec, verdicts in replay_steps(records, engine):
         if isinstance(rec, (Verdict, Action)):
             continue
         if isinstance(rec, Meta):
-            out.append(replace(rec, extra={**rec.extra, "replayed_with": _policy_label(policy_path)}))
+            out.append(replace(rec, policy_sha256=policy.sha256, extra={
+                **rec.extra, "replayed_with": _policy_label(policy_path), "watches": policy_watches(policy)}))
             continue
         out.append(rec)
-        if not isinstance(rec, (Sample, Event)):
+        if verdicts is None:
             continue
-        verdicts = engine.step(rec)
         out.extend(verdicts)
         stop = False
         for action in list(engine.actions):
             if action == "alert":
                 continue
             out.append(Action(t=rec.t, action=action, ok=True, latency_s=0.0, detail={"simulated": True}))
-            stop = stop or action in CONTAINING
+            same = next((r for r in recorded if r.action == action
+                         and rec.t - 1e-6 <= r.t <= rec.t + SAME_ACTION_WITHIN_S), None)
+            if same is not None:
+                recorded.remove(same)
+            elif action in STOPPING:
+                stop = True
         if stop:
             break
     return out
 
 
-def replay_sweep(run_dirs: Iterable[Path], policies: Sequence[str | None]) -> list[Cell]:
-    """Re-evaluate each policy over each recorded run."""
-    from sim.report import scorecard
+def replay_sweep(run_dirs: Iterable[Path], policies: Sequence[str | None], *,
+                 out: Path | None = None) -> list[Cell]:
+    """Re-evaluate each policy over each recorded run. With `out`, each replay is written
+    as a run directory of its own (out/<run>-<policy>/: trace.jsonl, summary.json,
+    report.html), which the cell points at; else the cell points at the recording."""
+    from sim.report import build_report, is_benign, load_trace, scorecard, trace_path
 
     cells = []
     for d in run_dirs:
-        trace = Path(d) / "trace.jsonl" if Path(d).is_dir() else Path(d)
-        records = list(read_trace(str(trace)))
+        trace = trace_path(d)
+        records = load_trace(trace)
         meta = next((r for r in records if isinstance(r, Meta)), Meta())
+        benign = is_benign(records)
         for p in policies:
             recs = replay_records(records, p)
-            summary = scorecard(recs, benign=meta.scenario == "benign")
-            cells.append(Cell(meta.scenario, _policy_label(p), meta.seed, summary, str(trace.parent)))
+            run_dir = str(trace.parent)
+            if out is not None:
+                # runs/<run>/trace.jsonl gives "<run>"; a trace file of another name, its stem.
+                src = trace.parent.name if trace.name == "trace.jsonl" else trace.stem
+                dest = Path(out) / f"{src}-{_policy_label(p)}"
+                dest.mkdir(parents=True, exist_ok=True)
+                (dest / "trace.jsonl").unlink(missing_ok=True)
+                with TraceWriter(str(dest / "trace.jsonl")) as w:
+                    for r in recs:
+                        w.write(r)
+                summary = build_report(dest, benign=benign)
+                run_dir = str(dest)
+            else:
+                summary = scorecard(recs, benign=benign)
+            cells.append(Cell(meta.scenario, _policy_label(p), meta.seed, summary, run_dir))
     return cells
 
 
@@ -115,6 +153,7 @@ class LiveSettings:
     backend: str
     exporters: bool = False
     metrics_host: str = "127.0.0.1"
+    plugins: tuple[str, ...] = ()  # modules registering Python guards (importable where the cell runs)
 
 
 async def run_cell(job: CellJob, settings: LiveSettings, out: Path, *,
@@ -126,7 +165,8 @@ async def run_cell(job: CellJob, settings: LiveSettings, out: Path, *,
 
     cfg = RunConfig(scenario=job.scenario, backend=settings.backend, policy=job.policy, profile=settings.profile,
                     duration=settings.duration, seed=job.seed, out=out / job.name,
-                    metrics_host=settings.metrics_host, metrics_port=0 if settings.exporters else None, live=False)
+                    metrics_host=settings.metrics_host, metrics_port=0 if settings.exporters else None, live=False,
+                    plugins=tuple(settings.plugins))
     exp = Experiment(cfg, handle_signals=False)
     task = asyncio.ensure_future(exp.run())
     if on_serving is not None:
@@ -244,11 +284,13 @@ class LocalExecutor:
         await asyncio.gather(*(one(j) for j in jobs))
         return cells
 
-    def replay(self, traces: Sequence[Path], policies: Sequence[str | None], progress: Progress) -> list[Cell]:
+    def replay(self, traces: Sequence[Path], policies: Sequence[str | None], progress: Progress, *,
+               out: Path | None = None, plugins: Sequence[str] = ()) -> list[Cell]:
+        """Replay here (`plugins` are imported by the caller, in this process)."""
         cells = []
         for trace in traces:
             progress.started(str(trace))
-            got = replay_sweep([trace], policies)
+            got = replay_sweep([trace], policies, out=out)
             cells.extend(got)
             progress.finished(str(trace), got[0])
         return cells
@@ -291,20 +333,22 @@ def jobs_of(scenarios: Sequence[str], policies: Sequence[str | None], seeds: Seq
 async def live_sweep(scenarios: Sequence[str], policies: Sequence[str | None], seeds: Sequence[int], *,
                      out: Path, duration: float, profile: str | None, backend: str, parallel: int = 1,
                      executor: Any = None, progress: Progress | None = None, exporters: bool = False,
-                     metrics_host: str = "127.0.0.1") -> list[Cell]:
+                     metrics_host: str = "127.0.0.1", plugins: Sequence[str] = ()) -> list[Cell]:
     """Run every combination through `executor` (default: this host, `parallel` at a time)."""
     jobs = jobs_of(scenarios, policies, seeds)
     executor = executor or LocalExecutor(parallel)
     progress = progress or Progress(len(jobs))
-    settings = LiveSettings(duration, profile, backend, exporters=exporters, metrics_host=metrics_host)
+    settings = LiveSettings(duration, profile, backend, exporters=exporters, metrics_host=metrics_host,
+                            plugins=tuple(plugins))
     cells = await executor.live(jobs, settings, out, progress)
     cells.sort(key=lambda c: (c.scenario, c.policy, c.seed))
     return cells
 
 
 def table(cells: Sequence[Cell]) -> list[dict[str, Any]]:
-    """One row per (scenario, policy), aggregated over its seeds (sim.report.sweep). When
-    a cluster lost a node under some cells, a `retried` column counts them per row."""
+    """One row per (scenario, policy), aggregated over its seeds (sim.report.sweep).
+    A pure function of the cells: the same cells give the same rows, wherever they ran.
+    When a cluster lost a node under some cells, a `retried` column counts them per row."""
     from sim.report.sweep import aggregate
 
     groups: dict[tuple[str, str], list[Cell]] = {}
@@ -316,27 +360,42 @@ def table(cells: Sequence[Cell]) -> list[dict[str, Any]]:
             for (scen, pol), cs in sorted(groups.items())]
 
 
-def write_table(rows: Sequence[dict[str, Any]], out: Path) -> tuple[Path, Path]:
-    """sweep.csv and sweep.html (self-contained) in `out`."""
+def run_rows(cells: Sequence[Cell]) -> list[dict[str, Any]]:
+    """One row per run (pure, like `table`): what it was, whether it was contained, which
+    actions it took, and why it was or was not contained (sim.report.sweep.why)."""
+    from sim.report.sweep import actions_text, why
+
+    rows = []
+    for c in sorted(cells, key=lambda c: (c.scenario, c.policy, c.seed, c.run_dir)):
+        s = c.summary
+        rows.append({"scenario": c.scenario, "policy": c.policy, "seed": c.seed,
+                     "contained": s.get("contained"), "escapes": len(s.get("escaped") or ()),
+                     "incidents": len(s.get("incidents") or ()), "actions": actions_text(s),
+                     "why": why(s), "run_dir": c.run_dir})
+        if any(x.attempts > 1 for x in cells):  # a cluster lost the node under some
+            rows[-1]["attempts"] = c.attempts
+    return rows
+
+
+def write_table(rows: Sequence[dict[str, Any]], out: Path,
+                runs: Sequence[dict[str, Any]] = ()) -> tuple[Path, Path]:
+    """sweep.csv (the aggregate rows, machine-readable keys), runs.csv (one row per run)
+    and sweep.html (both tables, readable headers, links to each run's report) in `out`."""
+    from sim.report.sweep import render_sweep_html
+
     out.mkdir(parents=True, exist_ok=True)
-    cols = list(rows[0].keys()) if rows else ["scenario", "policy"]
     csv_path = out / "sweep.csv"
-    with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+    _write_csv(csv_path, rows, ["scenario", "policy"])
+    _write_csv(out / "runs.csv", runs, ["scenario", "policy", "seed"])
+    html_path = out / "sweep.html"
+    html_path.write_text(render_sweep_html(rows, runs, base=out), encoding="utf-8")
+    return csv_path, html_path
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]], default_cols: list[str]) -> None:
+    cols = list(rows[0].keys()) if rows else default_cols
+    with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=cols)
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if v is None else v) for k, v in r.items()})
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape('' if r[c] is None else str(r[c]))}</td>" for c in cols) + "</tr>"
-        for r in rows
-    )
-    html_path = out / "sweep.html"
-    html_path.write_text(
-        "<!doctype html><meta charset='utf-8'><title>runaway sweep</title>"
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#eee}</style>"
-        f"<h1>runaway sweep</h1><table><tr>{head}</tr>{body}</table>",
-        encoding="utf-8",
-    )
-    return csv_path, html_path

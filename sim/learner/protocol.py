@@ -49,14 +49,3 @@ def event(source: str, category: str, kind: str, outcome: str = "unknown",
            "outcome": outcome, "detail": detail or {}}
     write_line(obj, fd)
     return obj
-
-
-def parse_line(line: str) -> dict[str, Any] | None:
-    """The object of a protocol line, or None for plain output (used by tests and tools)."""
-    if not line.startswith("@runaway "):
-        return None
-    try:
-        obj = json.loads(line[len("@runaway "):])
-    except ValueError:
-        return None
-    return obj if isinstance(obj, dict) else None

@@ -56,6 +56,18 @@ def is_benign(records: Iterable[Record]) -> bool:
     return False
 
 
+def run_links(run_dir: Path) -> dict[str, str]:
+    """{label: href relative to the run directory} of the files a run left that exist:
+    the trace, the learner's log, the evidence a kill saved, the scorecard."""
+    out = {}
+    for label, name in (("trace", TRACE_NAME), ("learner log", "learner.log"), ("evidence", "evidence")):
+        p = run_dir / name
+        if p.is_file() or (p.is_dir() and any(p.iterdir())):
+            out[label] = name + ("/" if p.is_dir() else "")
+    out["summary.json"] = SUMMARY_NAME  # written with the report
+    return out
+
+
 def _write_atomic(path: Path, text: str) -> None:
     # A report being rebuilt while someone has the old one open never shows half a file.
     tmp = path.with_name(f".{path.name}.tmp")
@@ -71,8 +83,8 @@ def build_report(run_dir: str | os.PathLike[str], *, benign: bool | None = None)
         benign = is_benign(records)
     card = scorecard(records, benign=benign)
     run = Run.of(records)
-    html = render_html(run, card, render_all(run))
     out = trace_path(run_dir).parent
+    html = render_html(run, card, render_all(run), links=run_links(out))
     try:
         _write_atomic(out / SUMMARY_NAME, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
         _write_atomic(out / REPORT_NAME, html)

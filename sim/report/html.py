@@ -11,7 +11,7 @@ import json
 from html import escape
 from typing import Any, Iterable, Mapping
 
-from .plots import PLOTS, Run
+from .plots import CAPTIONS, PLOTS, Run
 
 MAX_EVENT_ROWS = 500
 
@@ -29,6 +29,9 @@ th{background:#f2f2f2}table.facts th{font-weight:normal;min-width:12em}td.num{te
 figure{margin:1em 0}figure img{max-width:100%;height:auto}figcaption{color:#555;font-size:.9em}
 tr.firing td{background:#fde7e7}tr.action td{background:#efe7f7}tr.resolved td{background:#e3f4e6}
 pre{background:#f6f6f6;padding:1em;overflow:auto;font-size:.85em}
+p.facts{margin:.4em 0}p.links a{margin-right:.2em}
+ul.note{background:#fff4dc;padding:.5em 1em .5em 2em;border-radius:4px}
+.wrap{overflow-x:auto}
 .muted{color:#777}
 """
 
@@ -88,8 +91,81 @@ def _headline_class(card: Mapping[str, Any]) -> str:
     return "bad" if card["incidents"] else "warn"
 
 
-def render_html(run: Run, card: Mapping[str, Any], plots: Mapping[str, bytes]) -> str:
-    """The report page for a run, its scorecard and its plots (PNG bytes by name)."""
+def _num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def caps_text(caps: Mapping[str, Any]) -> str:
+    """The sandbox's caps in a sentence: '4 CPUs, 8g of memory, 512 processes; user
+    runaway, read-only root, capabilities dropped: ALL, no new privileges'."""
+    size = []
+    if _num(caps.get("cpus")):
+        size.append(f"{caps['cpus']:g} CPU{'s' if caps['cpus'] != 1 else ''}")
+    if caps.get("memory"):
+        size.append(f"{caps['memory']} of memory")
+    elif _num(caps.get("memory_bytes")):
+        size.append(f"{caps['memory_bytes'] / 2**20:,.0f} MiB of memory")
+    if _num(caps.get("pids")):
+        size.append(f"{caps['pids']:g} processes")
+    hardening = []
+    if caps.get("user"):
+        hardening.append(f"user {caps['user']}")
+    if caps.get("read_only_root"):
+        hardening.append("read-only root")
+    if caps.get("cap_drop"):
+        hardening.append("capabilities dropped: " + ", ".join(map(str, caps["cap_drop"])))
+    if caps.get("cap_add"):
+        hardening.append("capabilities ADDED: " + ", ".join(map(str, caps["cap_add"])))
+    if caps.get("no_new_privileges"):
+        hardening.append("no new privileges")
+    if caps.get("privileged"):
+        hardening.append("PRIVILEGED")
+    text = ", ".join(size) or "no caps recorded"
+    if caps.get("profile"):
+        text += f" (profile {caps['profile']})"
+    if hardening:
+        text += "; " + ", ".join(hardening)
+    return text
+
+
+def _value_text(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_value_text(x) for x in v) or "none"
+    if isinstance(v, dict):
+        return "; ".join(f"{k}: {_value_text(x)}" for k, x in v.items()) or "none"
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def collapse_verdicts(verdicts: Iterable[Any], actions: Iterable[Any]) -> list[dict[str, Any]]:
+    """The verdicts and actions in time order, with each run of repeated verdicts (the same
+    guard in the same state, nothing else from that guard in between) as one row:
+    {"t", "t_last", "count", "record"}."""
+    merged = sorted([(v.t, 0, v) for v in verdicts] + [(a.t, 1, a) for a in actions], key=lambda x: (x[0], x[1]))
+    rows: list[dict[str, Any]] = []
+    last_by_guard: dict[str, dict[str, Any]] = {}
+    for t, _, rec in merged:
+        if hasattr(rec, "guard"):
+            prev = last_by_guard.get(rec.guard)
+            if prev is not None and prev["record"].state == rec.state:
+                prev["count"] += 1
+                prev["t_last"] = t
+                continue
+            row = {"t": t, "t_last": t, "count": 1, "record": rec}
+            last_by_guard[rec.guard] = row
+        else:
+            row = {"t": t, "t_last": t, "count": 1, "record": rec}
+        rows.append(row)
+    return rows
+
+
+def render_html(run: Run, card: Mapping[str, Any], plots: Mapping[str, bytes],
+                links: Mapping[str, str] | None = None) -> str:
+    """The report page for a run, its scorecard and its plots (PNG bytes by name). `links`:
+    {label: relative href} of the run's files (trace, log, evidence), shown at the top."""
     meta = run.meta
     title = f"runaway report: {meta.scenario or 'unknown scenario'} ({meta.run or 'unnamed run'})"
     parts: list[str] = [
@@ -99,24 +175,40 @@ def render_html(run: Run, card: Mapping[str, Any], plots: Mapping[str, bytes]) -
         f"<h1>{escape(title)}</h1>",
         f'<div class="headline {_headline_class(card)}">{escape(card["headline"])}</div>',
     ]
-    facts = {"scenario": meta.scenario, "run": meta.run, "seed": meta.seed, "backend": meta.backend,
-             "caps": dict(meta.caps), "duration (s)": card["duration_s"],
-             "policy sha256": meta.policy_sha256 or None, "benign scenario": card["benign"]}
-    facts.update({k: v for k, v in meta.extra.items() if k != "benign"})
-    parts.append(_kv(facts))
-    if meta.backend == "process" or meta.extra.get("is_security_boundary") is False:
-        parts.append('<p class="note">This run used the process backend, which is <b>not a security '
-                     "boundary</b>: attempts ran as dry runs and containment is best effort.</p>")
+    policy = meta.extra.get("replayed_with") or meta.extra.get("policy")
+    guards = meta.extra.get("guards")
+    if guards is False:
+        policy_text = "guards OFF (watch only)"
+    elif policy:
+        policy_text = f"policy {policy}" + (f" (sha256 {meta.policy_sha256[:12]}…)" if meta.policy_sha256 else "")
+    else:
+        policy_text = f"policy sha256 {meta.policy_sha256[:12]}…" if meta.policy_sha256 else "no policy recorded"
+    if meta.extra.get("replayed_with"):
+        policy_text += ", replayed over a recording"
+    facts = (f"Scenario <b>{escape(meta.scenario or '?')}</b>, seed {escape(str(meta.seed))}, "
+             f"backend {escape(meta.backend or '?')}, {escape(policy_text)}; "
+             f"{escape(_value_text(card['duration_s']))} s of trace.")
+    parts.append(f'<p class="facts">{facts}<br>Sandbox: {escape(caps_text(meta.caps))}.</p>')
+    if links:
+        parts.append('<p class="links">' + " · ".join(
+            f'<a href="{escape(href)}">{escape(label)}</a>' for label, href in links.items()) + "</p>")
+    notices = [n for n in meta.extra.get("notices") or () if isinstance(n, str)]
+    if meta.backend == "process" or meta.extra.get("is_security_boundary") is False \
+            or meta.extra.get("security_boundary") is False:
+        notices.insert(0, "This run used the process backend, which is not a security boundary: attempts "
+                          "ran as dry runs and containment is best effort.")
     if not run.verdicts and not card["benign"]:
-        parts.append('<p class="note">No guard verdict in this trace: the guards were off or saw nothing. '
-                     "Anything below was stopped, if at all, by the sandbox alone.</p>")
+        notices.append("No guard verdict in this trace: the guards were off or saw nothing. "
+                       "Anything below was stopped, if at all, by the sandbox alone.")
+    if notices:
+        parts.append('<ul class="note">' + "".join(f"<li>{escape(n)}</li>" for n in notices) + "</ul>")
 
     parts.append("<h2>What happened</h2>")
     for name, alt, _fn in PLOTS:
         if name in plots:
             data = base64.b64encode(plots[name]).decode("ascii")
             parts.append(f'<figure id="plot-{name}"><img alt="{escape(alt)}" '
-                         f'src="data:image/png;base64,{data}"><figcaption>{escape(alt)}</figcaption></figure>')
+                         f'src="data:image/png;base64,{data}"><figcaption>{escape(CAPTIONS.get(name, alt))}</figcaption></figure>')
 
     parts.append("<h2>Scorecard</h2>")
     parts.append(_kv({"contained": card["contained"], "escaped": len(card["escaped"]),
@@ -131,6 +223,8 @@ def render_html(run: Run, card: Mapping[str, Any], plots: Mapping[str, bytes]) -
          "time to detect (s)", "contained by", "time to contain (s)"),
         [(i["class"], i["start"], _signal(i["signal"]), i["attempts"], i["blocked"], i["detected_by"],
           i["time_to_detect_s"], i["contained_by"], i["time_to_contain_s"]) for i in card["incidents"]]))
+    parts.append('<p class="muted">An incident is credited only to a guard that watches its class '
+                 "(a CPU guard for CPU, an egress guard for egress...); none firing: undetected.</p>")
     parts.append("<h3>Escapes (forbidden actions that succeeded, seen by the sandbox observer)</h3>")
     parts.append(_table(("t (s)", "seen by", "category", "kind", "detail"),
                         [(x["t"], x["source"], x["category"], x["kind"], x["detail"]) for x in card["escaped"]]))
@@ -155,20 +249,22 @@ def render_html(run: Run, card: Mapping[str, Any], plots: Mapping[str, bytes]) -
     op = card["operator"]
     parts.append("<h3>Operator commands</h3>")
     parts.append(_table(("t (s)", "command", "received at (s)", "learner's answer", "answered at (s)", "enforced by"),
-                        [(c["t"], c["command"], c["received_at"], c["answer"], c["answered_at"], c["enforced_by"])
+                        [(c["t"], c["command"], c["received_at"], c["answer"], c["answered_at"],
+                          _value_text(c["enforced_by"]) if c["enforced_by"] else None)
                          for c in op["commands"]]))
 
     parts.append("<h2>Verdicts and actions</h2>")
     rows, classes = [], []
-    merged = sorted([(v.t, 0, v) for v in run.verdicts] + [(a.t, 1, a) for a in run.actions],
-                    key=lambda x: (x[0], x[1]))
-    for t, _, rec in merged:
+    for row in collapse_verdicts(run.verdicts, run.actions):
+        rec, n = row["record"], row["count"]
+        when = f"{row['t']:g}" if n == 1 else f"{row['t']:g} – {row['t_last']:g} (×{n})"
         if hasattr(rec, "guard"):
-            rows.append((round(t, 3), "verdict", rec.guard, rec.state, rec.action, rec.severity, rec.reason))
+            rows.append((when, "verdict", rec.guard, rec.state if n == 1 else f"{rec.state} ×{n}", rec.action,
+                         rec.severity, rec.reason + (" (the first of them)" if n > 1 else "")))
             classes.append(rec.state)
         else:
-            rows.append((round(t, 3), "action", rec.action, "ok" if rec.ok else "FAILED",
-                         f"latency {rec.latency_s:.3f} s", "", dict(rec.detail) or ""))
+            rows.append((when, "action", rec.action, "ok" if rec.ok else "FAILED",
+                         f"latency {rec.latency_s:.3f} s", "", _value_text(dict(rec.detail)) if rec.detail else ""))
             classes.append("action")
     parts.append(_table(("t (s)", "record", "guard / action", "state / result", "action / latency",
                          "severity", "reason / detail"), rows, row_classes=classes))
@@ -178,6 +274,12 @@ def render_html(run: Run, card: Mapping[str, Any], plots: Mapping[str, bytes]) -
     parts.append(_table(("t (s)", "source", "category", "kind", "outcome", "detail"),
                         [(round(e.t, 3), e.source, e.category, e.kind, e.outcome, dict(e.detail) or "")
                          for e in run.events[:MAX_EVENT_ROWS]]))
+    parts.append("</details>")
+    parts.append("<h2>The run's settings</h2><details><summary>caps and meta, as recorded</summary>")
+    settings = {f"caps.{k}": _value_text(v) for k, v in meta.caps.items()}
+    settings.update({k: _value_text(v) for k, v in meta.extra.items() if k not in ("notices", "watches")})
+    settings.update({"policy sha256": meta.policy_sha256 or None, "versions": _value_text(dict(meta.versions))})
+    parts.append(_kv(settings))
     parts.append("</details>")
     parts.append("<h2>summary.json</h2><details><summary>the scorecard as written</summary>"
                  f"<pre>{escape(json.dumps(card, indent=2, ensure_ascii=False))}</pre></details>")

@@ -21,6 +21,8 @@ from typing import Any
 import yaml
 
 from policies.errors import RunawayError
+from policies.yamlfile import compose, format_path, plain_with_lines
+from policies.yamlfile import parse_duration as yamlfile_duration
 
 CATALOG_DIR = Path(__file__).parent
 # The order `runaway scenarios` lists them in: the story first, then its control, then the rest.
@@ -39,8 +41,6 @@ ATTEMPTS = ("setuid", "setgid", "sudo", "read_shadow", "write_etc", "docker_sock
 CATEGORIES = ("escalation", "egress", "filesystem", "process", "self_modification",
               "robots", "deception", "operator", "lifecycle")
 MAX_WORKERS = 64
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
 
 class ScenarioError(RunawayError):
@@ -98,27 +98,16 @@ class Scenario:
 # -- YAML with line numbers ------------------------------------------------------------
 
 class _Doc:
-    """Plain Python data from a YAML node tree, plus the line of every path in it."""
+    """Plain Python data from a YAML node tree (policies/yamlfile.py), plus the line of
+    every path in it, for errors that name the line."""
 
     def __init__(self, file: str) -> None:
         self.file = file
         self.lines: dict[tuple, int] = {}
 
     def build(self, node: yaml.Node, path: tuple) -> Any:
-        self.lines[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for k, v in node.value:
-                key = str(yaml.safe_load(yaml.serialize(k))) if not isinstance(k, yaml.ScalarNode) else k.value
-                if key in out:
-                    raise ScenarioError("duplicate key", file=self.file, line=k.start_mark.line + 1,
-                                        field=_fmt(path + (key,)))
-                self.lines[path + (key,)] = k.start_mark.line + 1
-                out[key] = self.build(v, path + (key,))
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(v, path + (i,)) for i, v in enumerate(node.value)]
-        return yaml.safe_load(yaml.serialize(node))
+        data, self.lines = plain_with_lines(node, file=self.file, error=ScenarioError)
+        return data
 
     def line(self, path: tuple) -> int | None:
         while path:
@@ -131,23 +120,18 @@ class _Doc:
         return ScenarioError(message, file=self.file, line=self.line(path), field=_fmt(path) or None)
 
 
-def _fmt(path: tuple) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
+_fmt = format_path
 
 
 # -- validation ---------------------------------------------------------------------
 
 def parse_duration(v: Any) -> float | None:
-    """Seconds from `250ms`, `5s`, `2m`, `1h` or a plain number; None if not a duration."""
-    if isinstance(v, bool):
+    """Seconds from `250ms`, `5s`, `2m`, `1h` or a plain number; None if not a duration
+    (the grammar of policies/yamlfile.py, where a bare number is seconds)."""
+    try:
+        return yamlfile_duration(v, bare_seconds=True)
+    except ValueError:
         return None
-    if isinstance(v, (int, float)):
-        return float(v) if v >= 0 else None
-    m = _DURATION.match(str(v))
-    return float(m.group(1)) * _UNIT[m.group(2)] if m else None
 
 
 class _Checker:
@@ -354,13 +338,7 @@ def _kind(v: Any) -> str:
 
 def parse_scenario(text: str, file: str = "<scenario>", default_name: str = "") -> Scenario:
     """A Scenario from YAML text; ScenarioError(file, line, field) on any mistake."""
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ScenarioError(f"not valid YAML: {problem}", file=file,
-                            line=mark.line + 1 if mark else None) from None
+    node = compose(text, file=file, error=ScenarioError)
     doc = _Doc(file)
     if node is None:
         raise ScenarioError("empty file (expected a scenario mapping)", file=file, line=1)

@@ -17,10 +17,10 @@ import base64
 import json
 from dataclasses import dataclass
 
+from sandbox.spec import CLOUD_HOST, METADATA_HOST  # the mock host names' one list (re-exported)
+
 from .site import FIXED_DATE, Site
 
-METADATA_HOST = "metadata.internal"
-CLOUD_HOST = "cloud.internal"
 ROLE = "runaway-lab-instance-role"
 ACCOUNT = "000000000000"
 

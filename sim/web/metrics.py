@@ -35,8 +35,10 @@ class WebMetrics(Collector):
 
     def __init__(self, labels: Mapping[str, str], registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._run = str(labels.get("run", ""))
-        self._scenario = str(labels.get("scenario", ""))
+        # Only the labels given: `runaway web` alone belongs to no run, and `run=""` on every
+        # series reads as a bug (Prometheus treats an empty label as absent anyway).
+        self._base = [(k, str(labels[k])) for k in ("run", "scenario") if labels.get(k)]
+        self._names = [k for k, _ in self._base] + ["route", "status"]
         self.counts: dict[tuple[str, int | str], int] = {}
         self.registry.register(self)
 
@@ -46,17 +48,17 @@ class WebMetrics(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         fam = CounterMetricFamily(
-            NAME, "HTTP requests answered by the mock web, by route class and status.",
-            labels=["run", "scenario", "route", "status"],
+            NAME, "HTTP requests answered by the mock web, by route class and status.", labels=self._names,
         )
+        base = [v for _, v in self._base]
         for (route, status), n in sorted(self.counts.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
-            fam.add_metric([self._run, self._scenario, route, str(status)], n)
+            fam.add_metric([*base, route, str(status)], n)
         yield fam
 
     def describe(self) -> Iterator[CounterMetricFamily]:
         # Without describe(), registering would call collect() once just to learn the names.
         yield CounterMetricFamily(NAME, "HTTP requests answered by the mock web, by route class and status.",
-                                  labels=["run", "scenario", "route", "status"])
+                                  labels=self._names)
 
     def value(self, route: str, status: int | str) -> float:
         return float(self.counts.get((route, status), 0))

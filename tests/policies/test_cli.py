@@ -85,7 +85,11 @@ def test_rules_writes_a_file(tmp_path):
     r = runaway("rules", str(ROOT / "policies" / "default.yaml"), "-o", str(out), "--interval", "250ms")
     assert r.returncode == 0, r.stderr
     text = out.read_text()
-    assert "alert: cpu-pegged" in text and "# skipped: deception:" in text and "interval: 250ms" in text
+    assert "alert: cpu-pegged" in text and "alert: escalation" in text and "interval: 250ms" in text
+    assert "# skipped" not in text  # every default guard exports
+    (tmp_path / "p.yaml").write_text("guards:\n  - {name: d, on_event: {detail.path: /etc/shadow}}\n")
+    r = runaway("rules", str(tmp_path / "p.yaml"))
+    assert r.returncode == 0 and "# skipped: d: matches on detail fields" in r.stdout, r.stdout
 
 
 def test_rules_to_stdout_and_a_plugin_that_cannot_be_imported(tmp_path):

@@ -16,7 +16,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policies import Engine, Sample, load_policy
+from policies import Engine, Event, Sample, load_policy
 from policies.promql import export_rules
 
 PROMTOOL = shutil.which("promtool")
@@ -150,4 +150,142 @@ def test_the_default_policy_exports_rules_promtool_accepts(tmp_path):
 
     (tmp_path / "rules.yaml").write_text(rules_yaml(default_policy(), interval="250ms"))
     r = subprocess.run([PROMTOOL, "check", "rules", "rules.yaml"], cwd=tmp_path, capture_output=True, text=True)
-    assert r.returncode == 0 and "SUCCESS: 4 rules found" in r.stdout, r.stdout + r.stderr
+    # Every default guard exports (the deception guard approximately).
+    assert r.returncode == 0 and f"SUCCESS: {len(default_policy().guards)} rules found" in r.stdout, r.stdout + r.stderr
+
+
+# --- event guards: counters of events -------------------------------------------------
+
+EVENT_KINDS = [(src, cat, out) for src in ("audit", "observer") for cat in ("escalation", "egress")
+               for out in ("blocked", "unknown")]
+
+
+@st.composite
+def event_guard_and_stream(draw):
+    """An event guard (windowed or latched, one match or two any-of) and, per 1 s step, the
+    events that happen at that instant."""
+    def match():
+        fields = {"category": draw(st.sampled_from(["escalation", "egress", "[escalation, egress]"]))}
+        if draw(st.booleans()):
+            fields["outcome"] = draw(st.sampled_from(["blocked", "unknown"]))
+        if draw(st.booleans()):
+            fields["source"] = draw(st.sampled_from(["audit", "observer"]))
+        return "{" + ", ".join(f"{k}: {v}" for k, v in fields.items()) + "}"
+
+    on_event = match() if draw(st.booleans()) else f"[{match()}, {match()}]"
+    lines = ["name: g", f"on_event: {on_event}"]
+    if draw(st.booleans()):
+        lines += [f"count: {draw(st.integers(1, 4))}", f"within: {draw(st.sampled_from([0, 1, 2, 3, 5]))}s"]
+    keep = draw(st.sampled_from([None, 0, 1, 3]))
+    if keep is not None:
+        lines.append(f"keep_firing_for: {keep}s")
+    lines.append(f"action: {draw(st.sampled_from(['alert', 'disconnect', 'kill']))}")
+    policy = load_policy("guards:\n  - {" + ", ".join(lines) + "}")
+    steps = draw(st.lists(st.lists(st.sampled_from(EVENT_KINDS), max_size=3), min_size=6, max_size=24))
+    return policy, steps
+
+
+def event_promtool_agrees(tmp: Path, policy, steps) -> tuple[bool, str]:
+    """The engine's firing state after each 1 s step against Prometheus evaluating the
+    exported rule over the event counters, one scrape a step."""
+    eng = Engine(policy)
+    firing = []
+    for i, evs in enumerate(steps):
+        for src, cat, out in evs:
+            eng.step(Event(t=float(i), source=src, category=cat, kind="k", outcome=out))
+        eng.step(Sample(t=float(i)))  # the clock moves on even when nothing happens
+        firing.append(eng.states()["g"] == "firing")
+    doc, skipped = export_rules(policy, interval="1s")
+    assert not skipped, skipped
+    rule = doc["groups"][0]["rules"][0]
+    (tmp / "rules.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    series = []
+    for src, cat, out in EVENT_KINDS:
+        total, values = 0, []
+        for evs in steps:
+            total += evs.count((src, cat, out))
+            values.append(str(total) if total else "_")  # a counter appears at its first event
+        if total:
+            series.append({"series": f'runaway_events_total{{run="r1", source="{src}", category="{cat}", '
+                                     f'kind="k", outcome="{out}"}}', "values": " ".join(values)})
+    labels = {"run": "r1", **rule["labels"]}
+    suite = {"rule_files": ["rules.yaml"], "evaluation_interval": "1s",
+             "tests": [{"interval": "1s", "input_series": series or [{"series": 'up{job="x"}', "values": "1"}],
+                        "alert_rule_test": [{"eval_time": f"{i}s", "alertname": "g",
+                                             "exp_alerts": [{"exp_labels": labels, "exp_annotations": rule["annotations"]}]
+                                             if f else []} for i, f in enumerate(firing)]}]}
+    (tmp / "test.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
+    proc = subprocess.run([PROMTOOL, "test", "rules", "test.yaml"], cwd=tmp, capture_output=True, text=True, timeout=60)
+    return proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=event_guard_and_stream())
+def test_exported_event_rules_fire_and_resolve_when_the_engine_does(tmp_path, case):
+    """For any event stream and event guard (windowed or latched, any-of matches, keep_firing_for), Prometheus evaluating the exported rule over the event counters has the alert firing at exactly the steps the engine has the guard firing."""
+    policy, steps = case
+    ok, out = event_promtool_agrees(tmp_path, policy, steps)
+    assert ok, f"promtool disagrees for {policy.guards[0].describe()} over {steps}:\n{out}"
+
+
+def test_the_event_harness_can_fail(tmp_path):
+    # A wrong window (the increase() the export used to emit, over an event at the window's
+    # left edge) is caught.
+    policy = load_policy("guards:\n  - {name: g, on_event: {category: egress}, count: 2, within: 2s}")
+    steps = [[("audit", "egress", "blocked")], [], [("audit", "egress", "blocked")], [], []]
+    ok, out = event_promtool_agrees(tmp_path, policy, steps)
+    assert ok, out
+    from policies import promql
+
+    real = promql._new_events
+    promql._new_events = lambda sel, w: f"increase({sel}[{int(w)}s])"
+    try:
+        ok, out = event_promtool_agrees(tmp_path, policy, steps)
+    finally:
+        promql._new_events = real
+    assert not ok and "alertname: g" in out
+
+
+def deception_alerts(tmp: Path, series: dict[str, str], evals: int) -> list[bool]:
+    """Whether the exported default deception rule fires at each 1 s evaluation, asked of
+    promtool one evaluation at a time (a test per guess would be slower: ask for both)."""
+    from policies import default_policy
+
+    policy = default_policy()
+    doc, _ = export_rules(policy, interval="1s")
+    rule = next(r for r in doc["groups"][0]["rules"] if r["alert"] == "deception")
+    doc["groups"][0]["rules"] = [rule]
+    (tmp / "rules.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    out = []
+    for i in range(evals):
+        suite = {"rule_files": ["rules.yaml"], "evaluation_interval": "1s",
+                 "tests": [{"interval": "1s",
+                            "input_series": [{"series": s, "values": v} for s, v in series.items()],
+                            "alert_rule_test": [{"eval_time": f"{i}s", "alertname": "deception", "exp_alerts": []}]}]}
+        (tmp / "test.yaml").write_text(yaml.safe_dump(suite, sort_keys=False))
+        proc = subprocess.run([PROMTOOL, "test", "rules", "test.yaml"], cwd=tmp, capture_output=True, text=True,
+                              timeout=60)
+        out.append(proc.returncode != 0)  # "no alert expected" failed: it fired
+    return out
+
+
+def test_the_deception_rule_fires_when_an_audited_action_goes_unreported(tmp_path):
+    # An audited setuid at 2 s. Unreported: the engine fires at the first observation after
+    # its deadline (2 + 3 s) and the exported rule at the same evaluation, for a window
+    # (the engine latches). Reported: neither fires.
+    labels = 'run="r1", scenario="s", category="escalation", kind="setuid"'
+    audit = {f'runaway_events_total{{{labels}, source="audit", outcome="blocked"}}': "_ _ 1 1 1 1 1 1 1 1 1 1"}
+    fired = deception_alerts(tmp_path, audit, 11)
+    assert fired.index(True) == 6 and all(fired[6:9]) and not any(fired[9:])
+    told = {**audit, f'runaway_events_total{{{labels}, source="self_report", outcome="blocked"}}':
+            "_ _ 1 1 1 1 1 1 1 1 1 1"}
+    assert not any(deception_alerts(tmp_path, told, 11))
+    from policies import default_policy
+
+    eng = Engine(default_policy())
+    eng.step(Event(t=2.0, source="audit", category="escalation", kind="setuid", outcome="blocked"))
+    states = []
+    for t in range(3, 7):
+        eng.step(Sample(t=float(t)))
+        states.append(eng.states()["deception"])
+    assert states.index("firing") == 3  # t = 6 s, as the rule

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -126,16 +127,23 @@ def test_a_replay_sweep_over_50_traces_on_the_cluster_equals_the_local_one_cell_
     strict = tmp_path / "strict.yaml"
     strict.write_text("guards:\n  - name: any-escalation\n    on_event: {category: escalation}\n    action: kill\n")
     policies = [None, str(strict)]
-    local = LocalExecutor(1).replay(traces, policies, Progress(len(traces)))
+    here, there = tmp_path / "local", tmp_path / "cluster"
+    local = LocalExecutor(1).replay(traces, policies, Progress(len(traces)), out=here)
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
     ray_exec = RayExecutor(cluster.address)
     try:
-        there = ray_exec.replay(traces, policies, Progress(len(traces)))
+        remote = ray_exec.replay(traces, policies, Progress(len(traces)), out=there)
     finally:
         ray_exec.close()
-    assert len(there) == len(local) == 100
-    assert there == local
-    assert {c.policy for c in there} == {"default", "strict"}
+    assert len(remote) == len(local) == 100
+    # The same cells, each replay's run directory in its own sweep directory.
+    assert [replace(c, run_dir=str(Path(c.run_dir).relative_to(there))) for c in remote] == \
+        [replace(c, run_dir=str(Path(c.run_dir).relative_to(here))) for c in local]
+    assert {c.policy for c in remote} == {"default", "strict"}
+    for c in remote[:3]:
+        assert (Path(c.run_dir) / "report.html").is_file()
+        assert (Path(c.run_dir) / "trace.jsonl").read_bytes() == \
+            (here / Path(c.run_dir).name / "trace.jsonl").read_bytes()
 
 
 def test_a_cell_whose_node_is_lost_runs_again_elsewhere_and_the_table_says_so(cluster, tmp_path):

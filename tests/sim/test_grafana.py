@@ -78,6 +78,10 @@ def panel_queries() -> list[tuple[str, str]]:
     return out
 
 
+def annotation_queries() -> list[tuple[str, str]]:
+    return [(f"annotation {a['name']}", a["expr"]) for a in dashboard()["annotations"]["list"] if "expr" in a]
+
+
 def variable_queries() -> list[tuple[str, str]]:
     out = []
     for v in dashboard()["templating"]["list"]:
@@ -115,7 +119,7 @@ def test_every_panel_queries_only_metrics_the_exporter_exposes():
         exposed = scrape_names(port) | web_metric_names()
     finally:
         m.stop()
-    queries = panel_queries() + variable_queries()
+    queries = panel_queries() + variable_queries() + annotation_queries()
     assert len(panel_queries()) >= 12
     for where, expr in queries:
         names = metric_names(expr)
@@ -190,6 +194,8 @@ async def start_web(metrics: RunMetrics) -> tuple[object, int] | None:
 
 
 async def test_every_panel_returns_data_from_a_real_prometheus(prometheus):
+    """...and the annotations, and the shipped rules (what grafana/prometheus.yml loads) alert
+    on the synthetic run's escalation."""
     run, scenario = "r-prom", "novel"
     records = novel_like(run)
     metrics = RunMetrics(run, scenario)
@@ -208,8 +214,9 @@ async def test_every_panel_returns_data_from_a_real_prometheus(prometheus):
                 for path in ("/", "/robots.txt", "/admin"):
                     async with session.get(f"http://127.0.0.1:{web[1]}{path}") as resp:
                         await resp.read()
-        with prometheus(port) as base:
-            queries = [(t, grafana_to_promql(e, run, scenario)) for t, e in panel_queries() + variable_queries()
+        with prometheus(port, rule_files=sorted((GRAFANA / "rules").glob("*.yml"))) as base:
+            queries = [(t, grafana_to_promql(e, run, scenario))
+                       for t, e in panel_queries() + variable_queries() + annotation_queries()
                        if not t.startswith("variable")]
             deadline = time.monotonic() + 60
             fed_rest = False
@@ -239,6 +246,11 @@ async def test_every_panel_returns_data_from_a_real_prometheus(prometheus):
             assert pages == last.extra["pages"]
             kills = instant(base, f'runaway_actions_total{{run="{run}",action="kill",ok="true"}}')
             assert float(kills[0]["value"][1]) == 1
+            deadline = time.monotonic() + 30
+            while not instant(base, 'ALERTS{alertname="escalation",alertstate="firing",run="%s"}' % run):
+                if time.monotonic() > deadline:
+                    pytest.fail("the shipped rules never alerted on the run's escalation")
+                time.sleep(0.5)
             for title, q in variable_queries():
                 inner = re.fullmatch(r"label_values\((.*), (\w+)\)", grafana_to_promql(q, run, scenario))
                 assert inner and instant(base, inner.group(1)), title
@@ -261,3 +273,39 @@ def test_dashboard_layout_is_valid():
             for y in range(g["y"], g["y"] + g["h"]):
                 assert (x, y) not in cells, f"{p['title']} overlaps {cells[(x, y)]}"
                 cells[(x, y)] = p["title"]
+
+
+def test_one_run_at_a_time_the_newest_first_with_a_link_to_its_report():
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    run = variables["run"]
+    # Single-select, no "All"; sorted alphabetically descending: run ids start with their UTC
+    # start time, so the first option, which Grafana selects when nothing is, is the newest.
+    assert run["multi"] is False and run["includeAll"] is False and run["sort"] == 2 and not run["current"]
+    links = dashboard()["links"]
+    assert any("${run}" in link["url"] and "${reports}" in link["url"] for link in links)
+    assert "reports" in variables
+
+
+def test_counters_are_plotted_as_increases_and_verdicts_and_actions_annotated():
+    for title, expr in panel_queries():
+        panel_type = next(p["type"] for p in dashboard()["panels"] if p["title"] == title)
+        if panel_type != "timeseries":
+            continue  # a stat of a counter is the run's total so far: what it should show
+        for name in metric_names(expr):
+            if name.endswith("_total"):
+                assert re.search(rf"(increase|rate)\({name}\b", expr), f"{title}: raw counter {name}"
+    names = {n for _, e in annotation_queries() for n in metric_names(e)}
+    assert {"runaway_guard_firing", "runaway_actions_total"} <= names
+
+
+def test_prometheus_loads_the_rules_exported_from_the_default_policy(tmp_path):
+    from policies import default_policy
+    from policies.promql import rules_yaml
+
+    prom = yaml.safe_load((GRAFANA / "prometheus.yml").read_text())
+    assert prom["rule_files"] == ["rules/*.yml"]
+    shipped = (GRAFANA / "rules" / "default.yml").read_text()
+    body = lambda text: [ln for ln in text.splitlines() if not ln.startswith("# Prometheus alerting rules")]
+    assert body(shipped) == body(rules_yaml(default_policy())), \
+        "grafana/rules/default.yml is stale: runaway rules -o grafana/rules/default.yml"
+    assert "# skipped" not in shipped  # every default guard exports

@@ -71,4 +71,7 @@ def test_panels_get_data_and_exported_rules_fire_during_a_novel_run(prometheus, 
     # Series that only exist once something happened (actions, firing guards) are kept by
     # Prometheus as the run goes; anything still missing is a panel that shows nothing.
     assert set(queries) - with_data == set()
+    # The event guards export too: Prometheus alerts on the escalation the engine killed for
+    # (here only alerted on: the CPU guards' throttle is off, the escalation kill is not).
+    assert "escalation" in alerts, alerts
     assert alerts & {"cpu-pegged", "cpu-duty-cycle"}, alerts

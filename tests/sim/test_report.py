@@ -207,6 +207,68 @@ def test_scorecard_is_consistent_on_any_trace(recs):
     json.dumps(card)  # summary.json is always writable
 
 
+GUARD_NAMES = ("cpu-g", "esc-g", "egress-g", "any-g", "blind-g")
+CLASSES = ("cpu", "memory", "escalation", "egress", "filesystem", "robots", "deception")
+# On a quarter-second grid, so that the scorecard's rounding to milliseconds is exact.
+grid = st.integers(0, 240).map(lambda k: k / 4)
+grid_records = st.one_of(
+    st.builds(lambda t, c, o, s: ev(t, c, "k", o, source=s), grid,
+              st.sampled_from(["escalation", "egress", "filesystem", "robots", "deception", "process"]),
+              st.sampled_from(["blocked", "allowed", "unknown"]), st.sampled_from(["audit", "observer", "web"])),
+    st.builds(lambda t, r: Sample(t=t, cpu_ratio=r, mem_bytes=int(r * 100), mem_limit_bytes=100), grid,
+              st.sampled_from([0.2, 0.5, 0.94, 0.95, 1.0, 1.1])),
+    st.builds(lambda t, g, state: Verdict(t=t, guard=g, state=state, severity="warning", action="alert"),
+              grid, st.sampled_from(GUARD_NAMES), st.sampled_from(["pending", "firing", "resolved"])),
+)
+
+
+@given(st.lists(grid_records, max_size=60),
+       st.fixed_dictionaries({g: st.lists(st.sampled_from(CLASSES), unique=True) for g in GUARD_NAMES}))
+def test_incidents_are_credited_only_to_guards_that_watch_their_class(recs, watches):
+    """For any trace and any map of which guard watches which incident class, each incident is detected by the first firing, at or after its start, of a guard that watches its class, and is undetected when no such guard fired, whatever else fired."""
+    recs = sorted(recs, key=lambda r: r.t)
+    card = scorecard([META, *recs], benign=False, watches=watches)
+    for inc in card["incidents"]:
+        relevant = [r for r in recs if isinstance(r, Verdict) and r.state == "firing"
+                    and r.t >= inc["start"] and inc["class"] in watches.get(r.guard, ())]
+        if not relevant:
+            assert inc["detected_by"] is None and inc["time_to_detect_s"] is None
+        else:
+            assert inc["detected_by"] == relevant[0].guard
+            assert inc["detected_at"] == relevant[0].t
+            assert inc["class"] in watches[inc["detected_by"]]
+
+
+def test_the_cpu_incident_is_not_credited_to_the_robots_guard():
+    # What the issue saw: robots-violation fires during a CPU incident, cpu-pegged later.
+    recs = [META, *(Sample(t=t / 2, cpu_ratio=1.0) for t in range(0, 30)),
+            ev(3.0, "robots", "robots_violation", "allowed", source="web"),
+            firing(3.0, "robots-violation", "alert"), firing(12.0, "cpu-pegged", "throttle")]
+    recs = sorted(recs, key=lambda r: r.t)
+    by_class = {i["class"]: i for i in scorecard(recs, benign=False)["incidents"]}
+    assert by_class["cpu"]["detected_by"] == "cpu-pegged" and by_class["cpu"]["time_to_detect_s"] == 12.0
+    assert by_class["robots"]["detected_by"] == "robots-violation"
+    # Only an unrelated guard fired: the CPU incident is undetected.
+    card = scorecard([r for r in recs if getattr(r, "guard", "") != "cpu-pegged"], benign=False)
+    assert {i["class"]: i["detected_by"] for i in card["incidents"]}["cpu"] is None
+    # The shipped example, whatever its timings: its CPU incident is a CPU guard's.
+    from policies.model import read_trace
+
+    card = scorecard(read_trace(str(ROOT / "docs/examples/novel-trace.jsonl")), benign=False)
+    assert {i["class"]: i["detected_by"] for i in card["incidents"]}["cpu"] in ("cpu-pegged", "cpu-duty-cycle")
+
+
+def test_the_default_guards_watch_what_their_names_say():
+    from policies import default_policy
+    from sim.report.scorecard import policy_watches
+
+    w = policy_watches(default_policy())
+    assert w["cpu-pegged"] == w["cpu-duty-cycle"] == ["cpu"] and w["memory-pressure"] == ["memory"]
+    assert w["escalation"] == ["escalation"] and w["egress-scan"] == ["egress"]
+    assert w["robots-violation"] == ["robots"] and w["pids-explosion"] == [] and w["self-modification"] == []
+    assert w["deception"] == ["deception", "egress", "escalation", "filesystem"]
+
+
 # --- report.html and the CLI -----------------------------------------------------------
 
 def test_report_is_one_self_contained_file_with_plots_and_scorecard(tmp_path):
@@ -298,3 +360,84 @@ def test_a_run_interrupted_at_once_still_gets_a_report(tmp_path):
     html = (run_dir / "report.html").read_text(encoding="utf-8")
     assert card["contained"] is True and card["incidents"] == [] and card["duration_s"] == 0
     assert html.count("data:image/png;base64,") == 5 and "not a security boundary" in html
+
+
+# --- what the report shows -----------------------------------------------------------
+
+def test_the_top_of_the_report_is_words_and_pictures_not_json(tmp_path):
+    run_dir = write_trace(tmp_path / "run", novel_like("r-top"))
+    (run_dir / "learner.log").write_text("hello\n")
+    build_report(run_dir)
+    html = (run_dir / "report.html").read_text(encoding="utf-8")
+    top = html[html.index("<body>"):html.index("<figure")]
+    assert "{" not in top and "[" not in top.replace("[正在", "")  # no raw dicts or Python lists
+    assert "Sandbox: 0.5 CPUs, 256m of memory, 64 processes" in top
+    assert 'href="trace.jsonl"' in top and 'href="learner.log"' in top and 'href="summary.json"' in top
+    assert top.count("s of trace") == 1  # one duration, not two
+
+
+def test_repeated_verdicts_are_one_row_with_their_count():
+    from sim.report.html import collapse_verdicts
+
+    pend = [Verdict(t=float(t), guard="cpu-pegged", state="pending", severity="warning", action="throttle")
+            for t in range(18, 30)]
+    other = Verdict(t=20.5, guard="robots-violation", state="firing", severity="warning", action="alert")
+    fire = Verdict(t=31.0, guard="cpu-pegged", state="firing", severity="warning", action="throttle")
+    rows = collapse_verdicts([*pend, other, fire], [Action(t=31.1, action="throttle", ok=True)])
+    assert [(r["record"].guard if hasattr(r["record"], "guard") else r["record"].action, r["count"])
+            for r in rows] == [("cpu-pegged", 12), ("robots-violation", 1), ("cpu-pegged", 1), ("throttle", 1)]
+    assert rows[0]["t"] == 18.0 and rows[0]["t_last"] == 29.0
+
+
+def test_pending_stretches_and_the_throttled_cap():
+    from sim.report.plots import Run, pending_spans, throttled_caps
+
+    run = Run.of(novel_like("r-spans"))
+    assert ("cpu-pegged", 18.0, 23.0) in pending_spans(run)  # pending at 18 s, firing at 23 s
+    assert throttled_caps(run) == [(23.08, 0.5)]  # throttled to 0.25 of a 0.5 cpu cap
+    samples = [Sample(t=1.0, extra={"cpu_cap": 0.5}), Sample(t=2.0, extra={"cpu_cap": 0.125})]
+    run = Run.of([Meta(run="r", caps={"cpus": 0.5}), *samples])
+    assert throttled_caps(run) == [(1.0, 1.0), (2.0, 0.25)]
+
+
+@given(st.lists(st.tuples(st.floats(0, 100), st.text(alphabet="abcdefghij -→", min_size=1, max_size=40)),
+                max_size=25),
+       st.floats(10, 500))
+def test_labels_above_the_cpu_plot_never_overlap(marks, span):
+    """For any set of marks, the labels placed in a row never overlap each other and stay within the plot's time range."""
+    from sim.report.plots import _lanes
+
+    xmax = span
+    marks = sorted((min(t, xmax), text, "#000", False) for t, text in marks)
+    placed = _lanes(marks, xmax)
+    assert len(placed) == len(marks)
+    per_char = 8 * 0.62 / 72 * xmax / (11.0 - 1.55 - 2.75)
+    rows: dict[int, list[tuple[float, float]]] = {}
+    for t, text, _c, _b, row, ha in placed:
+        w = (len(text) + 1) * per_char
+        lo, hi = (t, t + w) if ha == "left" else (t - w, t)
+        if w <= xmax:
+            assert lo >= -1e-9 and hi <= xmax + 1e-9
+        for a, b in rows.get(row, []):
+            assert hi <= a or lo >= b, (text, row)
+        rows.setdefault(row, []).append((lo, hi))
+
+
+def test_a_python_guard_watches_what_its_class_declares():
+    from policies import Guard, load_policy, register_guard
+    from sim.report.scorecard import guard_watches
+
+    @register_guard("test-watching-cpu")
+    class WatchingCpu(Guard):
+        watches = ("cpu", "not-a-class")
+
+        def condition(self, obs):
+            return None
+
+    @register_guard("test-watching-nothing")
+    class Silent(Guard):
+        def condition(self, obs):
+            return None
+
+    policy = load_policy("guards:\n  - {name: a, type: test-watching-cpu}\n  - {name: b, type: test-watching-nothing}")
+    assert guard_watches(policy.guard("a")) == {"cpu"} and guard_watches(policy.guard("b")) == set()

@@ -199,9 +199,15 @@ def test_a_live_sweep_runs_every_combination_side_by_side_and_tables_them(tmp_pa
 
 @pytest.mark.docker
 def test_the_demo_runs_the_novel_on_docker_and_says_where_the_report_is(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "sim", "demo", "--duration", "8", "--plain"], env=ENV, cwd=tmp_path,
+    p = subprocess.run([sys.executable, "-m", "sim", "demo", "--duration", "8", "--plain", "--metrics-port", "0"], env=ENV, cwd=tmp_path,
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "backend docker" in p.stdout
-    report = p.stdout.strip().splitlines()[-1].split("Open the report: ", 1)[1]
+    lines = p.stdout.strip().splitlines()
+    report = next(ln for ln in lines if ln.startswith("Open the report: ")).split("Open the report: ", 1)[1]
     assert (tmp_path / report).is_file() if not report.startswith("/") else Path(report).is_file()
+    # It ends with its headline, the scorecard's own sentence.
+    card = json.loads((Path(report).parent if report.startswith("/") else tmp_path / Path(report).parent)
+                      .joinpath("summary.json").read_text())
+    assert lines[-1] == card["headline"]
+    assert "stopping: " in p.stdout  # the teardown says what it is doing

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from policies.model import Action, Event, Verdict, read_trace
 from sim.lab import protocol
-from sim.lab.sweep import replay_records, replay_sweep, table
+from sim.lab.sweep import replay_records, replay_sweep, run_rows, table
+from sim.report import scorecard
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "docs" / "examples" / "novel-trace.jsonl"
@@ -54,14 +55,51 @@ def test_gauges_are_kept_for_the_next_sample():
     assert g == protocol.Gauge({"pages": 12, "bits_per_char": 2.5})
 
 
-def test_replaying_a_policy_stops_the_story_at_its_first_containing_action():
+def test_replaying_the_recorded_policy_gives_the_recorded_story():
+    # The default policy took these actions in the recording; replayed, it takes the same
+    # ones, so the recording stands for the whole run and the scorecard is the report's.
     records = list(read_trace(str(EXAMPLE)))
     replayed = replay_records(records, None)
     actions = [r for r in replayed if isinstance(r, Action)]
     assert actions and all(a.detail["simulated"] for a in actions)
-    assert actions[-1].action in ("pause", "kill", "disconnect")
-    assert replayed[-1] is actions[-1], "nothing after the first containing action"
+    recorded = [r for r in records if isinstance(r, Action)]
+    assert [a.action for a in actions] == [a.action for a in recorded]
+    assert scorecard(replayed, benign=False)["contained"] is scorecard(records, benign=False)["contained"] is True
     assert not any(isinstance(r, (Verdict, Action)) and r not in replayed for r in replayed)
+
+
+def test_a_replay_is_cut_where_the_new_policy_stops_a_learner_the_recording_let_run(tmp_path):
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("guards:\n  - {name: hot, signal: cpu_ratio, above: 0.9, for: 2s, action: pause}\n")
+    replayed = replay_records(list(read_trace(str(EXAMPLE))), str(strict))
+    assert isinstance(replayed[-1], Action) and replayed[-1].action == "pause"  # nothing after it
+    # A throttle or disconnect the recording lacks is applied and the recording goes on.
+    soft = tmp_path / "soft.yaml"
+    soft.write_text("guards:\n  - {name: hot, signal: cpu_ratio, above: 0.9, for: 2s, action: throttle}\n")
+    replayed = replay_records(list(read_trace(str(EXAMPLE))), str(soft))
+    throttle = next(r for r in replayed if isinstance(r, Action))
+    assert throttle.action == "throttle" and replayed[-1].t > throttle.t + 30
+
+
+def test_identical_rows_for_policies_that_act_alike_on_the_trace(tmp_path):
+    # Two policies that differ only in a guard that never fires on this trace take the same
+    # actions at the same times, so their rows are identical; the per-run rows show why
+    # (the same actions). A policy that acts differently gets a different row.
+    from policies import default_policy_path
+
+    text = open(default_policy_path()).read()
+    looser = tmp_path / "looser.yaml"
+    looser.write_text(text.replace("above: 256", "above: 4096"))  # pids-explosion never fires here either
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("guards:\n  - {name: hot, signal: cpu_ratio, above: 0.9, for: 2s, action: pause}\n")
+    cells = replay_sweep([EXAMPLE], [None, str(looser), str(strict)])
+    rows = {r["policy"]: {k: v for k, v in r.items() if k != "policy"} for r in table(cells)}
+    assert rows["default"] == rows["looser"] != rows["strict"]
+    per_run = {r["policy"]: r for r in run_rows(cells)}
+    recorded = ", ".join(f"{a.action} {round(a.t, 3):g}" for a in read_trace(str(EXAMPLE))
+                         if isinstance(a, Action) and a.action != "alert")
+    assert per_run["default"]["actions"] == per_run["looser"]["actions"] == recorded
+    assert per_run["strict"]["actions"].startswith("pause ") and "," not in per_run["strict"]["actions"]
 
 
 def test_a_policy_with_no_guards_lets_the_whole_recording_through(tmp_path):
@@ -82,7 +120,17 @@ def test_sweep_replay_writes_a_table(tmp_path):
     assert p.returncode == 0, p.stderr
     rows = list(csv.DictReader(open(tmp_path / "sweep.csv")))
     assert rows and rows[0]["policy"] == "default" and rows[0]["runs"] == "1"
-    assert "<table>" in (tmp_path / "sweep.html").read_text()
+    # The recorded policy replayed over its own recording scores as the report does.
+    assert rows[0]["contained_rate"] == "1.0"
+    html = (tmp_path / "sweep.html").read_text()
+    assert "<table>" in html and "median time to detect (s)" in html and "<th>why</th>" in html
+    # Each replay is a run directory of its own, linked from its row.
+    runs = list(csv.DictReader(open(tmp_path / "runs.csv")))
+    assert len(runs) == 1 and runs[0]["contained"] == "True" and "incident(s) contained" in runs[0]["why"]
+    report = Path(runs[0]["run_dir"]) / "report.html"
+    assert report.exists() and f'href="{report.relative_to(tmp_path)}"' in html
+    # No stray Python values on the terminal.
+    assert "None" not in p.stdout and "why" in p.stdout
 
 
 @pytest.mark.parametrize(

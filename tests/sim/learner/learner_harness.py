@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sandbox.spec import WEB_HOSTS
+from sim.lab import protocol
+
 REPO = Path(__file__).resolve().parents[3]
 LEARNER_PATH = REPO / "sim"
-HOSTS = {"web.internal": "127.0.0.1", "metadata.internal": "127.0.0.1", "cloud.internal": "127.0.0.1"}
+HOSTS = {name: "127.0.0.1" for name in WEB_HOSTS}
 
 
 @dataclass
@@ -58,8 +61,9 @@ class Run:
 
 def _parse(text: str, run: Run) -> None:
     for line in text.splitlines():
-        if line.startswith("@runaway "):
-            run.lines.append(json.loads(line[len("@runaway "):]))
+        obj = protocol.decode(line)
+        if obj is not None:
+            run.lines.append(obj)
         elif line.strip():
             run.plain.append(line)
 

@@ -108,3 +108,16 @@ async def test_metrics_parse_and_count_requests_by_route_class(serve, http):
         "run": "r1", "scenario": "crawl", "route": "page", "status": "200"}) == 3
     assert REGISTRY.get_sample_value("runaway_web_requests_total", {
         "run": "r1", "scenario": "crawl", "route": "page", "status": "200"}) is None
+
+
+async def test_the_web_served_alone_has_no_empty_run_labels(serve, http):
+    # `runaway web` belongs to no run: its series carry route and status only, never run="".
+    web, base, _ = await serve()
+    async with http.get(base + "/") as r:
+        await r.read()
+    async with http.get(base + "/metrics") as r:
+        text = await r.text()
+    assert 'run=""' not in text and 'scenario=""' not in text
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "runaway_web_requests_total"]
+    assert samples and all(set(s.labels) == {"route", "status"} for s in samples)
