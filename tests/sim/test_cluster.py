@@ -102,8 +102,16 @@ def test_a_cluster_sweep_gives_the_run_dirs_and_the_table_of_a_local_sweep(clust
     assert verdicts(rows(there)) == verdicts(rows(here))
     assert list(rows(there)[0]) == list(rows(here)[0]), "the same columns"
     assert "retried" not in rows(there)[0]
+    # One row per run, the same runs (what the run did and why is its own story each time).
+    per_run = [{k: r[k] for k in ("scenario", "policy", "seed", "contained", "escapes")}
+               for r in csv.DictReader(open(there / "runs.csv"))]
+    assert per_run == [{k: r[k] for k in ("scenario", "policy", "seed", "contained", "escapes")}
+                       for r in csv.DictReader(open(here / "runs.csv"))]
+    assert [Path(r["run_dir"]).name for r in csv.DictReader(open(there / "runs.csv"))] == \
+        ["benign-default-s0", "benign-default-s1", "greedy-default-s0", "greedy-default-s1"]
     html = (there / "sweep.html").read_text()
-    assert html.count("<tr>") == (here / "sweep.html").read_text().count("<tr>") == 3
+    # Two tables, each with its header row: 2 rows by scenario and policy, 4 by run.
+    assert html.count("<tr") == (here / "sweep.html").read_text().count("<tr") == (1 + 2) + (1 + 4)
 
 
 def _traces(root: Path, n: int) -> list[Path]:
@@ -186,15 +194,23 @@ def test_nothing_is_left_behind(cluster):
     cluster.remember_pids()
     cluster.stop()
     assert cluster.pids() == []
-    # The lost node's sandboxes lost their controller with it: `runaway clean` removes
-    # such leftovers (a live run's are spared), and then none made under the cluster remain.
-    p = runaway("clean")
-    assert p.returncode == 0, p.stderr
-    client = docker.from_env()
-    try:
-        owners = [c.labels.get("runaway.owner", "") for c in client.containers.list(all=True)]
-        owners += [(n.attrs.get("Labels") or {}).get("runaway.owner", "") for n in client.networks.list()]
-    finally:
-        client.close()
+    # The lost node's sandboxes lost their controller with it: they are what `runaway
+    # clean` removes (by run id here, so no other session's run is touched), and then none
+    # made under the cluster remain.
+    import sandbox
+
     ours = {str(pid) for pid in cluster.seen}
-    assert not [o for o in owners if o.split(":")[0] in ours]
+
+    def left() -> dict[str, str]:
+        client = docker.from_env(timeout=120)
+        try:
+            labels = [c.labels for c in client.containers.list(all=True, filters={"label": "runaway.run"})]
+            labels += [n.attrs.get("Labels") or {} for n in client.networks.list(filters={"label": "runaway.run"})]
+        finally:
+            client.close()
+        return {lb["runaway.run"]: lb.get("runaway.owner", "") for lb in labels
+                if lb.get("runaway.owner", "").split(":")[0] in ours}
+
+    for run_id in left():
+        sandbox.clean(run_id)
+    assert left() == {}
