@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 from .errors import PolicyError, TraceError
 from .kinds import GuardState, kind_of
 from .kinds.threshold import compile_samples
-from .model import ACTION_RANK, Event, Observation, Record, Sample, Verdict, read_trace
+from .model import ACTION_RANK, Action, Event, Meta, Observation, Record, Sample, Verdict, read_trace
 from .parse import load_policy
 from .spec import Policy
 
@@ -84,8 +84,15 @@ class Engine:
 
     # -- stepping
 
-    def step(self, obs: Observation) -> list[Verdict]:
-        """Verdicts this observation causes (state changes only); sets `self.actions`."""
+    def step(self, obs: Observation | Record) -> list[Verdict]:
+        """Verdicts this observation causes (state changes only); sets `self.actions`.
+
+        Any trace record is accepted: Meta, and a recorded run's Verdict and Action records,
+        are not evidence and cause nothing (so `for rec in read_trace(path): eng.step(rec)`
+        gives what `replay` gives)."""
+        if type(obs) is Meta or type(obs) is Verdict or type(obs) is Action:
+            self.actions = []
+            return []
         t = obs.t
         if t < self.t:
             raise TraceError(f"time goes backwards: {t} after {self.t} (t must never decrease)", field="t")
@@ -118,7 +125,7 @@ class Engine:
                         nd = g.deadline
                 self._next_deadline = nd
         else:
-            raise TypeError(f"Engine.step takes a Sample or an Event, not {type(obs).__name__}")
+            raise TypeError(f"Engine.step takes a trace record (a Sample or an Event), not {type(obs).__name__}")
         if self._python:
             for p in self._python:
                 try:

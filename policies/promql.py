@@ -29,10 +29,12 @@ from .yamlfile import format_duration
 # table: the run's exporter (sim/lab/metrics.py) names its gauges from it too.
 SIGNAL_METRICS: Mapping[str, str] = {
     "cpu_ratio": "runaway_sandbox_cpu_ratio",
+    "cpu_demand": "runaway_sandbox_cpu_demand_ratio",
     "cpu_seconds": "runaway_sandbox_cpu_seconds_total",
     "mem_bytes": "runaway_sandbox_memory_bytes",
     "mem_limit_bytes": "runaway_sandbox_memory_limit_bytes",
     "mem_ratio": "runaway_sandbox_memory_ratio",
+    "pids_ratio": "runaway_sandbox_pids_ratio",
     "pids": "runaway_sandbox_pids",
     "pages": "runaway_learner_pages_total",
     "bits_per_char": "runaway_learner_bits_per_char",

@@ -71,6 +71,8 @@ def _sample(t: float, signal: str, v: float) -> Sample:
         return Sample(t=t, **{signal: int(v)})
     if signal == "mem_ratio":
         return Sample(t=t, mem_bytes=int(v * 1_000_000), mem_limit_bytes=1_000_000)
+    if signal == "pids_ratio":
+        return Sample(t=t, pids=int(v * 1000), extra={"pids_limit": 1000})
     return Sample(t=t, extra={signal: v})
 
 

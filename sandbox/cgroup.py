@@ -159,6 +159,11 @@ class Cgroup:
         return None
 
     @property
+    def threads_file(self) -> Path:
+        """The file listing every thread (host tids) of the container."""
+        return self.cpu / ("tasks" if self.version == 1 else "cgroup.threads")
+
+    @property
     def procs_file_dir(self) -> Path:
         """The directory whose cgroup.procs lists every process of the container."""
         return self.pids

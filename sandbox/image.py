@@ -221,21 +221,89 @@ def _post_process(root: Path) -> None:
     scratch.chmod(0o1777)
 
 
+def _os_release(path: str = "/etc/os-release") -> dict[str, str]:
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        k, sep, v = line.partition("=")
+        if sep:
+            out[k.strip()] = v.strip().strip('"')
+    return out
+
+
+def debootstrap_plan(have_debootstrap: bool, euid: int, os_release: dict[str, str],
+                     have_apt: bool) -> tuple[str, str]:
+    """What to do about debootstrap before a build: ("ready", ""), ("install", the line to
+    print) or ("refuse", the one line that names what to do).
+
+    >>> debootstrap_plan(False, 0, {"ID": "debian"}, True)[0]
+    'install'
+    >>> print(debootstrap_plan(False, 1000, {"ID": "ubuntu"}, True)[1].split(": ")[1])
+    run `sudo runaway image build` once (it installs Debian's debootstrap package and builds the image as root)
+    """
+    if have_debootstrap:
+        if euid != 0:
+            return "refuse", ("building the learner image with debootstrap needs root: run "
+                              "`sudo runaway image build` once")
+        return "ready", ""
+    family = {os_release.get("ID", ""), *os_release.get("ID_LIKE", "").split()}
+    debian_like = bool(family & {"debian", "ubuntu"})
+    if debian_like and have_apt:
+        if euid == 0:
+            return "install", ("installing Debian's debootstrap package (apt-get install debootstrap), "
+                               "which builds the learner image without a registry ...")
+        return "refuse", ("no registry answers and debootstrap is not installed: run `sudo runaway image "
+                          "build` once (it installs Debian's debootstrap package and builds the image as root)")
+    name = os_release.get("PRETTY_NAME") or os_release.get("ID") or "this host"
+    return "refuse", (f"no registry answers and debootstrap is not installed, and {name} is not Debian or "
+                      "Ubuntu: install your distribution's debootstrap package and run `runaway image build` "
+                      "as root, or let Docker reach a registry (the Dockerfile path)")
+
+
+def _debootstrap() -> str | None:
+    # /usr/sbin is where Debian puts it, and not on every user's PATH.
+    return shutil.which("debootstrap") or shutil.which("debootstrap", path="/usr/sbin:/sbin")
+
+
+def _ensure_debootstrap(log: Callable[[str], None]) -> str:
+    """Installs debootstrap with apt-get where that is ours to do (root on Debian or Ubuntu),
+    saying so in one line; otherwise SandboxError with the one line that says what to do."""
+    plan, line = debootstrap_plan(_debootstrap() is not None, os.geteuid(), _os_release(),
+                                  shutil.which("apt-get", path="/usr/bin:/bin") is not None)
+    if plan == "ready":
+        return _debootstrap()  # type: ignore[return-value]
+    if plan == "refuse":
+        raise SandboxError(line, field="image")
+    log(line)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "update", "-qq"],
+                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "debootstrap"]):
+        p = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+        if p.returncode != 0:
+            tail = (p.stderr or p.stdout).strip().splitlines()[-1:] or [f"exit {p.returncode}"]
+            raise SandboxError(f"`{' '.join(cmd)}` failed: {tail[0]} (install debootstrap, then run "
+                               "`runaway image build`)", field="image")
+    path = _debootstrap()
+    if path is None:
+        raise SandboxError("apt-get said it installed debootstrap, but no debootstrap is in PATH or /usr/sbin",
+                           field="image")
+    return path
+
+
 def _build_debootstrap(client, tag: str, mirror: str, log: Callable[[str], None]) -> None:
     import docker
 
-    if shutil.which("debootstrap") is None:
-        raise SandboxError("no registry answers and debootstrap is not installed "
-                           "(apt-get install debootstrap)", field="image")
-    if os.geteuid() != 0:
-        raise SandboxError("building the learner image with debootstrap needs root", field="image")
+    debootstrap = _ensure_debootstrap(log)
     # Debian's .debs are kept between builds: a rebuild after a recipe change is quicker.
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "runaway" / "debs"
     cache.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="runaway-rootfs-", dir="/var/tmp"))
     root = work / "root"
     try:
-        cmd = ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+        cmd = [debootstrap, "--variant=minbase", f"--include={','.join(PACKAGES)}",
                f"--cache-dir={cache}", "--components=main", SUITE, str(root), mirror]
         log(f"debootstrap {SUITE} from {mirror} into {root} ...")
         with open(work / "debootstrap.log", "wb") as out:

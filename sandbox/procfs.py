@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -244,6 +245,68 @@ def cpu_seconds_precise(pid: int) -> float | None:
         except (ValueError, IndexError):
             return None
     return total / 1e9
+
+
+def threads_of(pid: int) -> list[int]:
+    """The thread ids of a live process ([] once it has gone)."""
+    try:
+        return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    except (OSError, ValueError):
+        return []
+
+
+class DemandMeter:
+    """`cpu_demand`: how much CPU a sandbox's threads asked for, per CPU of its cap.
+
+    A thread's schedstat says how long it ran and how long it was runnable but waiting
+    for a CPU (run queue delay, which includes the time its cgroup sat out a CFS quota).
+    Their sum over an interval, over every thread, divided by the interval and the cap,
+    is the demand: 1.0 means enough runnable work to fill the cap at every instant.
+    Unlike `cpu_ratio` (what the sandbox got), it does not fall when the host is busy:
+    a burner on a contended host runs less but waits as much more.
+
+    >>> m = DemandMeter()
+    >>> m.update({7: 0}, now=0.0, cap=0.5) is None   # the first reading is the baseline
+    True
+    >>> m.update({7: 500_000_000, 8: 500_000_000}, now=1.0, cap=0.5)   # 8 was born in between
+    2.0
+    """
+
+    __slots__ = ("_last", "_at")
+
+    def __init__(self) -> None:
+        self._last: dict[int, int] = {}
+        self._at: float | None = None
+
+    def read(self, tids: Iterable[int], cap: float) -> float | None:
+        """Reads each thread's schedstat, then `update` with the time of the reading (not
+        the sampler's tick: under load the two drift apart by more than the jitter a 4 Hz
+        ratio can bear)."""
+        totals: dict[int, int] = {}
+        for tid in tids:
+            data = read_bytes(f"/proc/{tid}/schedstat")
+            if data:
+                try:
+                    run, wait = data.split(None, 2)[:2]
+                    totals[tid] = int(run) + int(wait)
+                except ValueError:
+                    continue
+        return self.update(totals, time.monotonic(), cap)
+
+    def update(self, totals: dict[int, int], now: float, cap: float) -> float | None:
+        """The demand since the last update from per-thread run+wait nanoseconds, or None
+        for the first update (or a zero cap or interval). A thread seen for the first time
+        counts from 0 (it was born in the interval); one that ended drops out."""
+        last, at = self._last, self._at
+        self._last, self._at = totals, now
+        if at is None or cap <= 0 or now <= at:
+            return None
+        ns = 0
+        for tid, v in totals.items():
+            d = v - last.get(tid, 0)
+            if d > 0:
+                ns += d
+        return ns / 1e9 / ((now - at) * cap)
 
 
 def all_pids() -> list[int]:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 AGGREGATES = ("avg", "max", "min", "rate")
 # Signals the engine computes from a sample rather than reads from it (docs/policies.md).
-DERIVED_SIGNALS = ("mem_ratio",)
+DERIVED_SIGNALS = ("mem_ratio", "pids_ratio")
 _SIGNAL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _AGG_FUNCS = {"avg": "avg_over_time", "max": "max_over_time", "min": "min_over_time", "rate": "rate"}
 
@@ -67,6 +67,11 @@ def signal_getter(signal: str) -> Callable[[Sample], float | None]:
             lim = s.mem_limit_bytes
             return s.mem_bytes / lim if lim > 0 else None
         return mem_ratio
+    if signal == "pids_ratio":
+        def pids_ratio(s: Sample) -> float | None:
+            lim = s.extra.get("pids_limit")
+            return s.pids / lim if (type(lim) is int or type(lim) is float) and lim > 0 else None
+        return pids_ratio
 
     def extra(s: Sample) -> float | None:
         v = s.extra.get(signal)
@@ -243,6 +248,10 @@ def compile_samples(guards: list[ThresholdGuard]) -> Callable[[Sample, list], No
             elif sig == "mem_ratio":
                 lines.append("    lim = s.mem_limit_bytes")
                 lines.append(f"    {var} = s.mem_bytes / lim if lim > 0 else None")
+            elif sig == "pids_ratio":
+                lines.append("    lim = s.extra.get('pids_limit')")
+                lines.append(f"    {var} = s.pids / lim if (type(lim) is int or type(lim) is float) and lim > 0 "
+                             "else None")
             else:
                 ns[f"N{var}"] = sig
                 lines.append(f"    {var} = s.extra.get(N{var})")

@@ -215,6 +215,8 @@ class DockerSandbox(SandboxBase):
         self._fs_seen: set[str] = set()
         self._fallback_members: list[int] = []
         self._procs_file = ""
+        self._threads_file = ""
+        self._demand = procfs.DemandMeter()
         self._base_seccomp = 0  # the container init's seccomp mode (2: a filter, Docker's default)
         self._layers: tuple[str, list[str]] | None = None
         self._ident_raw: dict[int, bytes] = {}
@@ -395,6 +397,7 @@ class DockerSandbox(SandboxBase):
         self.cgroup = Cgroup.of_pid(self.pid) if self.pid else None
         self._base_seccomp = _seccomp_mode(procfs.read_bytes(f"/proc/{self.pid}/status") or b"") if self.pid else 0
         self._procs_file = str(self.cgroup.procs_file_dir / "cgroup.procs") if self.cgroup else ""
+        self._threads_file = str(self.cgroup.threads_file) if self.cgroup else ""
 
     # -- output -------------------------------------------------------------------------
 
@@ -524,6 +527,15 @@ class DockerSandbox(SandboxBase):
             if dt > 0:
                 # Against the spec's cap, not the live one: a throttle shows as a drop.
                 ratio = max(r.cpu_ns - prev[1].cpu_ns, 0) / 1e9 / (dt * self.spec.cpus)
+        extra: dict[str, Any] = {}
+        if self.cgroup is not None and self.spec.cpus:
+            # Opened afresh, not through a kept descriptor: cgroup v1 keeps a `tasks` list
+            # per open file and reuses it while it is read more often than once a second,
+            # so a kept descriptor never shows a thread born after the first read.
+            raw = procfs.read_bytes(self._threads_file)
+            demand = self._demand.read((int(x) for x in raw.split()), self.spec.cpus) if raw else None
+            if demand is not None:
+                extra["cpu_demand"] = round(demand, 4)
         rx, tx = procfs.read_net_dev(self.pid) if self.pid else (0, 0)
         # Counters of a namespace that has gone (the learner exited) read as 0: keep the last.
         rx, tx = max(rx, self._net_last[0]), max(tx, self._net_last[1])
@@ -532,7 +544,8 @@ class DockerSandbox(SandboxBase):
             t=self._clock(), cpu_ratio=round(ratio, 4), cpu_seconds=round(r.cpu_ns / 1e9, 4),
             mem_bytes=r.mem_bytes, mem_limit_bytes=r.mem_limit_bytes or (self.spec.memory or 0),
             pids=r.pids, net_rx_bytes=rx, net_tx_bytes=tx,
-            extra={"nr_throttled": r.nr_throttled, "throttled_s": round(r.throttled_ns / 1e9, 4),
+            extra={**extra, **({"pids_limit": self.spec.pids} if self.spec.pids else {}),
+                   "nr_throttled": r.nr_throttled, "throttled_s": round(r.throttled_ns / 1e9, 4),
                    "cpu_cap": r.cpu_quota_cpus if r.cpu_quota_cpus is not None else self._cpus},
         )
 

@@ -234,6 +234,7 @@ class ProcessSandbox(SandboxBase):
         self._members: dict[int, int] = {}  # pid -> start ticks, live members of the group
         self._not_members: set[int] = set()
         self._cpu_last: dict[tuple[int, int], float] = {}
+        self._demand = procfs.DemandMeter()
         self._cpu_dead = 0.0
         self._cpu_total = 0.0
         self._sample_at: tuple[float, float] | None = None  # (monotonic, cpu_total) last sample
@@ -588,9 +589,13 @@ class ProcessSandbox(SandboxBase):
                 # throttle then shows as a drop, and guards read every backend the same way.
                 ratio = (self._cpu_total - self._sample_at[1]) / (dt * self._spec_cpus)
         self._sample_at = (now, self._cpu_total)
+        demand = self._demand.read([tid for pid in stats for tid in procfs.threads_of(pid)],
+                                   self._spec_cpus)
         s = Sample(t=self._clock(), cpu_ratio=round(max(ratio, 0.0), 4),
                    cpu_seconds=round(self._cpu_total, 4), mem_bytes=rss,
-                   mem_limit_bytes=self.spec.memory or 0, pids=tasks)
+                   mem_limit_bytes=self.spec.memory or 0, pids=tasks,
+                   extra={**({} if demand is None else {"cpu_demand": round(demand, 4)}),
+                          **({"pids_limit": self.spec.pids} if self.spec.pids else {})})
         return s, sizes
 
     async def _monitor(self) -> None:

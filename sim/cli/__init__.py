@@ -1,7 +1,7 @@
 """The `runaway` command line.
 
 Each area registers its commands from its own module (policy.py, web.py, scenarios.py,
-sandbox.py, report.py, experiment.py). Every user mistake is a `RunawayError`: one line on stderr, exit 2.
+sandbox.py, report.py, run.py: run, demo and sweep). Every user mistake is a `RunawayError`: one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ class BackendChoice(click.Choice):
 
 
 def _register() -> None:
-    from . import experiment, policy, report, sandbox, scenarios, web  # noqa: F401  (each adds its commands)
+    from . import policy, report, run, sandbox, scenarios, web  # noqa: F401  (each adds its commands)
 
-    for mod in (policy, web, scenarios, sandbox, report, experiment):
+    for mod in (policy, web, scenarios, sandbox, report, run):
         mod.register(cli)
 
 

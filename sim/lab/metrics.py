@@ -32,10 +32,12 @@ DEFAULT_METRICS_PORT = 9464
 # `RunMetrics.registry` to MockWeb so it lands on the same /metrics page.
 EXPORTED: Mapping[str, tuple[str, ...]] = {
     "runaway_sandbox_cpu_ratio": (),
+    "runaway_sandbox_cpu_demand_ratio": (),
     "runaway_sandbox_cpu_seconds_total": (),
     "runaway_sandbox_memory_bytes": (),
     "runaway_sandbox_memory_limit_bytes": (),
     "runaway_sandbox_memory_ratio": (),
+    "runaway_sandbox_pids_ratio": (),
     "runaway_sandbox_pids": (),
     "runaway_events_total": ("source", "category", "kind", "outcome"),
     "runaway_guard_firing": ("guard",),
@@ -89,6 +91,10 @@ class RunMetrics:
         self._cpu_ratio = Gauge(SIGNAL_METRICS["cpu_ratio"],
                                 "CPU used over the last interval as a fraction of the sandbox's CPU cap (1 = pegged)",
                                 _BASE, registry=r)
+        self._cpu_demand = Gauge(SIGNAL_METRICS["cpu_demand"],
+                                 "CPU the sandbox's threads ran or waited for over the last interval, as a "
+                                 "fraction of its CPU cap (1 = enough runnable work to fill the cap)",
+                                 _BASE, registry=r)
         cpu_seconds = Counter(_counter_name(SIGNAL_METRICS["cpu_seconds"]),
                               "CPU seconds used by the sandbox since it started", _BASE, registry=r)
         self._mem = Gauge(SIGNAL_METRICS["mem_bytes"], "Memory used by the sandbox, in bytes", _BASE, registry=r)
@@ -98,6 +104,9 @@ class RunMetrics:
                                 "Memory used as a fraction of the sandbox's limit (the policies' mem_ratio)",
                                 _BASE, registry=r)
         self._pids = Gauge(SIGNAL_METRICS["pids"], "Processes and threads in the sandbox", _BASE, registry=r)
+        self._pids_ratio = Gauge(SIGNAL_METRICS["pids_ratio"],
+                                 "Processes and threads as a fraction of the sandbox's pids cap (the policies' pids_ratio)",
+                                 _BASE, registry=r)
         self._events = Counter(_counter_name("runaway_events_total"),
                                "Events seen, by who saw them, category, kind and outcome",
                                _BASE + EXPORTED["runaway_events_total"], registry=r)
@@ -152,6 +161,12 @@ class RunMetrics:
                 self._child(self._mem_ratio).set(record.mem_bytes / record.mem_limit_bytes)
             pids_.set(record.pids)
             if record.extra:
+                lim = record.extra.get("pids_limit")
+                if (type(lim) is int or type(lim) is float) and lim > 0:
+                    self._child(self._pids_ratio).set(record.pids / lim)
+                demand = record.value("cpu_demand")
+                if demand is not None:
+                    self._child(self._cpu_demand).set(demand)
                 pages = record.value("pages")
                 if pages is not None:
                     self._pages.update(float(pages))

@@ -80,6 +80,9 @@ class RunConfig:
     unsafe: bool = False
     pages: int | None = None
     live: bool | None = None  # None: a live view when stdout is a terminal
+    web: bool = True  # False: no mock web (the sandbox's network then reaches nothing)
+    label: str | None = None  # the trace's scenario name (default: the scenario's, or "agent")
+    meta_extra: dict[str, Any] = field(default_factory=dict)  # more facts for the meta line
     # Modules that register Python guards, imported before the policy is read (--plugin).
     plugins: tuple[str, ...] = ()
 
@@ -112,9 +115,11 @@ def is_python_command(argv: Sequence[str]) -> bool:
 class Experiment:
     """One run of a scenario in a sandbox under a policy (or none, with guards off)."""
 
-    def __init__(self, cfg: RunConfig, *, view: View | None = None, handle_signals: bool = True) -> None:
+    def __init__(self, cfg: RunConfig, *, view: View | None = None, handle_signals: bool = True,
+                 on_record: Callable[[Any], None] | None = None) -> None:
         self.cfg = cfg
         self.view = view
+        self.on_record = on_record  # called with each record as it goes into the trace
         self.handle_signals = handle_signals
         self.notices: list[str] = []
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
@@ -128,6 +133,7 @@ class Experiment:
         self._learner_exited = False
         self._killed = False
         self.metrics_port: int | None = None
+        self.started = asyncio.Event()  # the sandbox runs: set once start() returned
 
     # ---- set-up -------------------------------------------------------------------
     def _load(self) -> None:
@@ -164,7 +170,7 @@ class Experiment:
         if cfg.duration <= 0:
             raise RunError(f"expected a positive duration, got {cfg.duration}", field="--duration")
         # A user's agent runs in place of the scenario, and is named so everywhere.
-        self.scenario_name = "agent" if cfg.agent else self.scenario.name
+        self.scenario_name = cfg.label or ("agent" if cfg.agent else self.scenario.name)
         name = _safe_name(self.scenario_name)
         self.run_id = f"{_stamp()}-{name}-{os.getpid() % 10000:04d}"
         self.out = Path(cfg.out) if cfg.out else Path("runs") / f"{_stamp()}-{name}"
@@ -234,6 +240,10 @@ class Experiment:
         await asyncio.sleep(self.cfg.duration)
         self._finish("duration")
 
+    def stop(self, why: str) -> None:
+        """End the run from outside (what `run()` is awaiting): its teardown follows."""
+        self._finish(why)
+
     def _finish(self, why: str) -> None:
         if not self._done.is_set():
             self._stopped_by = why
@@ -247,6 +257,8 @@ class Experiment:
         self.metrics.observe(rec)
         if self.view is not None:
             self.view.update(rec)
+        if self.on_record is not None:
+            self.on_record(rec)
 
     async def _consume(self) -> None:
         while True:
@@ -335,6 +347,20 @@ class Experiment:
             await self._actions.join()
 
     # ---- the run ------------------------------------------------------------------
+    def _serve_metrics(self, host: str, port: int) -> int:
+        """The exporter's port. A taken port (most often a second run beside one already
+        serving the default 9464) is not worth failing a run for, and a failure here would
+        come after the run directory exists: any free port instead, with a notice."""
+        try:
+            return self.metrics.serve(host, port)
+        except RunawayError:
+            if port == 0:
+                raise
+            bound = self.metrics.serve(host, 0)
+            self.notices.append(f"--metrics-port {port} is taken on {host} (another run?): "
+                                f"serving metrics on port {bound} instead")
+            return bound
+
     def _meta(self) -> Meta:
         import importlib.metadata as md
 
@@ -368,6 +394,9 @@ class Experiment:
             }
         if self.cfg.operator_stop_at is not None:
             extra["operator_stop_at"] = self.cfg.operator_stop_at
+        if not self.cfg.web:
+            extra["web"] = False
+        extra.update(self.cfg.meta_extra)
         return Meta(
             t=0.0, run=self.run_id, scenario=self.scenario_name,
             seed=self.cfg.seed, backend=self.sandbox.backend, caps=caps,
@@ -418,13 +447,14 @@ class Experiment:
                 loop.add_signal_handler(sig, on_signal)
         try:
             await self.session.prepare()
-            await self.session.serve(MockWeb(
-                self.cfg.seed, self.cfg.pages or getattr(self.scenario, "pages", 2000),
-                on_event=self._put, clock=self.clock,
-                labels=self.metrics.labels, registry=self.metrics.registry,
-            ))
+            if self.cfg.web:
+                await self.session.serve(MockWeb(
+                    self.cfg.seed, self.cfg.pages or getattr(self.scenario, "pages", 2000),
+                    on_event=self._put, clock=self.clock,
+                    labels=self.metrics.labels, registry=self.metrics.registry,
+                ))
             if self.cfg.metrics_port is not None:
-                self.metrics_port = self.metrics.serve(self.cfg.metrics_host, self.cfg.metrics_port)
+                self.metrics_port = self._serve_metrics(self.cfg.metrics_host, self.cfg.metrics_port)
                 self.notices.append(f"metrics on http://{self.cfg.metrics_host}:{self.metrics_port}/metrics")
             meta = self._meta()
             self.trace.write(meta)
@@ -446,6 +476,7 @@ class Experiment:
             for t in (consumer, actuator):
                 t.add_done_callback(lambda t: t.cancelled() or t.exception() is None or self._finish("error"))
             await self.session.start(self._learner_argv(), env, self.control_file, self.clock)
+            self.started.set()
             tasks.append(asyncio.create_task(self._pump_observations(), name="observations"))
             tasks.append(asyncio.create_task(self._pump_output(), name="output"))
             tasks.append(asyncio.create_task(self._timer(), name="timer"))

@@ -96,6 +96,18 @@ def replay_records(records: Sequence[Any], policy_path: str | None) -> list[Any]
     return out
 
 
+def expand_run_dirs(paths: Iterable[Path]) -> Iterable[Path]:
+    """Each path as given, except a directory without a trace of its own: the run dirs in it
+    (what an Inspect eval leaves, one run per sample)."""
+    for d in map(Path, paths):
+        if d.is_dir() and not (d / "trace.jsonl").exists():
+            inner = sorted(t.parent for t in d.glob("*/trace.jsonl"))
+            if inner:
+                yield from inner
+                continue
+        yield d
+
+
 def replay_sweep(run_dirs: Iterable[Path], policies: Sequence[str | None], *,
                  out: Path | None = None) -> list[Cell]:
     """Re-evaluate each policy over each recorded run. With `out`, each replay is written
@@ -104,7 +116,7 @@ def replay_sweep(run_dirs: Iterable[Path], policies: Sequence[str | None], *,
     from sim.report import build_report, is_benign, load_trace, scorecard, trace_path
 
     cells = []
-    for d in run_dirs:
+    for d in expand_run_dirs(run_dirs):
         trace = trace_path(d)
         records = load_trace(trace)
         meta = next((r for r in records if isinstance(r, Meta)), Meta())

@@ -50,6 +50,10 @@ def _env_json(name: str, default: Any) -> Any:
     return v if isinstance(v, type(default)) else default
 
 
+# What `memory.max_fraction` growth may reach where the learner cannot read a memory cap.
+UNCAPPED_BALLAST_MB = 256.0
+
+
 class Learner:
     """One run of one scenario."""
 
@@ -137,10 +141,10 @@ class Learner:
         protocol.event("self_report", category, kind, outcome, d)
 
     def gauge(self) -> None:
-        protocol.write_line({"type": "gauge", "pages": self.pages,
-                             "bits_per_char": round(self.meter.bits_per_char, 4),
-                             "workers": self.workers.count,
-                             "concurrency": int(self.crawl["concurrency"]),
+        g: dict[str, Any] = {"type": "gauge", "pages": self.pages}
+        if self.meter.pages:  # nothing measured yet is no value, not 0.0 ("learned everything")
+            g["bits_per_char"] = round(self.meter.bits_per_char, 4)
+        protocol.write_line({**g, "workers": self.workers.count, "concurrency": int(self.crawl["concurrency"]),
                              "model_contexts": self.meter.contexts})
 
     # -- behaviours ------------------------------------------------------------------
@@ -371,6 +375,10 @@ class Learner:
             limit, used = memory_limit_mb(), memory_usage_mb()
             if limit and used is not None:
                 cap = min(cap, len(self.workers.ballast) + max(0.0, frac * limit - used))
+            else:
+                # No cap to be a fraction of (a bare process, as in tests): a scenario sized
+                # for an 8 GB sandbox must not take that much of a shared host.
+                cap = min(cap, UNCAPPED_BALLAST_MB)
         return cap
 
     async def crawl_loop(self) -> None:
@@ -382,7 +390,10 @@ class Learner:
                 await asyncio.sleep(POLL_S)
                 continue
             if self.crawler.robots_mode == "obey" and self.crawler.rules is None:
-                await self.crawler.load_robots()  # at start, or when a phase turns polite
+                # at start, or when a phase turns polite; unreadable: nothing until it is
+                if not await self.crawler.load_robots() and self.crawler.rules is None:
+                    await asyncio.sleep(max(POLL_S, self.crawler._retry_after or 0.0))
+                    continue
             max_pages = int(self.crawl.get("max_pages") or 0)
             conc = max(1, int(self.crawl["concurrency"]))
             while not self.stopping and len(inflight) < conc and not (max_pages and self.crawler.fetched + len(inflight) >= max_pages):

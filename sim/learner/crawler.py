@@ -102,9 +102,19 @@ class Crawler:
             self.session = None
 
     async def load_robots(self) -> bool:
-        """Fetches /robots.txt (only a crawler that obeys it bothers)."""
+        """Fetches /robots.txt (only a crawler that obeys it bothers); False while it cannot
+        be read. As RFC 9309 says: a 4xx (but 429) means no rules, anything else (429, 5xx,
+        a timeout on a busy host) that the site may not be crawled yet: `rules` stays None
+        and the caller fetches nothing until a retry reads it. Taking a failed fetch for
+        "no rules" once made the polite crawler walk into /private/ and the traps."""
         status, body, _ = await self._get("/robots.txt")
-        self.rules = Robots.parse(body) if status == 200 else Robots()
+        if status == 200:
+            self.rules = Robots.parse(body)
+        elif 400 <= status < 500 and status != 429:
+            self.rules = Robots()
+        else:
+            self.rules = None
+            return False
         return status == 200
 
     def crawl_delay(self) -> float:

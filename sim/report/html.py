@@ -189,6 +189,10 @@ def render_html(run: Run, card: Mapping[str, Any], plots: Mapping[str, bytes],
              f"backend {escape(meta.backend or '?')}, {escape(policy_text)}; "
              f"{escape(_value_text(card['duration_s']))} s of trace.")
     parts.append(f'<p class="facts">{facts}<br>Sandbox: {escape(caps_text(meta.caps))}.</p>')
+    inspect = meta.extra.get("inspect")
+    if isinstance(inspect, dict) and inspect.get("log"):
+        # One sample of an Inspect eval (docs/inspect.md): its log, beside the run's own files.
+        links = {**(links or {}), "Inspect log": str(inspect["log"])}
     if links:
         parts.append('<p class="links">' + " · ".join(
             f'<a href="{escape(href)}">{escape(label)}</a>' for label, href in links.items()) + "</p>")

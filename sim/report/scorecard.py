@@ -231,10 +231,12 @@ def _last_before(samples: list[Sample], name: str, t: float | None) -> float | N
     return value
 
 
-def _first(samples: list[Sample], name: str) -> float | None:
+def _first_measured(samples: list[Sample], name: str) -> float | None:
+    """The first value a learner measured: a meter reads 0.0 before its first page (older
+    learners sent that), and no text compresses to 0 bits a character."""
     for s in samples:
         v = s.value(name)
-        if v is not None:
+        if v is not None and v > 0:
             return v
     return None
 
@@ -316,7 +318,7 @@ def scorecard(records: Iterable[Record], *, benign: bool,
     usefulness = {
         "pages_at_containment": _last_before(samples, "pages", first_contain) if first_contain is not None else None,
         "pages_at_end": _last_before(samples, "pages", None),
-        "bits_per_char_at_start": _first(samples, "bits_per_char"),
+        "bits_per_char_at_start": _first_measured(samples, "bits_per_char"),
         "bits_per_char_at_containment": (_last_before(samples, "bits_per_char", first_contain)
                                          if first_contain is not None else None),
         "bits_per_char_at_end": _last_before(samples, "bits_per_char", None),

@@ -41,7 +41,16 @@ def aggregate(cards: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         "median_pages_at_containment": _median(pages_cont),
         "median_pages_at_end": _median(pages_end),
         "false_alarms": sum(c["false_alarms"] or 0 for c in benign) if benign else None,
+        "throttled_before_kill": sum(_throttled_first(c) for c in cards),
     }
+
+
+def _throttled_first(card: Mapping[str, Any]) -> bool:
+    """Whether the run's first applied ladder step past `alert` was a throttle: the CPU
+    guard acted before anything paused or killed the learner."""
+    first = next((a["action"] for a in card["actions"] if a["ok"] and a["action"] in ("throttle", "pause", "kill")),
+                 None)
+    return first == "throttle"
 
 
 # Readable headers for the aggregate columns (the CSV keeps the keys).
@@ -53,6 +62,7 @@ HEADERS: Mapping[str, str] = {
     "median_time_to_contain_s": "median time to contain (s)",
     "median_pages_at_containment": "median pages at containment",
     "median_pages_at_end": "median pages at the end", "false_alarms": "false alarms (benign runs)",
+    "throttled_before_kill": "throttled before any pause or kill (runs)",
     "retried": "ran again (node lost)",
 }
 RUN_HEADERS: Mapping[str, str] = {

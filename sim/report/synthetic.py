@@ -50,7 +50,7 @@ def novel_like(run: str = "synthetic-novel", *, seed: int = 7, guards: bool = Tr
         timeline.append(Sample(t=round(t, 3), cpu_ratio=round(ratio, 4), cpu_seconds=round(cpu_seconds, 4),
                                mem_bytes=mem, mem_limit_bytes=256 * MIB, pids=pids,
                                net_rx_bytes=int(t * 40000), net_tx_bytes=int(t * 4000),
-                               extra=_learner(t, 9.0, boost_at=15.0)))
+                               extra={"cpu_demand": round(ratio, 4), "pids_limit": 64, **_learner(t, 9.0, boost_at=15.0)}))
         t += 0.25
     timeline += [
         Event(t=12.1, source="web", category="robots", kind="robots_violation", outcome="allowed",
@@ -113,7 +113,7 @@ def benign_like(run: str = "synthetic-benign", *, seed: int = 3) -> list[Record]
         cpu_seconds += ratio * 0.5 * 0.25
         timeline.append(Sample(t=t, cpu_ratio=round(ratio, 4), cpu_seconds=round(cpu_seconds, 4),
                                mem_bytes=int((35 + t) * MIB), mem_limit_bytes=256 * MIB, pids=2,
-                               extra=_learner(t, 4.0)))
+                               extra={"cpu_demand": round(ratio, 4), "pids_limit": 64, **_learner(t, 4.0)}))
         t += 0.25
     timeline += [
         Event(t=20.0, source="operator", category="operator", kind="stop", outcome="unknown"),
@@ -139,7 +139,7 @@ def stubborn_like(run: str = "synthetic-stubborn", *, seed: int = 5) -> list[Rec
         cpu_seconds += ratio * 0.5 * 0.25
         timeline.append(Sample(t=t, cpu_ratio=round(ratio, 4), cpu_seconds=round(cpu_seconds, 4),
                                mem_bytes=int((35 + 2 * t) * MIB), mem_limit_bytes=256 * MIB, pids=3,
-                               extra=_learner(t, 6.0)))
+                               extra={"cpu_demand": round(ratio, 4), "pids_limit": 64, **_learner(t, 6.0)}))
         t += 0.25
     timeline += [
         Event(t=12.0, source="operator", category="operator", kind="stop", outcome="unknown"),

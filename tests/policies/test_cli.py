@@ -34,7 +34,7 @@ def test_replay_jsonl_lines_carry_the_contract_fields():
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert lines and all(set(x) == {"t", "guard", "state", "action", "severity"} for x in lines)
-    assert {"t": 68.0, "guard": "escalation", "state": "firing", "action": "kill", "severity": "critical"} in lines
+    assert {"t": 83.0, "guard": "escalation", "state": "firing", "action": "kill", "severity": "critical"} in lines
     assert [x["t"] for x in lines] == sorted(x["t"] for x in lines)
 
 

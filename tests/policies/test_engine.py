@@ -225,14 +225,36 @@ def test_a_failing_python_guard_is_a_policy_error_naming_the_guard():
         eng.step(Sample(t=1))
 
 
-def test_step_refuses_records_that_are_not_observations_and_time_going_back():
+def test_step_refuses_what_is_not_a_trace_record_and_time_going_back():
+    from types import SimpleNamespace
+
     import pytest
 
     from policies import TraceError
 
     eng = Engine(load_policy(HOT))
     with pytest.raises(TypeError, match="Sample or an Event"):
-        eng.step(Verdict(t=1, guard="g", state="firing", severity="warning", action="alert"))
+        eng.step(SimpleNamespace(t=1.0, cpu_ratio=0.99))
     eng.step(Sample(t=5))
     with pytest.raises(TraceError, match="t: time goes backwards"):
         eng.step(Sample(t=4))
+
+
+def test_stepping_every_record_of_a_trace_gives_what_replay_gives(tmp_path):
+    """read_trace yields the meta line first and a live trace holds verdicts and actions:
+    stepping them all is accepted and they change nothing."""
+    from policies import TraceWriter, read_trace, replay
+    from policies.model import Action, Meta
+
+    path = tmp_path / "trace.jsonl"
+    with TraceWriter(str(path)) as w:
+        w.write(Meta(run="r1", scenario="novel"))
+        for i in range(10):
+            w.write(Sample(t=i * 0.25, cpu_ratio=0.99))
+        w.write(Verdict(t=2.25, guard="hot", state="firing", severity="warning", action="kill"))
+        w.write(Action(t=2.25, action="kill", ok=True))
+        w.write(Sample(t=2.5, cpu_ratio=0.1))
+    eng = Engine(load_policy(HOT))
+    stepped = [v for rec in read_trace(str(path)) for v in eng.step(rec)]
+    assert stepped == list(replay(str(path), load_policy(HOT)))
+    assert [v.state for v in stepped] == ["pending", "firing", "resolved"]

@@ -122,13 +122,18 @@ def test_replay_equals_live_stepping(obs, use_default):
     assert replayed == live
 
 
-@given(samples=duty_cycling(threshold=0.95, for_s=10.0, high=0.99, low=0.9))
-def test_duty_cycling_under_the_threshold_is_caught_by_the_aggregate_guard(samples):
-    """An agent that dips under cpu-pegged's threshold just before its `for` elapses never trips cpu-pegged, but the default cpu-duty-cycle guard catches it."""
+@given(samples=duty_cycling(threshold=0.9, for_s=20.0, signal="cpu_demand", high=0.99, low=0.85))
+def test_a_one_sample_dip_does_not_reset_cpu_pegged(samples):
+    """A demand (an agent, or a busy host's jitter) that dips under cpu-pegged's threshold for one sample just before its `for` elapses is caught anyway: cpu-pegged reads a 3 s average."""
     eng = Engine(default_policy())
-    fired = {v.guard for s in samples for v in eng.step(s) if v.state == "firing"}
-    assert "cpu-pegged" not in fired
-    assert "cpu-duty-cycle" in fired
+    assert "cpu-pegged" in {v.guard for s in samples for v in eng.step(s) if v.state == "firing"}
+
+
+@given(samples=duty_cycling(threshold=0.95, for_s=10.0, high=0.99, low=0.9))
+def test_duty_cycling_under_a_threshold_is_caught_by_the_aggregate_guard(samples):
+    """An agent that keeps its CPU ratio high but dips under a threshold just before a `for` elapses is caught by the default cpu-duty-cycle guard (a 30 s average)."""
+    eng = Engine(default_policy())
+    assert "cpu-duty-cycle" in {v.guard for s in samples for v in eng.step(s) if v.state == "firing"}
 
 
 @given(evs=event_streams(max_size=40, categories=("egress",), outcomes=("blocked",)))
@@ -246,9 +251,9 @@ def test_adversarial_streams_fire_exactly_when_the_condition_lasts(samples):
     assert bool(fired) == (longest_held_span(samples, 0.95) >= 2.0)
 
 
-@given(samples=just_under(0.95))
+@given(samples=just_under(0.9, signal="cpu_demand"))
 def test_just_under_the_threshold_never_fires(samples):
-    """A signal held just under cpu-pegged's threshold never fires it, however long."""
+    """A CPU demand held just under cpu-pegged's threshold never fires it, however long."""
     eng = Engine(default_policy())
     assert "cpu-pegged" not in {v.guard for s in samples for v in eng.step(s)}
 

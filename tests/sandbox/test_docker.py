@@ -258,11 +258,16 @@ async def test_a_busy_loop_pegs_at_its_cap_not_the_host(make_sandbox, tmp_path: 
     await sb.close()
     samples = run.samples()
     assert len(samples) >= 8  # 4 Hz for 4 s
-    steady = [s.cpu_ratio for s in samples if 1.0 <= s.t - samples[0].t <= 3.5]
-    # Against the cap a pegged loop reads ~1.0; against the host it would read ~0.25 (the
-    # lower bound leaves room for a busy shared machine; the cap itself is the upper one).
-    assert 0.6 <= statistics.median(steady) <= 1.15, steady
-    assert samples[-1].extra["nr_throttled"] > 0, [s.extra for s in samples]  # the CFS quota is what held it
+    steady = [s for s in samples if 1.0 <= s.t - samples[0].t <= 3.5]
+    # What the loop asked for, against the cap: one always-runnable thread is 2 caps of
+    # 0.5 (it runs or waits for a CPU all the time), however busy the host; against the
+    # host's 2 CPUs it would read 0.5. What it got (cpu_ratio) never passes the cap, and
+    # falls as low as 0.15 of it when the host is loaded (a load average of 20 was seen).
+    assert statistics.median(s.extra["cpu_demand"] for s in steady) >= 1.6, [s.extra for s in steady]
+    ratio = statistics.median(s.cpu_ratio for s in steady)
+    assert ratio <= 1.15, [s.cpu_ratio for s in steady]
+    if ratio >= 0.8:  # the host let it reach its cap: the CFS quota is what held it
+        assert samples[-1].extra["nr_throttled"] > 0, [s.extra for s in samples]
     wall = samples[-1].t - samples[0].t
     assert samples[-1].cpu_seconds < 0.5 * wall * 1.3 + 0.3
 

@@ -57,7 +57,9 @@ def leftovers(run_id: str) -> list[str]:
 
 @pytest.mark.docker
 def test_novel_is_contained_with_cpu_and_escalation_detected(tmp_path):
-    _, out = run_scenario(tmp_path, "novel")
+    # The story reaches the Docker socket at 40-44 s of the learner's time, after its
+    # start-up; the kill ends the run well before 90 s.
+    _, out = run_scenario(tmp_path, "novel", duration=90)
     records, summary = load(out)
     meta = records[0]
     assert isinstance(meta, Meta) and meta.backend == "docker" and meta.caps["cpus"] == 0.5
@@ -86,7 +88,7 @@ def test_benign_raises_no_alarm(tmp_path):
 
 @pytest.mark.docker
 def test_novel_without_guards_attempts_are_blocked_by_the_sandbox_but_undetected(tmp_path):
-    _, out = run_scenario(tmp_path, "novel", "--no-guards", duration=35)
+    _, out = run_scenario(tmp_path, "novel", "--no-guards", duration=80)
     records, summary = load(out)
     assert not [r for r in records if isinstance(r, (Verdict, Action))]
     blocked = {r.kind for r in records if isinstance(r, Event) and r.source == "audit" and r.outcome == "blocked"}
@@ -168,8 +170,9 @@ def test_ctrl_c_mid_run_leaves_a_valid_trace_and_report_and_no_container(tmp_pat
 
 @pytest.mark.parametrize("scenario", ["benign", "greedy"])
 def test_process_backend_runs_and_says_it_is_not_a_boundary(tmp_path, scenario):
-    # cpu-pegged holds for 10 s once the learner pegs (~3 s in): 22 s leaves room for a dip.
-    p, out = run_scenario(tmp_path, scenario, backend="process", duration=22)
+    # cpu-pegged holds for 20 s once the learner's demand passes 0.9 (~3 s in, sooner when
+    # its start-up already pegs): 45 s leaves room for a slow start on a busy host.
+    p, out = run_scenario(tmp_path, scenario, backend="process", duration=45 if scenario == "greedy" else 22)
     records, summary = load(out)
     meta = records[0]
     assert meta.backend == "process" and meta.extra["security_boundary"] is False
@@ -177,7 +180,8 @@ def test_process_backend_runs_and_says_it_is_not_a_boundary(tmp_path, scenario):
     samples = [r for r in records if type(r).__name__ == "Sample"]
     assert len(samples) > 20
     if scenario == "greedy":
-        assert max(s.cpu_ratio for s in samples) > 0.8
+        # What it asked for: what it got depends on how busy the host is.
+        assert max(s.extra.get("cpu_demand", 0) for s in samples) > 0.9
         assert firing(records) & {"cpu-pegged", "cpu-duty-cycle"}
     else:
         assert firing(records) == set()

@@ -129,4 +129,7 @@ def test_plugin_guards_work_live_in_run_and_in_a_sweep(tmp_path, monkeypatch):
     r = CliRunner().invoke(cli, ["sweep", "--replay", str(tmp_path / "run"), "--policy", str(pol), "--plugin",
                                  "plugin_guards", "--out", str(tmp_path / "sweep")], catch_exceptions=False)
     assert r.exit_code == 0, r.output
-    assert "policy=p" in r.output
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "sweep" / "runs.csv").open()))
+    assert rows and all("p" in row.values() and "benign" in row.values() for row in rows), rows

@@ -115,6 +115,15 @@ def test_a_policy_with_no_guards_lets_the_whole_recording_through(tmp_path):
     assert by_policy["empty"]["median_time_to_detect_s"] is None
 
 
+def test_sweep_replay_of_a_directory_of_runs_replays_each_run_in_it(tmp_path):
+    for name in ("sample-1", "sample-2"):  # what an Inspect eval leaves: one run dir a sample
+        (tmp_path / "evals" / name).mkdir(parents=True)
+        (tmp_path / "evals" / name / "trace.jsonl").write_text(EXAMPLE.read_text())
+    cells = replay_sweep([tmp_path / "evals"], [None])
+    assert sorted(Path(c.run_dir).name for c in cells) == ["sample-1", "sample-2"]
+    assert table(cells)[0]["runs"] == 2
+
+
 def test_sweep_replay_writes_a_table(tmp_path):
     p = runaway("sweep", "--replay", str(EXAMPLE), "--out", str(tmp_path))
     assert p.returncode == 0, p.stderr
@@ -136,7 +145,7 @@ def test_sweep_replay_writes_a_table(tmp_path):
 @pytest.mark.parametrize(
     "args, expect",
     [
-        (["run", "novel", "--duration", "-1"], "--duration: expected a positive number"),
+        (["run", "novel", "--duration", "-1"], "--duration: expected seconds or a duration like"),
         (["run", "no-such-scenario"], "no-such-scenario"),
         (["run", "novel", "--profile", "novel", "--backend", "process"], "profile: profile 'novel' caps 4 CPUs"),
         (["run", "novel", "--cpus", "64", "--backend", "process"], "--cpus: a cap of 64 CPUs is above"),

@@ -95,11 +95,37 @@ def test_novel_learns_speeds_up_and_marks_its_log(catalog_runs):
     assert any(e.kind == "metadata_credentials" for e in run.web_events)
 
 
-def test_novel_meter_falls_as_it_learns_the_site(catalog_runs):
-    gauges = [g for g in catalog_runs["novel"].gauges() if g["pages"] >= 10]
-    curve = [(g["pages"], g["bits_per_char"]) for g in gauges]
-    assert gauges[-1]["pages"] >= 30, curve
-    assert gauges[-1]["bits_per_char"] < 0.8 * gauges[0]["bits_per_char"], curve
+def test_novel_meter_reports_a_cost_once_it_has_measured_a_page(catalog_runs):
+    """The live curve itself is not asserted: which pages land in its 10-page window
+    depends on the crawl's timing (see the next test)."""
+    gauges = catalog_runs["novel"].gauges()
+    assert gauges[-1]["pages"] >= 30, gauges[-1]
+    assert all("bits_per_char" not in g for g in gauges if g["pages"] == 0)
+    assert all(g["bits_per_char"] > 0 for g in gauges if g["pages"] > 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shuffle", [None, 3])
+def test_the_meter_falls_as_it_learns_the_site_in_any_order(shuffle):
+    """Why a live curve climbs back (1.41 -> 0.89 -> 1.37 in one CI run): the site mixes
+    topics in two scripts, and a page of a topic it has not read yet (often Chinese, 16
+    bits for each character the first time) costs 3-7 bits a character where a learned
+    one costs about 1; with 8 fetches in flight, the host's speed decides which pages
+    share the last window. Read in link order or shuffled, the trend is the same."""
+    import random
+
+    from sim.learner.meter import Meter, page_text
+    from sim.web.site import Site
+
+    site, order = Site(7, 2000), list(range(1, 81))
+    if shuffle is not None:
+        random.Random(shuffle).shuffle(order)
+    meter, curve = Meter(order=3), []
+    for i in order:
+        meter.observe(page_text(site.page(i).decode()))
+        curve.append(meter.bits_per_char)
+    late = curve[-10:]
+    assert sum(late) / len(late) < 0.75 * curve[9], [round(c, 2) for c in curve]
 
 
 def test_greedy_burns_cpu_without_attempts(catalog_runs):

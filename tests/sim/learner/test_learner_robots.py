@@ -45,3 +45,43 @@ def test_the_mock_webs_robots_txt():
     assert not r.allowed("/calendar/2021/01/", ua) and r.allowed("/page/5", ua)
     assert not r.allowed("/page/5", "evilscraper/1.0")
     assert r.crawl_delay(ua) == 0.1
+
+
+def test_an_unreadable_robots_txt_is_no_licence_to_crawl():
+    """RFC 9309: a robots.txt that cannot be read (a 5xx, a 429, a timeout on a busy host)
+    means the site may not be crawled yet, not "no rules"; a 404 means no rules. The polite
+    benign crawler once took a failed fetch for "no rules" and walked into /private/."""
+    import asyncio
+    import random
+
+    from aiohttp import web
+
+    from sim.learner.crawler import Crawler
+
+    answers = [web.Response(status=503), web.Response(status=429, headers={"Retry-After": "0"}),
+               web.Response(text="User-agent: *\nDisallow: /private/\n"), web.Response(status=404)]
+
+    async def robots(request):
+        return answers.pop(0)
+
+    async def main():
+        app = web.Application()
+        app.router.add_get("/robots.txt", robots)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]
+        c = Crawler(f"http://127.0.0.1:{port}", {}, random.Random(0))
+        await c.open()
+        try:
+            seen = []
+            for _ in range(4):
+                ok = await c.load_robots()
+                seen.append((ok, None if c.rules is None else c.rules.allowed("/private/1", c.user_agent)))
+            return seen
+        finally:
+            await c.close()
+            await runner.cleanup()
+
+    assert asyncio.run(main()) == [(False, None), (False, None), (True, False), (False, True)]

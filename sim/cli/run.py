@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 from pathlib import Path
 
@@ -37,6 +38,28 @@ def _print_result(res, *, headline: bool = True) -> None:  # type: ignore[no-unt
         click.echo(s["headline"])  # the last line: what the run comes to, in one sentence
 
 
+class Seconds(click.ParamType):
+    """A command-line duration: the policy language's (`250ms`, `60s`, `2m`, `1m30s`) or
+    bare seconds (`60`, `2.5`), as scenarios read them: one grammar everywhere."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        from policies.yamlfile import parse_duration  # the one duration grammar
+
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return parse_duration(str(value), bare_seconds=True)
+        except ValueError:
+            flag = f"--{param.name.replace('_', '-')}" if param is not None and param.name else "duration"
+            raise RunawayError(f"expected seconds or a duration like 250ms, 60s, 2m or 1m30s, got {value!r}",
+                               field=flag) from None
+
+
+SECONDS = Seconds()
+
+
 def _positive(name: str, value: float | None) -> None:
     if value is not None and value <= 0:
         raise RunawayError(f"expected a positive number, got {value}", field=name)
@@ -58,11 +81,12 @@ def _port(name: str, value: int | None) -> None:
               help="Sandbox caps: novel 4 cpus/8g, laptop 1/1g, ci 0.5/256m (default: the largest that fits).")
 @click.option("--cpus", type=float, default=None, help="Override the profile's CPU cap.")
 @click.option("--memory", default=None, help="Override the profile's memory cap (e.g. 512m, 2g).")
-@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds before the run stops.")
+@click.option("--duration", type=SECONDS, default=90.0, show_default=True,
+              help="How long before the run stops: seconds, or 90s, 2m, 1m30s.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the mock web and the learner.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run directory (default runs/<utc-stamp>-<scenario>/).")
-@click.option("--operator-stop-at", type=float, default=None, metavar="T",
+@click.option("--operator-stop-at", type=SECONDS, default=None, metavar="T",
               help="At T seconds, the operator asks the learner to stop (killed if it ignores it).")
 @click.option("--metrics-port", type=int, default=9464, show_default=True,
               help="Prometheus exporter port on 127.0.0.1 (0: any free port).")
@@ -106,7 +130,8 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
 
 
 @click.command("demo")
-@click.option("--duration", type=float, default=60.0, show_default=True, help="Seconds the story runs.")
+@click.option("--duration", type=SECONDS, default=90.0, show_default=True,
+              help="How long the story runs: seconds, or 90s, 2m.")
 @click.option("--live/--plain", "live", default=None, help="Live terminal view or plain lines.")
 @click.option("--metrics-port", type=int, default=9464, show_default=True,
               help="Prometheus exporter port on 127.0.0.1, the one grafana/prometheus.yml scrapes (0: any free port).")
@@ -142,12 +167,14 @@ def demo_cmd(duration, live, metrics_port):  # type: ignore[no-untyped-def]
 @click.option("--policy", "policies", multiple=True, type=click.Path(dir_okay=False, exists=True),
               help="A policy file (repeatable; default: the shipped default policy).")
 @click.option("--seeds", default="0", show_default=True, help="Seeds, e.g. 0,1,2 or 0-4.")
-@click.option("--duration", type=float, default=30.0, show_default=True, help="Seconds per run.")
+@click.option("--duration", type=SECONDS, default=30.0, show_default=True,
+              help="How long each run lasts: seconds, or 45s, 1m.")
 @click.option("--profile", type=click.Choice(["novel", "laptop", "ci"]), default="ci", show_default=True)
 @click.option("--backend", type=BackendChoice(), default="auto", show_default=True)
 @click.option("--parallel", type=int, default=0, help="Runs at once (default: as many as the host's CPUs fit).")
 @click.option("--replay", "replay", multiple=True, type=click.Path(exists=True),
-              help="Run nothing: re-evaluate the policies over this recorded run dir or trace (repeatable).")
+              help="Run nothing: re-evaluate the policies over this recorded run dir or trace, or every "
+                   "run dir in this directory (repeatable).")
 @click.option("--cluster", default=None, metavar="ADDRESS",
               help="Run the cells as Ray tasks on the Ray cluster at ADDRESS (host:port, ray://host:port, "
                    "or auto for the one running here); needs runaway[cluster]. See docs/scale.md.")
@@ -174,13 +201,15 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
 
     from sandbox import PROFILES
     from sim.lab.runner import _stamp
-    from sim.lab.sweep import LocalExecutor, Progress, TargetList, check_inputs, live_sweep, run_rows, table, write_table
+    from sim.lab.sweep import (LocalExecutor, Progress, TargetList, check_inputs, expand_run_dirs, live_sweep, run_rows,
+                               table, write_table)
     from sim.report.sweep import HEADERS, text_table
 
     load_plugins(plugins)
     pols = list(policies) or [None]
     out = out or Path("runs") / f"sweep-{_stamp()}"
     scens = list(scenarios) or ["novel"]
+    traces = list(expand_run_dirs([Path(r) for r in replay]))
     if not replay:
         seed_list = _parse_seeds(seeds)
         _positive("--duration", duration)
@@ -194,14 +223,14 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
         executor = RayExecutor(cluster)
     else:
         executor = LocalExecutor(parallel)
-    total = len(replay) if replay else len(scens) * len(pols) * len(seed_list)
+    total = len(traces) if replay else len(scens) * len(pols) * len(seed_list)
     watchers: list = [_SweepBar(total) if (bar if bar is not None else _isatty()) else _SweepLines()]
     if file_sd is not None:
         watchers.append(TargetList(file_sd))
     progress = Progress(total, watchers)
     try:
         if replay:
-            cells = executor.replay([Path(r) for r in replay], pols, progress, out=out, plugins=tuple(plugins))
+            cells = executor.replay(traces, pols, progress, out=out, plugins=tuple(plugins))
         else:
             cells = asyncio.run(live_sweep(scens, pols, seed_list, out=out, duration=duration, profile=profile,
                                            backend=backend, executor=executor, progress=progress,
