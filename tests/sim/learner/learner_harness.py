@@ -68,6 +68,16 @@ def _parse(text: str, run: Run) -> None:
             run.plain.append(line)
 
 
+async def _first_output(proc: asyncio.subprocess.Process, out_path: str, limit: float = 300.0) -> None:
+    """Waits until the learner has written its first byte to stdout (or has exited)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while proc.returncode is None and loop.time() < deadline:
+        if os.path.getsize(out_path) > 0:
+            return
+        await asyncio.sleep(0.05)
+
+
 async def run_learner(scenario_json: str, *, name: str = "", seed: int = 1, seconds: float = 6.0,
                       stop_at: float | None = None, wait_after_stop: float = 3.0,
                       pages: int = 2000, rate_limit: float | None = 50.0, time_scale: float = 0.12,
@@ -101,6 +111,9 @@ async def run_learner(scenario_json: str, *, name: str = "", seed: int = 1, seco
             with open(control, "a") as fh:
                 fh.write(json.dumps({"cmd": cmd}) + "\n")
 
+    # The clocks below start once the learner is up (its first line), not at spawn: on a
+    # loaded host, starting Python and importing aiohttp can take longer than a whole story.
+    await _first_output(proc, out_path)
     sender = asyncio.ensure_future(send_commands())
     try:
         stop_t = seconds if stop_at is None else stop_at
