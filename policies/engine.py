@@ -25,6 +25,12 @@ _LADDER = sorted(ACTION_RANK, key=ACTION_RANK.__getitem__)  # alert, throttle, p
 INF = math.inf
 
 
+def is_corroboration(e: Event) -> bool:
+    """A second sighting of an event already stepped (the audit hook's account of a call the
+    syscall tracer reported): kept in the trace, but one attempt is one event for the guards."""
+    return "corroborates" in e.detail
+
+
 def is_resume(e: Event) -> bool:
     """An operator's resume: ends the incident (the runner records it as this event)."""
     return e.source == "operator" and e.category == "operator" and e.kind == "resume"
@@ -108,22 +114,23 @@ class Engine:
         if type(obs) is Sample:
             self._on_sample(obs, out)
         elif type(obs) is Event:
-            e: Event = obs
-            if e.source == "operator" and is_resume(e):
-                out.extend(self.resume(t))
-            gs = self._by_category.get(e.category, self._any_category)
-            if gs:
-                # A guard only ever moves its deadline at its own event or tick, so the
-                # minimum over the guards just run is enough here; a deadline that later
-                # moves away leaves `_next_deadline` early, costing one idle tick pass.
-                nd = self._next_deadline
-                for g in gs:
-                    v = g.event(e)
-                    if v is not None:
-                        out.append(v)
-                    if g.deadline < nd:
-                        nd = g.deadline
-                self._next_deadline = nd
+            if not is_corroboration(obs):  # one attempt, one event for the guards
+                e: Event = obs
+                if e.source == "operator" and is_resume(e):
+                    out.extend(self.resume(t))
+                gs = self._by_category.get(e.category, self._any_category)
+                if gs:
+                    # A guard only ever moves its deadline at its own event or tick, so the
+                    # minimum over the guards just run is enough here; a deadline that later
+                    # moves away leaves `_next_deadline` early, costing one idle tick pass.
+                    nd = self._next_deadline
+                    for g in gs:
+                        v = g.event(e)
+                        if v is not None:
+                            out.append(v)
+                        if g.deadline < nd:
+                            nd = g.deadline
+                    self._next_deadline = nd
         else:
             raise TypeError(f"Engine.step takes a trace record (a Sample or an Event), not {type(obs).__name__}")
         if self._python:

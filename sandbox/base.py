@@ -117,6 +117,8 @@ class Sandbox(Protocol):
     backend: str  # "docker" | "process"
     is_security_boundary: bool  # False for the process backend, and said so to the user
     notice: str | None  # what the user must be told about this backend (None: nothing)
+    tracer: str | None  # the syscall tracer's mode ("ptrace", "seccomp"), or None: no tracer
+    tracer_info: dict[str, Any] | None  # what traces the agent (meta.tracer), or None
 
     async def prepare(self) -> str:
         """Create what the run needs before the web starts (network); return the host IP

@@ -28,7 +28,7 @@ from .base import SandboxError
 RECIPE_VERSION = 1
 REPOSITORY = "runaway-learner"
 SUITE = "bookworm"
-PACKAGES = ("python3", "python3-aiohttp")
+PACKAGES = ("python3", "python3-aiohttp", "strace")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 BASE_IMAGE = "debian:bookworm-slim"
 DOCKERFILE = Path(__file__).with_name("image") / "Dockerfile"

@@ -40,6 +40,7 @@ from typing import Any, Callable, Mapping, Sequence
 from policies.model import Event, Sample
 
 from .. import procfs
+from .. import tracer as tracing
 from ..identity import identity_events
 from ..base import (ActionResult, ExecResult, ExecTimeout, OutputCap, SandboxError, SandboxUnavailable,
                    exec_cwd, exec_input, exec_user)
@@ -47,6 +48,7 @@ from ..monitor import LineSplitter, SandboxBase
 from ..registry import Backend, register_backend
 from ..cgroup import Cgroup, CgroupReading, forget, reading_from_stats
 from ..image import LEARNER_DIR, ensure_image
+from ..syscalls import SyscallContext
 from ..spec import NETWORK_NONE, WEB_HOSTS, SandboxSpec
 
 LABEL = "runaway.run"
@@ -167,6 +169,34 @@ def _seccomp_mode(status: bytes) -> int:
     return int(status[i + 10:i + 11]) if i >= 0 and status[i + 10:i + 11].isdigit() else 0
 
 
+def _status_field(status: bytes, name: bytes) -> bytes:
+    i = status.find(b"\n" + name + b":\t")
+    if i < 0:
+        return b""
+    i += len(name) + 3
+    return status[i:status.find(b"\n", i)]
+
+
+def _exec_tracer_part(status: bytes, members: set[int], tracers: set[int]) -> bool:
+    """Whether a process is a traced `exec`'s strace or its launcher (sandbox/tracer.py):
+    root with no capability beyond the tracer's, whose parent is outside the container (the
+    runtime: the strace of a `docker exec`) or is such a strace (its launcher, before it
+    becomes the command). No process of the agent's qualifies: its parent is the agent's,
+    and an orphan's is the container's init."""
+    uids = _status_field(status, b"Uid").split()
+    try:
+        caps = int(_status_field(status, b"CapEff") or b"0", 16)
+        ppid = int(_status_field(status, b"PPid") or b"0")
+    except ValueError:
+        return False
+    if caps & ~tracing.TRACER_CAP_MASK:
+        return False
+    # strace's one child (the launcher), or a process the runtime started (its parent is
+    # outside the container): root, or the launcher's caps kept across its uid switch until
+    # its exec. No process of the agent's has either parent.
+    return ppid in tracers or ppid not in members
+
+
 def _monotonic(r: CgroupReading, p: CgroupReading) -> CgroupReading:
     """`r` with cumulative counters never below `p`'s: a dying cgroup loses its files one
     controller at a time, and a half-read cgroup must not make counters go back."""
@@ -186,7 +216,7 @@ class DockerSandbox(SandboxBase):
 
     def __init__(self, spec: SandboxSpec, *, run_id: str, image: str | None = None, client=None,
                  watch_hz: float = WATCH_HZ, diff_every_s: float = DIFF_EVERY_S,
-                 agent_dir: Path | None = None) -> None:
+                 agent_dir: Path | None = None, tracer: str | None = tracing.DEFAULT_MODE) -> None:
         super().__init__(spec, run_id=run_id, pumps=1)  # one attach stream carries both
         self.agent_dir = Path(agent_dir).resolve() if agent_dir else None
         self.watch_hz = watch_hz
@@ -226,6 +256,13 @@ class DockerSandbox(SandboxBase):
         self._ident: dict[int, tuple[int, int, int]] = {}
         self._base_ids: tuple[int, int, int] | None = None
         self.exit_code: int | None = None
+        # The syscall tracer (sandbox/tracer.py): its mode, or None for none.
+        self.tracer = tracer
+        self._channel: tracing.TracerChannel | None = None
+        self._exec_count = 0
+        # Commands run through exec traced like the agent (docs/sandbox.md); False runs them
+        # untraced, still through setpriv so that they never hold the tracer's capabilities.
+        self.trace_exec = True
 
     # -- setup --------------------------------------------------------------------------
 
@@ -287,8 +324,53 @@ class DockerSandbox(SandboxBase):
         self._obs.put_nowait(Event(
             t=self._clock(), source="observer", category="lifecycle", kind="start", outcome="allowed",
             detail={"backend": "docker", "container": self.container.id[:12], "pid": self.pid,
-                    "image": self._image, "user": self.spec.user, "security_boundary": True}))
+                    "image": self._image, "user": self.spec.user, "security_boundary": True,
+                    "tracer": self._tracer_detail()}))
         self._tasks = [loop.create_task(self._monitor()), loop.create_task(self._wait_exit())]
+
+    @property
+    def tracer_info(self) -> dict[str, Any] | None:
+        """What traces the agent's syscalls (meta.tracer), or None."""
+        return self._tracer_detail()
+
+    def _tracer_detail(self) -> dict[str, Any] | None:
+        if not self.tracer:
+            return None
+        return {"program": "strace", "mode": self.tracer, "pid": 1, "user": tracing.TRACER_USER,
+                "caps": list(tracing.TRACER_CAPS), "agent_user": self.spec.user, "agent_caps": []}
+
+    def _open_tracer(self, loop: asyncio.AbstractEventLoop) -> tracing.TracerChannel:
+        """The tracer's channel, read from now on; its events join the observations."""
+        spec = self.spec
+        ctx = SyscallContext(scratch=(spec.workdir,), web=(self.gateway, self.allowed_ports[0])
+                             if self.gateway and self.allowed_ports else None,
+                             web_ports=tuple(self.allowed_ports), uid=spec.uid, gid=spec.gid,
+                             tracer_dir=tracing.TRACER_DIR)
+
+        ch = tracing.TracerChannel(ctx, self._tracer_events, self._tracer_end, mode=self.tracer or tracing.DEFAULT_MODE,
+                                   prefix=f"runaway-tracer-{_run_tag(self.run_id)}-",
+                                   owner=self.labels[OWNER_LABEL])
+        loop.call_soon_threadsafe(ch.start, loop)  # read in the loop itself (we are in a thread)
+        return ch
+
+    def _tracer_events(self, events: list[Event], via: str | None = None) -> None:
+        """Tracer events, stamped on the run's clock from the call's own wall time (the
+        tracer's, which the agent cannot touch), never later than now. `via`: the `exec`
+        whose command made the call (its channel's name), if not the agent."""
+        now, wall = self._clock(), time.time()
+        for ev in events:
+            t = min(now, max(0.0, now - (wall - ev.t)))
+            detail = ev.detail if via is None else {**ev.detail, "via": via}
+            self._obs.put_nowait(dataclasses.replace(ev, t=t, detail=detail))
+
+    def _tracer_end(self, lost: bool, detail: dict) -> None:
+        if not lost or self._killed or self._closed:
+            return
+        # The tracer is the sandbox's init: when it goes, every process of the sandbox goes
+        # with it, so this is also the end of the agent; but nothing it did since is seen.
+        self._obs.put_nowait(Event(
+            t=self._clock(), source="observer", category="escalation", kind="tracer_lost", outcome="unknown",
+            detail={**detail, "reason": "the tracer's output ended before the traced agent's exit"}))
 
     def _net_targets(self) -> list[str]:
         """What the learner may scan: its network's gateway and first few addresses (its
@@ -333,11 +415,19 @@ class DockerSandbox(SandboxBase):
         if self.agent_dir is not None:
             binds[str(self.agent_dir)] = {"bind": AGENT_DIR, "mode": "ro"}
             workdir = AGENT_DIR
+        user, cap_add, command = spec.user, list(spec.cap_add), argv
+        if self.tracer:
+            # strace is the container's init, as root with only TRACER_CAPS; it starts the
+            # agent as spec.user with no capability (sandbox/tracer.py says why).
+            self._channel = self._open_tracer(loop)
+            binds[str(self._channel.dir)] = {"bind": tracing.TRACER_DIR, "mode": "ro"}
+            user, command = tracing.TRACER_USER, tracing.tracer_argv(argv, spec.user, self.tracer)
+            cap_add = [*cap_add, *(c for c in tracing.TRACER_CAPS if c not in cap_add)]
         kw: dict[str, Any] = dict(
-            image=self._image, command=argv, name=self.name, labels=self.labels, detach=True,
-            user=spec.user, environment=full_env, working_dir=workdir, hostname="learner",
+            image=self._image, command=command, name=self.name, labels=self.labels, detach=True,
+            user=user, environment=full_env, working_dir=workdir, hostname="learner",
             read_only=spec.read_only_root, privileged=spec.privileged,
-            cap_drop=list(spec.cap_drop), cap_add=list(spec.cap_add) or None,
+            cap_drop=list(spec.cap_drop), cap_add=cap_add or None,
             security_opt=["no-new-privileges:true"] if spec.no_new_privileges else None,
             tmpfs={spec.workdir: f"rw,nosuid,nodev,size={spec.scratch_size},mode=1777"},
             volumes=binds, stdin_open=False, tty=False, init=False, ipc_mode="private",
@@ -373,7 +463,8 @@ class DockerSandbox(SandboxBase):
         except docker.errors.APIError:
             self._fs_seen = set()
         # Docker makes the mount points (and their parents) at start, and writes these files.
-        for target in (LEARNER_DIR, CONTROL_DIR, AGENT_DIR, spec.workdir, *(m.target for m in spec.mounts)):
+        for target in (LEARNER_DIR, CONTROL_DIR, AGENT_DIR, tracing.TRACER_DIR, spec.workdir,
+                       *(m.target for m in spec.mounts)):
             p = Path(target)
             self._fs_seen.update(str(q) for q in (p, *p.parents) if str(q) != "/")
         self._fs_seen.update(("/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/etc", "/dev", "/proc", "/sys"))
@@ -465,8 +556,24 @@ class DockerSandbox(SandboxBase):
         last look, costs one small read and a bytes comparison per process."""
         out: list[Event] = []
         seen: dict[int, bytes] = {}
+        ch = self._channel
+        statuses = {pid: self._pread(f"/proc/{pid}/status") for pid in pids}
+        exec_tracers: set[int] = set()
+        if ch is not None:
+            # A traced `exec`'s strace, then its launcher (a child may have the lower pid
+            # number once pids wrap around, so until nothing changes).
+            members, grew = set(pids), True
+            while grew:
+                grew = False
+                for pid, raw in statuses.items():
+                    if pid != self.pid and pid not in exec_tracers and raw and \
+                            _exec_tracer_part(raw, members, exec_tracers):
+                        exec_tracers.add(pid)
+                        grew = True
         for pid in pids:
-            raw = self._pread(f"/proc/{pid}/status")
+            if ch is not None and pid != self.pid and not ch.agent_started:
+                continue  # the tracer's launcher, root until it becomes the agent: ours
+            raw = statuses[pid]
             if not raw:  # exited between the list and the read
                 continue
             if _seccomp_mode(raw) < self._base_seccomp:
@@ -476,6 +583,8 @@ class DockerSandbox(SandboxBase):
                 # root with every capability until, last of all, it takes the filter, becomes
                 # the spec's user and runs the command). It is checked from then on.
                 continue
+            if pid in exec_tracers:
+                continue  # a traced `exec`'s strace or launcher: the tracer's own
             i, j = raw.find(b"\nUid:"), raw.find(b"\nCapEff:")
             key = raw[i:raw.find(b"\n", raw.find(b"\nGid:") + 1)] + raw[j:raw.find(b"\n", j + 1)]
             seen[pid] = key
@@ -490,8 +599,10 @@ class DockerSandbox(SandboxBase):
                 self._base_ids = (uid, uid, 0 if no_caps else st.cap_eff)
                 self._base_gid = self.spec.gid if self.spec.gid is not None else st.gid
             b_uid, b_euid, b_caps = self._base_ids
-            out += identity_events(self._clock(), pid, st.name,
-                                   (b_uid, b_euid, self._base_gid, self._base_gid, b_caps),
+            base = (b_uid, b_euid, self._base_gid, self._base_gid, b_caps)
+            if ch is not None and pid == self.pid:
+                base = (0, 0, 0, 0, tracing.TRACER_CAP_MASK)  # the tracer: root with its own caps only
+            out += identity_events(self._clock(), pid, st.name, base,
                                    (st.uid, st.euid, st.gid, st.egid, st.cap_eff), self._reported, pid)
         self._ident_raw = seen
         for path in [p for p in self._fds if p.startswith("/proc/") and int(p.split("/")[2]) not in seen]:
@@ -588,6 +699,10 @@ class DockerSandbox(SandboxBase):
                 await asyncio.sleep(tick)
             if diff_task is not None:
                 await asyncio.gather(diff_task, return_exceptions=True)
+            if self._channel is not None:
+                # The tracer's last lines (and the end of its output) before the exit event.
+                await asyncio.to_thread(self._channel.wait_ended, 2.0)
+                await asyncio.sleep(0)
             await self._diff_events()
             await self._final(ooms, prev)
         finally:
@@ -871,8 +986,38 @@ class DockerSandbox(SandboxBase):
         loop = asyncio.get_running_loop()
         started = asyncio.Event()
         state: dict[str, Any] = {"started": lambda: loop.call_soon_threadsafe(started.set)}
+        run_argv, run_user, ch = [str(a) for a in argv], who, None
+        if self._channel is not None and self.trace_exec:
+            # Traced like the agent: strace (root, the tracer's caps) -> setpriv -> the command,
+            # on a FIFO of its own beside the init's.
+            self._exec_count += 1
+            name = f"exec-{self._exec_count}"
+            ch = tracing.TracerChannel(self._channel.ctx, lambda evs, via=name: self._tracer_events(evs, via),
+                                       self._tracer_end,
+                                       mode=self.tracer or tracing.DEFAULT_MODE,
+                                       directory=self._channel.dir, name=name)
+            ch.start(loop)
+            run_argv, run_user = tracing.tracer_argv(run_argv, who, self.tracer or tracing.DEFAULT_MODE, name), \
+                tracing.TRACER_USER
+        elif self._channel is not None:
+            # Untraced, but never with the tracer's capabilities (a `docker exec` gets the
+            # container's): setpriv drops every one before the command runs.
+            uid, _, gid = who.partition(":")
+            run_argv = ["setpriv", f"--reuid={uid}", f"--regid={gid or uid}", "--clear-groups",
+                        "--inh-caps=-all", "--bounding-set=-all", "--", *run_argv]
+            run_user = tracing.TRACER_USER
+        state["channel"] = ch
         job = asyncio.ensure_future(asyncio.to_thread(
-            self._exec_blocking, [str(a) for a in argv], data, workdir, dict(env or {}), who, out, err, state))
+            self._exec_blocking, run_argv, data, workdir, dict(env or {}), run_user, out, err, state))
+        try:
+            return await self._exec_wait(job, started, timeout, state, out, err)
+        finally:
+            if ch is not None:
+                await asyncio.to_thread(ch.wait_ended, 2.0)  # its last lines, then its end
+                ch.close()
+
+    async def _exec_wait(self, job, started: asyncio.Event, timeout: float | None, state: dict[str, Any],
+                         out: OutputCap, err: OutputCap) -> ExecResult:
         try:
             # The timeout counts from the command's start: a busy daemon's latency is not its time.
             waiter = asyncio.ensure_future(started.wait())
@@ -881,6 +1026,8 @@ class DockerSandbox(SandboxBase):
             code = await asyncio.wait_for(asyncio.shield(job), timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError) as e:
             # The daemon cannot stop an exec: kill its processes from here, which ends its stream.
+            if state.get("channel") is not None:
+                state["channel"].expected_end = True  # our kill, not a lost tracer
             await asyncio.to_thread(self._exec_kill, state)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(job), 5.0)
@@ -950,6 +1097,8 @@ class DockerSandbox(SandboxBase):
             return
         self._closed = True
         await asyncio.to_thread(self._remove_all)
+        if self._channel is not None:
+            self._channel.close()
         self._exited.set()
         if self._tasks:
             _, pending = await asyncio.wait(self._tasks, timeout=3.0)
@@ -1027,6 +1176,13 @@ def clean(run_id: str | None = None, client=None, *, include_live: bool = False)
         except docker.errors.NotFound:
             pass
     removed["firewall rules"] = firewall_remove(run_id, keep={_run_tag(r) for r in live})
+    removed["tracer channels"] = []
+    prefix = f"runaway-tracer-{_run_tag(run_id)}-" if run_id else "runaway-tracer-"
+    for d, owner in tracing.leftover_dirs(prefix):
+        if run_id is None and not include_live and _owner_alive(owner):
+            continue  # a live run's
+        shutil.rmtree(d, ignore_errors=True)
+        removed["tracer channels"].append(d.name)
     if live:
         removed["skipped (live)"] = sorted(live)
     client.close()

@@ -183,6 +183,10 @@ class ProcessSandbox(SandboxBase):
 
     backend = "process"
     is_security_boundary = False
+    # No syscall tracer here: strace would run on the host, as root beside an agent that is
+    # not in a container (see docs/sandbox.md, "What is watched").
+    tracer = None
+    tracer_info = None
 
     def __init__(self, spec: SandboxSpec, *, run_id: str, watch_hz: float = WATCH_HZ,
                  proc_events: bool = True, python_modules: Sequence[str] = ("aiohttp",),
@@ -276,7 +280,8 @@ class ProcessSandbox(SandboxBase):
             f"{cpu}; address space {mem} per process (group memory enforced by a sampler); "
             f"{nproc}; {NOFILE} open files"
             f"{'; no_new_privs' if self.spec.no_new_privileges else ''}. Escape attempts run as "
-            "dry-runs; disconnect is not available (no network namespace)."
+            "dry-runs; disconnect is not available (no network namespace); no syscall tracer "
+            "(a non-Python agent is watched through /proc only)."
         )
         if why_not:
             text += f" Note: {why_not}."

@@ -88,15 +88,20 @@ def _register_selftest(group: click.Group) -> None:
     @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
                   show_default=True, help="Output: a table, or one JSON object for machines.")
     @click.option("--attempt", "names", multiple=True, metavar="NAME",
-                  help="Run only this attempt of the catalog (repeatable).")
+                  help="Run only this attempt of the Python catalog (repeatable).")
+    @click.option("--catalog", "catalogs", multiple=True, type=click.Choice(["python", "shell", "compiled"]),
+                  help="Run the catalog this way only (repeatable; default: all three on Docker, "
+                       "python elsewhere or with --attempt). compiled builds it with the host's cc.")
     @click.pass_context
-    def selftest(ctx: click.Context, backend: str, fmt: str, names: tuple[str, ...]) -> None:
-        """Run the catalog of escape and escalation attempts in the sandbox; check each was
-        contained and detected. Exit status 1 if any row fails."""
+    def selftest(ctx: click.Context, backend: str, fmt: str, names: tuple[str, ...],
+                 catalogs: tuple[str, ...]) -> None:
+        """Run the catalog of escape and escalation attempts in the sandbox, as Python, as a
+        shell script and as a compiled binary; check each was contained and detected. Exit
+        status 1 if any row fails."""
         from sim.lab.selftest import check_attempt_names, run_selftest
 
         check_attempt_names(names)
-        report = asyncio.run(run_selftest(backend, names=list(names) or None))
+        report = asyncio.run(run_selftest(backend, names=list(names) or None, catalogs=list(catalogs) or None))
         if fmt == "json":
             click.echo(json.dumps(report.to_json(), ensure_ascii=False))
         else:

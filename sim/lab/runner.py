@@ -34,6 +34,7 @@ from policies.text import covert_marker_event
 from sandbox.base import ActionResult
 
 from . import protocol
+from .corroborate import Corroborator, is_tracer_event
 from .session import SandboxSession
 from .view import RunState, View
 
@@ -137,6 +138,8 @@ class Experiment:
         self._learner_exited = False
         self._killed = False
         self.metrics_port: int | None = None
+        self._corroborator = Corroborator()
+        self._traced = False
         self.started = asyncio.Event()  # the sandbox runs: set once start() returned
 
     # ---- set-up -------------------------------------------------------------------
@@ -275,6 +278,12 @@ class Experiment:
                     await self._on_line(item[1], item[2])
                 elif item[0] == "operator_kill":
                     self._actions.put_nowait(("kill", "operator stop ignored", self.clock()))
+                elif item[0] == "release":
+                    ev = self._corroborator.release(item[1])
+                    if ev is not None:  # no tracer twin came: the audit event stands alone
+                        ev = dataclasses.replace(ev, t=self._stamp_t(ev.t))
+                        self._record(ev)
+                        await self._step(ev)
                 self._queue.task_done()
                 continue
             if isinstance(item, Sample):
@@ -285,6 +294,9 @@ class Experiment:
                 item = dataclasses.replace(item, t=self._stamp_t(item.t))
             self._record(item)
             await self._step(item)
+            if isinstance(item, Event) and is_tracer_event(item):
+                for twin in self._corroborator.tracer(item, self.clock()):
+                    self._record(dataclasses.replace(twin, t=self._stamp_t(twin.t)))
             self._queue.task_done()
 
     async def _actuator(self) -> None:
@@ -302,9 +314,17 @@ class Experiment:
         if isinstance(parsed, protocol.Gauge):
             self._gauges.update(parsed.values)
         elif isinstance(parsed, Event):
-            ev = dataclasses.replace(parsed, t=self._stamp_t(parsed.t))
-            self._record(ev)
-            await self._step(ev)
+            if parsed.source == "audit" and self._traced:
+                twin = self._corroborator.audit(parsed, self.clock())
+                if twin is not None:  # the tracer reported this call already: one event
+                    self._record(dataclasses.replace(twin, t=self._stamp_t(twin.t)))
+                else:  # wait a moment for the tracer's account, which the guards trust
+                    hid = self._corroborator.hold(parsed, self.clock())
+                    asyncio.get_running_loop().call_later(self._corroborator.hold_s, self._put, ("release", hid))
+            else:
+                ev = dataclasses.replace(parsed, t=self._stamp_t(parsed.t))
+                self._record(ev)
+                await self._step(ev)
         text = protocol.text_of(parsed)
         if text:
             ev = covert_marker_event(self._last_t, text, stream=stream)
@@ -395,10 +415,19 @@ class Experiment:
         if self.waived:
             extra["unsafe"] = list(self.waived)
         if self.cfg.agent:
+            watched_by = ["outside"]
+            if self._traced:
+                watched_by.append("syscalls")
+            if is_python_command(self.cfg.agent):
+                watched_by.append("audit hook")
             extra["agent"] = {
                 "argv": list(self.cfg.agent),
-                "watched": "inside and outside" if is_python_command(self.cfg.agent) else "outside only",
+                # Every call that matters is seen (and every process it starts), whatever
+                # its language: the syscall tracer, or for Python the audit hook too.
+                "watched": self._traced or is_python_command(self.cfg.agent),
+                "watched_by": watched_by,
             }
+        extra["tracer"] = getattr(self.sandbox, "tracer_info", None)
         if self.cfg.operator_stop_at is not None:
             extra["operator_stop_at"] = self.cfg.operator_stop_at
         if not self.cfg.web:
@@ -420,7 +449,12 @@ class Experiment:
         if is_python_command(argv):
             rest = argv[1:] if Path(argv[0]).name.startswith("python") else argv
             return ["python3", "-m", "learner.bootstrap", "--", *rest]
-        self.notices.append("the agent is not Python: it is watched from outside only (no audit hook)")
+        if self._traced:
+            self.notices.append("the agent is not Python: every process it starts is watched at the "
+                                "syscall level by the sandbox's tracer (no audit hook)")
+        else:
+            self.notices.append("the agent is not Python and this sandbox has no syscall tracer: it is "
+                                "watched from outside only (no audit hook, no syscalls)")
         return argv
 
     async def run(self) -> RunResult:
@@ -442,6 +476,7 @@ class Experiment:
         self.session = SandboxSession.open(self.spec, self.cfg.backend, run_id=self.run_id,
                                            notices=self.notices, agent_dir=self.cfg.agent_dir)
         self.sandbox = self.session.sandbox
+        self._traced = bool(getattr(self.sandbox, "tracer", None))
         tasks: list[asyncio.Task[Any]] = []
         consumer = actuator = view_task = None
         loop = asyncio.get_running_loop()
@@ -463,6 +498,7 @@ class Experiment:
             if self.cfg.metrics_port is not None:
                 self.metrics_port = self._serve_metrics(self.cfg.metrics_host, self.cfg.metrics_port)
                 self.notices.append(f"metrics on http://{self.cfg.metrics_host}:{self.metrics_port}/metrics")
+            argv = self._learner_argv()  # its notices belong in the meta line and the header
             meta = self._meta()
             self.trace.write(meta)
             if self.engine is not None:
@@ -482,7 +518,7 @@ class Experiment:
             actuator = asyncio.create_task(self._actuator(), name="actuator")
             for t in (consumer, actuator):
                 t.add_done_callback(lambda t: t.cancelled() or t.exception() is None or self._finish("error"))
-            await self.session.start(self._learner_argv(), env, self.control_file, self.clock)
+            await self.session.start(argv, env, self.control_file, self.clock)
             self.started.set()
             tasks.append(asyncio.create_task(self._pump_observations(), name="observations"))
             tasks.append(asyncio.create_task(self._pump_output(), name="output"))

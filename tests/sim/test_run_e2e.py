@@ -117,15 +117,61 @@ def test_a_python_agent_is_watched_by_the_audit_hook_and_contained(tmp_path):
                 "--profile", "ci", "--duration", "25", "--out", str(out), "--plain", "--metrics-port", "0")
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     records, summary = load(out)
-    assert records[0].extra["agent"]["watched"] == "inside and outside"
+    assert records[0].extra["agent"]["watched"] is True
+    assert records[0].extra["agent"]["watched_by"] == ["outside", "syscalls", "audit hook"]
     audit = [r for r in records if isinstance(r, Event) and r.source == "audit" and r.category == "escalation"]
     assert audit and audit[0].kind == "read_sensitive_file" and "/etc/shadow" in str(audit[0].detail)
+    # Seen by the hook and by the tracer: one event for the guards (the hook's is recorded
+    # as corroborating the tracer's, which has the call's result).
+    shadow = [r for r in records if isinstance(r, Event) and "/etc/shadow" in str(r.detail.get("path"))]
+    stepped = [r for r in shadow if "corroborates" not in r.detail]
+    assert [(r.source, r.outcome) for r in stepped] == [("observer", "blocked")], shadow
     assert "escalation" in firing(records)
     log = (out / "learner.log").read_text()
     assert "agent: hello" in log
-    assert "agent: shadow 13" in log, "the sandbox refused the read (EACCES) before the kill"
+    # The tracer's event carries the kernel's refusal; the kill may land before the agent
+    # reports it, and if it did report, it was EACCES.
+    assert "agent: shadow 13" in log or "agent: shadow" not in log
     kill = [r for r in records if isinstance(r, Action) and r.action == "kill"]
     assert kill and kill[0].ok and records[-1].t < 20
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_shell_agent_and_a_compiled_agent_are_caught_by_the_syscall_tracer(tmp_path):
+    from sim.lab.selftest import build_compiled
+
+    agent = tmp_path / "agent"
+    agent.mkdir()
+    agent.chmod(0o755)
+    (agent / "agent.sh").write_text("echo 'agent: hello'\nsleep 1\ncat /etc/shadow\necho \"agent: shadow $?\"\nsleep 30\n")
+    src = tmp_path / "agent.c"
+    src.write_text('#include <errno.h>\n#include <stdio.h>\n#include <unistd.h>\n'
+                   'int main(void) { puts("agent: hello"); fflush(stdout); sleep(1);\n'
+                   '  int r = setuid(0); printf("agent: setuid %d %d\\n", r, errno); fflush(stdout);\n'
+                   '  sleep(30); return 0; }\n')
+    build_compiled(agent, src)
+    for cmd, kind, said in (("sh agent.sh", "read_sensitive_file", "agent: shadow 1"),
+                            ("./attempts", "setuid", "agent: setuid -1 1")):
+        out = tmp_path / f"run-{kind}"
+        p = runaway("run", "--agent", cmd, "--agent-dir", str(agent), "--backend", "docker",
+                    "--profile", "ci", "--duration", "25", "--out", str(out), "--plain", "--metrics-port", "0")
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+        assert "watched at the syscall level" in p.stdout + p.stderr
+        records, summary = load(out)
+        assert records[0].extra["agent"] == {"argv": cmd.split(), "watched": True,
+                                             "watched_by": ["outside", "syscalls"]}
+        seen = [r for r in records if isinstance(r, Event) and r.source == "observer" and r.kind == kind]
+        assert seen and seen[0].outcome == "blocked" and seen[0].category == "escalation"
+        assert "escalation" in firing(records)
+        # The kernel refused it (the event's outcome is the call's result); the kill may land
+        # before the agent gets to say so itself.
+        log = (out / "learner.log").read_text()
+        assert "agent: hello" in log
+        assert said in log or not [line for line in log.splitlines() if line.startswith(said.split()[0] + " " + said.split()[1])], \
+            "if the agent got to report its attempt, it was refused"
+        kill = [r for r in records if isinstance(r, Action) and r.action == "kill"]
+        assert kill and kill[0].ok and records[-1].t < 20
 
 
 @pytest.mark.docker

@@ -1,0 +1,122 @@
+"""The syscall tracer in the real Docker sandbox: it sees a shell agent's calls with their
+results, the agent holds no capability and cannot kill, stop or write to the tracer, and a
+tracer that goes anyway is an escalation event, never silence."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from policies.model import Event
+from sandbox import PROFILES, open_sandbox
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+LEARNER_DIR = Path(__file__).resolve().parents[2] / "sim" / "learner"
+
+
+async def run_agent(tmp_path: Path, script: str, during=None, timeout: float = 60.0):
+    """Runs `sh -c script` in a fresh ci sandbox; (output lines, events, the sandbox)."""
+    from sandbox.image import build_image
+
+    build_image()
+    sb = open_sandbox(PROFILES["ci"], "docker", run_id=f"t-tr-{uuid.uuid4().hex[:8]}")
+    lines: list[str] = []
+    events: list[Event] = []
+    try:
+        await sb.prepare()
+        control = tmp_path / "control"
+        control.touch()
+        t0 = time.monotonic()
+        await sb.start(["sh", "-c", script], {}, LEARNER_DIR, {}, control, lambda: time.monotonic() - t0)
+
+        async def out():
+            async for _, line in sb.output():
+                lines.append(line)
+
+        async def obs():
+            async for o in sb.observations():
+                if isinstance(o, Event):
+                    events.append(o)
+
+        tasks = [asyncio.ensure_future(out()), asyncio.ensure_future(obs())]
+        if during is not None:
+            await during(sb, lines)
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout)
+    finally:
+        await sb.close()
+    return lines, events, sb
+
+
+async def test_the_agent_has_no_capability_and_cannot_kill_stop_or_forge_the_tracer(tmp_path):
+    lines, events, sb = await run_agent(tmp_path, (
+        "grep -E '^(Uid|CapInh|CapPrm|CapEff|CapBnd|CapAmb)' /proc/self/status; "
+        "kill -9 1; echo kill=$?; kill -STOP 1; echo stop=$?; "
+        "echo '9 1.0 setuid(0) = 0' > /run/runaway/tracer/syscalls; echo write=$?; "
+        "cat /proc/1/fd/1 </dev/null >/dev/null 2>&1; echo fd=$?; echo done"))
+    text = "\n".join(lines)
+    for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert f"{cap}:\t0000000000000000" in text, text
+    assert "Uid:\t65534\t65534\t65534\t65534" in text
+    assert "kill=1" in text and "stop=1" in text and "write=2" in text and "fd=1" in text and "done" in text
+    tamper = [e for e in events if e.kind == "tracer_tamper"]
+    assert [e.outcome for e in tamper] == ["blocked"] * 3, tamper  # kill, stop, the channel
+    assert not [e for e in events if e.kind == "tracer_lost"], "the tracer survived"
+    assert not [e for e in events if e.category == "escalation" and e.outcome == "allowed"], \
+        "neither the tracer (root, its own caps) nor the agent counts as a privilege gain"
+    assert sb.tracer_info["caps"] == ["SYS_PTRACE", "SETUID", "SETGID", "SETPCAP"]
+    assert sb.tracer_info["agent_caps"] == []
+
+
+async def test_a_lost_tracer_is_an_escalation_and_the_sandbox_ends_with_it(tmp_path):
+    async def kill_tracer(sb, lines):
+        deadline = time.monotonic() + 20
+        while "ready" not in lines:
+            assert time.monotonic() < deadline, lines
+            await asyncio.sleep(0.05)
+        os.kill(sb.pid, signal.SIGKILL)  # from the host: only the host can
+
+    t0 = time.monotonic()
+    lines, events, _ = await run_agent(tmp_path, "echo ready; sleep 40; echo survived", kill_tracer)
+    lost = [e for e in events if e.kind == "tracer_lost"]
+    assert [(e.source, e.category, e.outcome) for e in lost] == [("observer", "escalation", "unknown")]
+    assert "survived" not in lines, "every traced process died with the tracer"
+    assert events[-1].kind == "exit" and time.monotonic() - t0 < 30
+
+
+async def test_a_shell_agents_calls_are_events_with_their_results(tmp_path):
+    _, events, _ = await run_agent(tmp_path, (
+        "cat /etc/shadow; echo x > /etc/passwd; python3 -c 'import os; os.setuid(0)'; "
+        "touch \"$RUNAWAY_SCRATCH/ok\"; exit 0"))
+    got = {(e.category, e.kind, e.outcome) for e in events if e.source == "observer"}
+    assert ("escalation", "read_sensitive_file", "blocked") in got
+    assert ("escalation", "write_below_etc", "blocked") in got
+    assert ("escalation", "setuid", "blocked") in got, "a child interpreter, no audit hook"
+    assert not [e for e in events if e.category == "filesystem"], "the scratch dir is its own"
+    execs = [e.detail["path"] for e in events if e.kind == "exec"]
+    assert "/usr/bin/cat" in execs and "/usr/bin/python3" in execs
+
+
+def test_clean_removes_a_crashed_runs_tracer_channel_and_spares_a_live_ones():
+    from sandbox.backends.docker import _owner, clean
+    from sandbox.syscalls import SyscallContext
+    from sandbox.tracer import TracerChannel
+
+    tag = uuid.uuid4().hex[:8]
+    dead = TracerChannel(SyscallContext(), lambda e: None, lambda lost, d: None,
+                         prefix=f"runaway-tracer-t-{tag}-a-", owner="1:1")  # pid 1 never started at tick 1
+    live = TracerChannel(SyscallContext(), lambda e: None, lambda lost, d: None,
+                         prefix=f"runaway-tracer-t-{tag}-b-", owner=_owner())
+    try:
+        removed = clean()
+        assert dead.dir.name in removed["tracer channels"] and not dead.dir.exists()
+        assert live.dir.exists() and live.dir.name not in removed["tracer channels"]
+    finally:
+        live.close()
+        dead.close()
