@@ -99,6 +99,8 @@ class Engine:
         if type(obs) is Meta or type(obs) is Verdict or type(obs) is Action:
             self.actions = []
             return []
+        if type(obs) is not Sample and type(obs) is not Event:  # before obs.t: step(None) too
+            raise TypeError(f"Engine.step takes a Sample or an Event, not {type(obs).__name__}")
         t = obs.t
         if t < self.t:
             raise TraceError(f"time goes backwards: {t} after {self.t} (t must never decrease)", field="t")

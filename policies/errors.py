@@ -38,7 +38,8 @@ class RunawayError(Exception):
             where += ": "
         if self.field:
             where += f"{self.field}: "
-        return f"{where}{self.message}"
+        # One line, whatever a file's keys or values hold: a newline in them is shown escaped.
+        return f"{where}{self.message}".replace("\r", "\\r").replace("\n", "\\n")
 
 
 class PolicyError(RunawayError):

@@ -10,8 +10,12 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import stat
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping, TextIO, Union
 
@@ -50,6 +54,33 @@ SAMPLE_FIELDS = (
 )
 
 
+def _check_t(cls: str, t: Any) -> None:
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+        raise TraceError(f"expected seconds since the run started (a finite number >= 0), got {t!r}",
+                         field=f"{cls}.t")
+
+
+def _check_number(cls: str, name: str, v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (isinstance(v, float) and not math.isfinite(v)):
+        raise TraceError(f"expected a finite number, got {v!r}", field=f"{cls}.{name}")
+
+
+def _check_choice(cls: str, name: str, v: Any, allowed: Iterable[str]) -> None:
+    if v not in allowed:
+        raise TraceError(f"unknown value {v!r} (expected one of {', '.join(sorted(allowed))})",
+                         field=f"{cls}.{name}")
+
+
+def _check_str(cls: str, name: str, v: Any) -> None:
+    if not isinstance(v, str) or not v:
+        raise TraceError(f"expected a non-empty string, got {v!r}", field=f"{cls}.{name}")
+
+
+def _check_mapping(cls: str, name: str, v: Any) -> None:
+    if not isinstance(v, Mapping):
+        raise TraceError(f"expected a mapping, got {type(v).__name__}", field=f"{cls}.{name}")
+
+
 @dataclass(frozen=True, slots=True)
 class Sample:
     """One reading of the sandbox's resources (cpu_ratio 1.0 = pegged at the cap)."""
@@ -64,6 +95,17 @@ class Sample:
     net_tx_bytes: int = 0
     # Optional learner gauges (pages, bits_per_char, workers) and unknown fields.
     extra: Mapping[str, Any] = field(default_factory=dict, compare=True)
+
+    def __post_init__(self) -> None:
+        # Records are checked when built, so a bad value fails where it is made (a TraceError
+        # naming the field), not later in a guard or as a trace line that is not JSON.
+        _check_t("Sample", self.t)
+        for name in SAMPLE_FIELDS:
+            _check_number("Sample", name, getattr(self, name))
+        _check_mapping("Sample", "extra", self.extra)
+        for k, v in self.extra.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise TraceError(f"expected a finite number, got {v!r}", field=f"Sample.{k}")
 
     def value(self, name: str) -> float | None:
         """The named signal, or None when this sample does not carry it."""
@@ -87,6 +129,14 @@ class Event:
     outcome: str = "unknown"
     detail: Mapping[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        _check_t("Event", self.t)
+        _check_choice("Event", "source", self.source, SOURCES)
+        _check_choice("Event", "category", self.category, CATEGORIES)
+        _check_str("Event", "kind", self.kind)
+        _check_choice("Event", "outcome", self.outcome, OUTCOMES)
+        _check_mapping("Event", "detail", self.detail)
+
     def __hash__(self) -> int:
         return hash((self.t, self.source, self.category, self.kind, self.outcome))
 
@@ -102,6 +152,12 @@ class Verdict:
     action: str
     reason: str = ""
 
+    def __post_init__(self) -> None:
+        _check_t("Verdict", self.t)
+        _check_str("Verdict", "guard", self.guard)
+        _check_choice("Verdict", "state", self.state, STATES)
+        _check_choice("Verdict", "action", self.action, ACTIONS)
+
 
 @dataclass(frozen=True, slots=True)
 class Action:
@@ -112,6 +168,12 @@ class Action:
     ok: bool
     latency_s: float = 0.0
     detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _check_t("Action", self.t)
+        _check_str("Action", "action", self.action)
+        _check_number("Action", "latency_s", self.latency_s)
+        _check_mapping("Action", "detail", self.detail)
 
     def __hash__(self) -> int:
         return hash((self.t, self.action, self.ok, self.latency_s))
@@ -148,7 +210,9 @@ def record_to_dict(rec: Record) -> dict[str, Any]:
     if kind == "sample":
         for name in SAMPLE_FIELDS:
             out[name] = getattr(rec, name)
-        out.update(rec.extra)  # type: ignore[union-attr]
+        for k, v in rec.extra.items():  # type: ignore[union-attr]
+            if k not in _SAMPLE_KEYS:  # an extra never overwrites a measurement
+                out[k] = v
     elif kind == "event":
         out.update(
             source=rec.source, category=rec.category, kind=rec.kind,  # type: ignore[union-attr]
@@ -215,7 +279,15 @@ _SAMPLE_KEYS = {"type", "t", *SAMPLE_FIELDS}
 
 def record_from_dict(obj: Mapping[str, Any], *, file: str | None = None, line: int | None = None) -> Record:
     """Parse one trace object; a mistake raises TraceError naming file, line and field."""
-    where = {"file": file, "line": line}
+    try:
+        return _record_from_dict(obj, {"file": file, "line": line})
+    except TraceError as e:
+        if e.file is None and file is not None:
+            raise TraceError(e.message, file=file, line=line, field=e.field) from None
+        raise
+
+
+def _record_from_dict(obj: Mapping[str, Any], where: dict) -> Record:
     if not isinstance(obj, dict):
         raise TraceError(f"expected a JSON object, got {type(obj).__name__}", **where)
     kind = obj.get("type")
@@ -282,16 +354,70 @@ def record_from_dict(obj: Mapping[str, Any], *, file: str | None = None, line: i
     )
 
 
+class TraceWarning(UserWarning):
+    """Something wrong with a trace that reading it can live with (a crash's cut last line)."""
+
+
+class _NotJSON(ValueError):
+    pass
+
+
+def _refuse_constant(text: str) -> Any:
+    raise _NotJSON(f"{text} is not JSON")
+
+
+def _finite(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise _NotJSON(f"the number {text[:40]} is out of range")
+    return v
+
+
+def loads_strict(text: str) -> Any:
+    """JSON as the standard defines it: no NaN or Infinity, no number that overflows."""
+    return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+
+
+def dumps_strict(obj: Any) -> str:
+    """One compact line of standard JSON. A non-finite float becomes null, an object JSON
+    cannot hold becomes its str(): a trace line is always valid JSON."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+    except ValueError:
+        return json.dumps(_finite_only(obj), ensure_ascii=False, separators=(",", ":"), allow_nan=False,
+                          default=str)
+
+
+def _finite_only(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: _finite_only(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_only(v) for v in obj]
+    return obj
+
+
 def parse_trace_lines(lines: Iterable[str], *, file: str | None = None) -> Iterator[Record]:
-    """Records from JSON Lines text; blank lines are skipped, time must never decrease."""
+    """Records from JSON Lines text; blank lines are skipped, time must never decrease.
+
+    A last line that is cut short (no newline at its end, not JSON: what a crash or a full
+    disk leaves) is skipped with a `TraceWarning`, so a crashed run can still be replayed."""
     last_t = 0.0
     for n, text in enumerate(lines, start=1):
         if not text.strip():
             continue
         try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise TraceError(f"not a JSON object: {e.msg} at column {e.colno}", file=file, line=n) from None
+            obj = loads_strict(text)
+        except (ValueError, RecursionError) as e:
+            if not text.endswith("\n"):
+                warnings.warn(TraceWarning(str(TraceError(
+                    "the last line is cut short (the run crashed or the disk filled?): skipped",
+                    file=file, line=n))), stacklevel=2)
+                return
+            msg = f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else (
+                "nested too deeply" if isinstance(e, RecursionError) else str(e))
+            raise TraceError(f"not a JSON object: {msg}", file=file, line=n) from None
         rec = record_from_dict(obj, file=file, line=n)
         if rec.t < last_t:
             raise TraceError(
@@ -308,11 +434,35 @@ def read_trace(path: str) -> Iterator[Record]:
     >>> # for rec in read_trace("runs/x/trace.jsonl"): ...
     """
     try:
-        fh = open(path, encoding="utf-8")
+        # Non-blocking open: a FIFO named as a trace must not hang the reader.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         raise TraceError(f"cannot read trace: {e.strerror}", file=str(path)) from None
-    with fh:
-        yield from parse_trace_lines(fh, file=str(path))
+    with os.fdopen(fd, encoding="utf-8", errors="strict") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise TraceError("cannot read trace: not a regular file", file=str(path))
+        yield from parse_trace_lines(_bounded_lines(fh, str(path)), file=str(path))
+
+
+# A trace line longer than this is not one runaway wrote (records are a few hundred bytes).
+MAX_TRACE_LINE = 1 << 20
+
+
+def _bounded_lines(fh: TextIO, file: str) -> Iterator[str]:
+    """The file's lines, each at most MAX_TRACE_LINE long: memory stays bounded whatever
+    the file holds."""
+    n = 0
+    while True:
+        n += 1
+        try:
+            text = fh.readline(MAX_TRACE_LINE + 1)
+        except UnicodeDecodeError:
+            raise TraceError("not UTF-8 text (a trace is a JSON Lines file)", file=file, line=n) from None
+        if not text:
+            return
+        if len(text) > MAX_TRACE_LINE:
+            raise TraceError(f"a line longer than {MAX_TRACE_LINE} characters (not a trace?)", file=file, line=n)
+        yield text
 
 
 def observations(records: Iterable[Record]) -> Iterator[Observation]:
@@ -323,31 +473,61 @@ def observations(records: Iterable[Record]) -> Iterator[Observation]:
 
 
 class TraceWriter:
-    """Appends records to a JSON Lines file, one flushed line each, so a crash loses at
-    most the line being written. Time must never go backwards (ValueError if it does).
+    """Appends records to a JSON Lines file, one line per write, so a crash loses at most
+    the line being written. Time must never go backwards (ValueError if it does).
+
+    Each line goes out in one `os.write` with no buffer in between. When a write fails
+    (a full disk), the part of the line that landed is cut off again, so the file holds
+    only complete lines, and the failure is a TraceError naming the file.
 
     >>> # with TraceWriter("trace.jsonl") as w: w.write(Meta(run="r1"))
     """
 
     def __init__(self, path: str | TextIO) -> None:
+        self._fd: int | None = None
+        self._fh: TextIO | None = None
         if isinstance(path, str) or hasattr(path, "__fspath__"):
-            self._fh: TextIO = open(path, "a", encoding="utf-8")
-            self._own = True
+            self.path = os.fspath(path)  # type: ignore[arg-type]
+            try:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as e:
+                raise TraceError(f"cannot write the trace: {e.strerror}", file=self.path) from None
         else:
-            self._fh = path  # type: ignore[assignment]
-            self._own = False
+            self.path = getattr(path, "name", "<stream>")
+            self._fh = path
         self.last_t = 0.0
 
     def write(self, rec: Record) -> None:
         if rec.t < self.last_t:
             raise ValueError(f"trace time goes backwards: {rec.t} after {self.last_t}")
+        line = dumps_strict(record_to_dict(rec)) + "\n"
+        if self._fh is not None:
+            self._fh.write(line)
+            self._fh.flush()
+        elif self._fd is not None:
+            self._write_fd(line.encode("utf-8"))
+        else:
+            raise TraceError("the trace is closed", file=self.path)
         self.last_t = rec.t
-        self._fh.write(json.dumps(record_to_dict(rec), ensure_ascii=False, separators=(",", ":")) + "\n")
-        self._fh.flush()
+
+    def _write_fd(self, data: bytes) -> None:
+        assert self._fd is not None
+        start = os.lseek(self._fd, 0, os.SEEK_END)
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, start)  # keep only complete lines
+            raise TraceError(f"cannot write the trace: {e.strerror}", file=self.path) from None
 
     def close(self) -> None:
-        if self._own and not self._fh.closed:
-            self._fh.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self._fh = None
 
     def __enter__(self) -> "TraceWriter":
         return self

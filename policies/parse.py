@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from .errors import PolicyError
+from .inputs import read_text
 from .kinds import kinds, sniff
 from .model import ACTIONS
 from .spec import COMMON_FIELDS, SEVERITIES, TOP_FIELDS, FieldReader, Fields, GuardSpec, Policy, join
@@ -59,11 +60,7 @@ def load_policy(source: str | os.PathLike[str], *, file: str | None = None) -> P
     if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source
                                             and not source.lstrip().startswith(("guards:", "{"))):
         path = os.fspath(source)
-        try:
-            with open(path, encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as e:
-            raise PolicyError(f"cannot read policy: {e.strerror}", file=path) from None
+        text = read_text(path, what="policy", error=PolicyError)
         file = file or path
     else:
         text = str(source)

@@ -182,12 +182,15 @@ class FieldReader:
             raise self.fail(node, path, f"expected a number, got {self.what(node)}")
         return float(v)
 
-    def duration(self, node: yaml.Node, path: str) -> float:
+    def duration(self, node: yaml.Node, path: str, *, positive: bool = False) -> float:
         v = self.value(node)
         try:
-            return parse_duration(v)
+            d = parse_duration(v)
         except ValueError:
-            raise self.fail(node, path, f"expected {DURATION_HINT}, got {v!r}") from None
+            raise self.fail(node, path, f"expected {DURATION_HINT}, got {str(v)[:40]!r}") from None
+        if positive and d <= 0:
+            raise self.fail(node, path, f"expected a window longer than 0s, got {v!r}")
+        return d
 
     def boolean(self, node: yaml.Node, path: str) -> bool:
         v = self.value(node)

@@ -15,6 +15,7 @@ node tree and the one place a duration such as `250ms` or `1m30s` is read.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -26,6 +27,9 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _BARE_SECONDS = re.compile(r"\d+(?:\.\d+)?")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 DURATION_HINT = "a duration like 250ms, 5s, 2m or 1h"
+# The longest duration a file may name: 30 days (longer is a typo, e.g. `for: 1e26h`, and
+# would not survive the export to Prometheus rules).
+MAX_DURATION_S = 30 * 24 * 3600.0
 
 
 def parse_duration(text: Any, *, bare_seconds: bool = False) -> float:
@@ -49,7 +53,7 @@ def parse_duration(text: Any, *, bare_seconds: bool = False) -> float:
             raise ValueError(text)
         total += float(m.group(1)) * _UNIT_S[m.group(2)]
         pos = m.end()
-    if pos == 0 or pos != len(s):
+    if pos == 0 or pos != len(s) or not math.isfinite(total) or total > MAX_DURATION_S:
         raise ValueError(text)
     return total
 
@@ -70,13 +74,10 @@ def format_duration(seconds: float) -> str:
 def compose(text: str, *, file: str, error: type[RunawayError]) -> yaml.Node | None:
     """The node tree of YAML text (None for an empty document); a syntax error becomes
     `error("not valid YAML: ...", file=, line=)`, never a traceback."""
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        problem = getattr(e, "problem", None) or getattr(e, "context", None) or str(e).splitlines()[0]
-        raise error(f"not valid YAML: {problem}", file=file,
-                    line=mark.line + 1 if mark is not None else None) from None
+    from .inputs import compose_yaml
+
+    # Depth and alias expansion bounded (a "billion laughs" is one line, not the host's memory).
+    return compose_yaml(text, file=file, error=error)
 
 
 class Values:
@@ -87,7 +88,11 @@ class Values:
         self._ctor = yaml.SafeLoader("")
 
     def __call__(self, node: yaml.Node) -> Any:
-        return self._ctor.construct_object(node, deep=True)
+        try:
+            return self._ctor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError) as e:  # e.g. a date like 2024-13-45
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise RunawayError(f"not a value YAML can build: {problem}", line=node.start_mark.line + 1) from None
 
 
 def plain_with_lines(node: yaml.Node, *, file: str, error: type[RunawayError]) -> tuple[Any, dict[tuple, int]]:

@@ -44,6 +44,18 @@ def docker_available(timeout: float = 3.0) -> str | None:
         return f"{type(e).__name__}: {e}".splitlines()[0][:200]
 
 
+def docker_configured() -> str | None:
+    """Where a Docker daemon is configured to be (DOCKER_HOST, or the default socket
+    exists), or None when this host has no Docker at all."""
+    import os
+
+    if os.environ.get("DOCKER_HOST"):
+        return f"DOCKER_HOST={os.environ['DOCKER_HOST']}"
+    if os.path.exists("/var/run/docker.sock"):
+        return "/var/run/docker.sock"
+    return None
+
+
 def open_sandbox(spec: SandboxSpec, backend: str = "auto", *, run_id: str,
                  notices: list[str] | None = None, **kwargs) -> Sandbox:
     """A sandbox for `spec` from the backend registry (sandbox/registry.py): a backend by

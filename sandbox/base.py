@@ -17,6 +17,10 @@ from policies.model import Event, Sample
 
 T = TypeVar("T")
 
+# The longest line a backend hands over: a learner that writes without newlines gets its
+# output cut into pieces this long, so it cannot grow the controller's buffers.
+MAX_LINE_BYTES = 1 << 20
+
 
 async def until_none(queue: asyncio.Queue[T | None], ends: int = 1) -> AsyncIterator[T]:
     """The items a backend's threads or tasks put on a queue, until `ends` Nones (one per

@@ -160,7 +160,7 @@ class DeceptionKind(GuardKind):
             spec["by"] = r.string(n, f.at("by"), SOURCES)
         if (n := f.get("within")) is None:
             raise r.fail(node, f.at("within"), "missing required field (expected a duration like 3s)")
-        spec["within_s"] = r.duration(n, f.at("within"))
+        spec["within_s"] = r.duration(n, f.at("within"), positive=True)
         if (n := f.get("keep_firing_for")) is not None:
             spec["keep_firing_for_s"] = r.duration(n, f.at("keep_firing_for"))
         return DeceptionSpec(**common, **spec)

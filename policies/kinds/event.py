@@ -182,13 +182,13 @@ class EventKind(GuardKind):
         spec: dict[str, Any] = {"matches": r.matches(f["on_event"][1], f.at("on_event"))}
         if (n := f.get("count")) is not None:
             c = r.value(n)
-            if isinstance(c, bool) or not isinstance(c, int) or c < 1:
-                raise r.fail(n, f.at("count"), f"expected a whole number >= 1, got {r.what(n)}")
+            if isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= 1_000_000:
+                raise r.fail(n, f.at("count"), f"expected a whole number from 1 to 1000000, got {r.what(n)[:40]}")
             spec["count"] = c
             if f.get("within") is None and c > 1:
                 raise r.fail(n, f.at("within"), "missing: `count` above 1 needs a window (`within: 10s`)")
         if (n := f.get("within")) is not None:
-            spec["within_s"] = r.duration(n, f.at("within"))
+            spec["within_s"] = r.duration(n, f.at("within"), positive=True)
         if (n := f.get("keep_firing_for")) is not None:
             spec["keep_firing_for_s"] = r.duration(n, f.at("keep_firing_for"))
         return EventSpec(**common, **spec)

@@ -42,6 +42,7 @@ from policies.model import Event, Sample
 from .. import procfs
 from .. import tracer as tracing
 from ..identity import identity_events
+from .. import watchdog
 from ..base import (ActionResult, ExecResult, ExecTimeout, OutputCap, SandboxError, SandboxUnavailable,
                    exec_cwd, exec_input, exec_user)
 from ..monitor import LineSplitter, SandboxBase
@@ -141,9 +142,12 @@ def firewall_allow(run_id: str, bridge: str, ip: str, port: int) -> None:
         raise SandboxError(f"cannot open port {port} for the sandbox: {r.stderr.strip()}", field="network")
 
 
-def firewall_remove(run_id: str | None = None, keep: set[str] = frozenset()) -> list[str]:
+def firewall_remove(run_id: str | None = None, keep: set[str] = frozenset(), *,
+                    keep_live_bridges: bool = False) -> list[str]:
     """Delete the INPUT rules tagged runaway.run (=run_id, and not in `keep`); returns the
-    rules removed."""
+    rules removed. `keep_live_bridges` (when the daemon cannot say which runs are live)
+    also keeps the rules of any bridge that still exists: its network, so maybe its run,
+    is still there."""
     removed: list[str] = []
     for b in _firewall_binaries():
         r = _iptables(b, "-S", "INPUT")
@@ -157,6 +161,9 @@ def firewall_remove(run_id: str | None = None, keep: set[str] = frozenset()) -> 
             comment = args[args.index("--comment") + 1] if "--comment" in args[:-1] else ""
             tag, _, rid = comment.partition("=")
             if tag != LABEL or (run_id is not None and rid != _run_tag(run_id)) or rid in keep:
+                continue
+            bridge = args[args.index("-i") + 1] if "-i" in args[:-1] else ""
+            if keep_live_bridges and bridge and os.path.exists(f"/sys/class/net/{bridge}"):
                 continue
             if _iptables(b, "-D", *args[1:]).returncode == 0:
                 removed.append(f"{b} {line}")
@@ -256,6 +263,7 @@ class DockerSandbox(SandboxBase):
         self._ident: dict[int, tuple[int, int, int]] = {}
         self._base_ids: tuple[int, int, int] | None = None
         self.exit_code: int | None = None
+        self._watchdog = None
         # The syscall tracer (sandbox/tracer.py): its mode, or None for none.
         self.tracer = tracer
         self._channel: tracing.TracerChannel | None = None
@@ -280,6 +288,8 @@ class DockerSandbox(SandboxBase):
 
     def _prepare(self) -> None:
         docker = _docker()
+        if self._watchdog is None:  # before anything is made: nothing of it outlives us
+            self._watchdog = watchdog.arm(self.run_id)
         self._image = self._image or ensure_image(self.client)
         if self.spec.network == NETWORK_NONE:
             return
@@ -1127,6 +1137,7 @@ class DockerSandbox(SandboxBase):
                 self._client.close()
             except Exception:
                 pass
+        watchdog.disarm(self._watchdog)
 
 
 def clean(run_id: str | None = None, client=None, *, include_live: bool = False) -> dict[str, list[str]]:

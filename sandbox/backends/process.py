@@ -44,6 +44,7 @@ from policies.model import Event, Sample
 from .. import procfs
 from ..identity import identity_events
 from ..proc_events import ProcEvents
+from .. import watchdog
 from ..base import (ActionResult, ExecResult, ExecTimeout, OutputCap, SandboxError, SandboxUnavailable,
                    exec_cwd, exec_input, exec_user)
 from ..monitor import SandboxBase
@@ -310,6 +311,7 @@ class ProcessSandbox(SandboxBase):
         if not argv:
             raise SandboxError("expected a command to run, got an empty argv", field="argv")
         self._clock = clock
+        self._watchdog = watchdog.arm(self.run_id)  # the learner's workers never outlive us
         self.root = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{self.run_id}-", dir=self._base_dir))
         try:
             await asyncio.to_thread(self._lay_out, Path(learner_dir), Path(control_file))
@@ -909,6 +911,7 @@ class ProcessSandbox(SandboxBase):
                 task.cancel()
         if self.root is not None:
             await asyncio.to_thread(shutil.rmtree, self.root, True)
+        await asyncio.to_thread(watchdog.disarm, getattr(self, "_watchdog", None))
 
 
 def _owner_alive(owner: str) -> bool:

@@ -6,6 +6,7 @@ sandbox.py, report.py, run.py: run, demo and sweep). Every user mistake is a `Ru
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
@@ -48,7 +49,17 @@ def _register() -> None:
         mod.register(cli)
 
 
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EMFILE})
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # type: ignore[no-untyped-def]
+    click.echo(f"runaway: warning: {message}", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
+    import warnings
+
+    warnings.showwarning = _show_warning  # one line, like errors; no source excerpt
     _register()
     try:
         rv = cli.main(args=argv, prog_name="runaway", standalone_mode=False)
@@ -66,5 +77,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as e:
+        if e.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        # The host, not the input, failed (a full disk, a read-only directory): one line.
+        where = f"{e.filename}: " if e.filename else ""
+        click.echo(f"runaway: {where}{e.strerror}", err=True)
+        sys.exit(2)
     # With standalone_mode off, click hands back ctx.exit(code) as the return value.
     sys.exit(rv if isinstance(rv, int) else 0)

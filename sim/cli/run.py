@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import shlex
+import signal
 from pathlib import Path
 
 import click
@@ -61,7 +62,9 @@ SECONDS = Seconds()
 
 
 def _positive(name: str, value: float | None) -> None:
-    if value is not None and value <= 0:
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):  # nan > 0 is False too
         raise RunawayError(f"expected a positive number, got {value}", field=name)
 
 
@@ -125,8 +128,8 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
     )
     res = _run(cfg, live)
     _print_result(res)
-    if res.stopped_by == "interrupted":
-        raise click.exceptions.Exit(130)
+    if res.stopped_by == "interrupted":  # 130 for Ctrl-C, 143 for SIGTERM, as shells expect
+        raise click.exceptions.Exit(128 + (res.signal or 2))
 
 
 @click.command("demo")
@@ -171,7 +174,7 @@ def demo_cmd(duration, live, metrics_port):  # type: ignore[no-untyped-def]
               help="How long each run lasts: seconds, or 45s, 1m.")
 @click.option("--profile", type=click.Choice(["novel", "laptop", "ci"]), default="ci", show_default=True)
 @click.option("--backend", type=BackendChoice(), default="auto", show_default=True)
-@click.option("--parallel", type=int, default=0, help="Runs at once (default: as many as the host's CPUs fit).")
+@click.option("--parallel", type=int, default=None, help="Runs at once, 1 or more (default: as many as the host's CPUs fit).")
 @click.option("--replay", "replay", multiple=True, type=click.Path(exists=True),
               help="Run nothing: re-evaluate the policies over this recorded run dir or trace, or every "
                    "run dir in this directory (repeatable).")
@@ -201,8 +204,8 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
 
     from sandbox import PROFILES
     from sim.lab.runner import _stamp
-    from sim.lab.sweep import (LocalExecutor, Progress, TargetList, check_inputs, expand_run_dirs, live_sweep, run_rows,
-                               table, write_table)
+    from sim.lab.sweep import (MAX_CELLS, LocalExecutor, Progress, TargetList, check_inputs, expand_run_dirs,
+                               live_sweep, run_rows, table, write_table)
     from sim.report.sweep import HEADERS, text_table
 
     load_plugins(plugins)
@@ -213,8 +216,13 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
     if not replay:
         seed_list = _parse_seeds(seeds)
         _positive("--duration", duration)
+        n_cells = len(seed_list) * len(pols) * max(1, len(scenarios))
+        if n_cells > MAX_CELLS:
+            raise RunawayError(f"{n_cells} runs is more than a sweep runs ({MAX_CELLS} at most)", field="--seeds")
+        if parallel is not None and parallel < 1:
+            raise RunawayError(f"expected at least 1 run at once, got {parallel}", field="--parallel")
         check_inputs(scens, pols)
-        if parallel <= 0:
+        if parallel is None:
             cap = PROFILES[profile].cpus or 1.0
             parallel = max(1, int(len(os.sched_getaffinity(0)) // cap) - 1)
     if cluster is not None:
@@ -222,20 +230,43 @@ def sweep_cmd(scenarios, policies, seeds, duration, profile, backend, parallel, 
 
         executor = RayExecutor(cluster)
     else:
-        executor = LocalExecutor(parallel)
+        executor = LocalExecutor(parallel or 1)
     total = len(traces) if replay else len(scens) * len(pols) * len(seed_list)
     watchers: list = [_SweepBar(total) if (bar if bar is not None else _isatty()) else _SweepLines()]
     if file_sd is not None:
         watchers.append(TargetList(file_sd))
     progress = Progress(total, watchers)
+    sig = 0
+
+    async def interruptible() -> list:
+        # Ctrl-C, SIGTERM or SIGHUP cancel the runs under way (each closes its sandbox);
+        # the table of the runs already done is on disk (live_sweep rewrites it as they end).
+        nonlocal sig
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+
+        def stop(s: int) -> None:
+            nonlocal sig
+            sig = sig or s
+            task.cancel()  # type: ignore[union-attr]
+
+        for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            loop.add_signal_handler(s, stop, s)
+        return await live_sweep(scens, pols, seed_list, out=out, duration=duration, profile=profile,
+                                backend=backend, executor=executor, progress=progress,
+                                exporters=file_sd is not None, metrics_host=metrics_host, plugins=plugins)
+
     try:
         if replay:
             cells = executor.replay(traces, pols, progress, out=out, plugins=tuple(plugins))
         else:
-            cells = asyncio.run(live_sweep(scens, pols, seed_list, out=out, duration=duration, profile=profile,
-                                           backend=backend, executor=executor, progress=progress,
-                                           exporters=file_sd is not None, metrics_host=metrics_host,
-                                           plugins=plugins))
+            try:
+                cells = asyncio.run(interruptible())
+            except asyncio.CancelledError:
+                if not sig:
+                    raise
+                click.echo(f"runaway: interrupted; the runs that finished are in {out / 'sweep.csv'}", err=True)
+                raise click.exceptions.Exit(128 + sig) from None
     finally:
         for w in watchers:
             getattr(w, "close", lambda: None)()
@@ -318,19 +349,28 @@ class _SweepBar:
 
 
 def _parse_seeds(text: str) -> list[int]:
-    seeds: list[int] = []
+    from sim.lab.sweep import MAX_CELLS
+
+    ranges: list[range] = []
     try:
-        for part in text.split(","):
+        for part in text[:1000].split(","):
             part = part.strip()
             if "-" in part:
                 a, b = part.split("-", 1)
-                seeds.extend(range(int(a), int(b) + 1))
+                ranges.append(range(int(a), int(b) + 1))
             elif part:
-                seeds.append(int(part))
+                ranges.append(range(int(part), int(part) + 1))
     except ValueError:
-        raise RunawayError(f"expected seeds like 0,1,2 or 0-4, got {text!r}", field="--seeds") from None
+        raise RunawayError(f"expected seeds like 0,1,2 or 0-4, got {text[:80]!r}", field="--seeds") from None
+    # Counted before any list is made: `0-100000000` must be refused, not built.
+    count = sum(len(r) for r in ranges)
+    if count > MAX_CELLS:
+        raise RunawayError(f"{count} seeds is more than a sweep runs ({MAX_CELLS} at most)", field="--seeds")
+    seeds = [k for r in ranges for k in r]
     if not seeds:
         raise RunawayError("expected at least one seed", field="--seeds")
+    if any(not 0 <= k < 2**32 for k in seeds):
+        raise RunawayError("expected seeds from 0 to 4294967295", field="--seeds")
     return seeds
 
 

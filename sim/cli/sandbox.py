@@ -43,6 +43,7 @@ def _register_image(group: click.Group) -> None:
         """Print the learner image's tag and whether it is built (exit 1 if not)."""
         import docker
 
+        from sandbox import SandboxError
         from sandbox.image import image_tag
 
         tag = image_tag()
@@ -51,6 +52,8 @@ def _register_image(group: click.Group) -> None:
         except docker.errors.ImageNotFound:
             click.echo(f"{tag}: not built (run `runaway image build`)")
             raise click.exceptions.Exit(1)
+        except docker.errors.DockerException as e:
+            raise SandboxError(f"no Docker daemon answers: {str(e).splitlines()[0][:200]}", field="image") from None
         click.echo(f"{tag}: built")
 
 
@@ -67,11 +70,15 @@ def _register_clean(group: click.Group) -> None:
 
         removed = clean_all(run_id, include_live=include_live)
         skipped = removed.pop("skipped (live)", [])
+        unreachable = removed.pop("docker unreachable", [])
+        if unreachable:
+            click.echo(f"Docker does not answer ({unreachable[0]}): its containers and networks were not "
+                       "cleaned, only firewall rules and process-sandbox leftovers", err=True)
         if skipped:
             click.echo(f"skipped {len(skipped)} live runs: {', '.join(skipped)}")
         total = sum(len(v) for v in removed.values())
         if not total:
-            click.echo("nothing to clean")
+            click.echo("nothing else to clean" if unreachable else "nothing to clean")
             return
         for kind, names in removed.items():
             if names:

@@ -18,6 +18,7 @@ import hashlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -34,6 +35,7 @@ from policies.text import covert_marker_event
 from sandbox.base import ActionResult
 
 from . import protocol
+from .protocol import OutputGate
 from .corroborate import Corroborator, is_tracer_event
 from .session import SandboxSession
 from .view import RunState, View
@@ -43,6 +45,8 @@ DEFAULT_POLICY = Path(__file__).resolve().parents[2] / "policies" / "default.yam
 STOP_GRACE_S = 5.0
 # The exporter stays up this long after a run ends, so a 1 s scrape sees the final state.
 METRICS_LINGER_S = 1.5
+# The longest run: a week (longer is a typo; `inf` or 1e308 would overflow the timer).
+MAX_DURATION_S = 7 * 24 * 3600.0
 # Throttle lowers the CPU cap to this fraction of the spec's cap.
 THROTTLE_FRACTION = 0.25
 
@@ -99,6 +103,7 @@ class RunResult:
     summary: dict[str, Any]
     stopped_by: str
     notices: list[str] = field(default_factory=list)
+    signal: int = 0  # the signal that interrupted the run (exit status 128 + it), else 0
 
 
 def _stamp() -> str:
@@ -138,6 +143,9 @@ class Experiment:
         self._learner_exited = False
         self._killed = False
         self.metrics_port: int | None = None
+        self.signal: int = 0  # the signal that interrupted the run, if one did
+        self._started = False  # the learner started: from here on the run is kept, failed or not
+        self._out_existed = True
         self._corroborator = Corroborator()
         self._traced = False
         self.started = asyncio.Event()  # the sandbox runs: set once start() returned
@@ -174,8 +182,14 @@ class Experiment:
         from sandbox import admit
 
         self.waived = admit(self.spec, unsafe=cfg.unsafe)
-        if cfg.duration <= 0:
-            raise RunError(f"expected a positive duration, got {cfg.duration}", field="--duration")
+        if not (isinstance(cfg.duration, (int, float)) and 0 < cfg.duration <= MAX_DURATION_S):
+            raise RunError(f"expected a duration in seconds from 0 to {MAX_DURATION_S:g} (a week), got {cfg.duration}",
+                           field="--duration")
+        stop = cfg.operator_stop_at
+        if stop is not None and not (isinstance(stop, (int, float)) and 0 <= stop <= MAX_DURATION_S):
+            raise RunError(f"expected seconds into the run (0 or more), got {stop}", field="--operator-stop-at")
+        if not (isinstance(cfg.seed, int) and 0 <= cfg.seed < 2**32):
+            raise RunError(f"expected a seed from 0 to 4294967295, got {cfg.seed}", field="--seed")
         # A user's agent runs in place of the scenario, and is named so everywhere.
         self.scenario_name = cfg.label or ("agent" if cfg.agent else self.scenario.name)
         name = _safe_name(self.scenario_name)
@@ -184,6 +198,7 @@ class Experiment:
         n = next(_RUNS_IN_PROCESS)
         self.run_id = f"{_stamp()}-{name}-{os.getpid() % 10000:04d}" + (f"-{n}" if n else "")
         self.out = Path(cfg.out) if cfg.out else Path("runs") / f"{_stamp()}-{name}"
+        self._out_existed = self.out.exists()
         try:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "evidence").mkdir(exist_ok=True)
@@ -195,11 +210,6 @@ class Experiment:
     # ---- the clock ----------------------------------------------------------------
     def clock(self) -> float:
         return time.monotonic() - self._t0
-
-    def wall_to_t(self, wall: float | None) -> float:
-        if wall is None:
-            return self.clock()
-        return max(0.0, wall - self._wall0)
 
     def _stamp_t(self, t: float) -> float:
         # The one place time is made monotonic: sources race, the trace must not go back.
@@ -223,8 +233,18 @@ class Experiment:
         self._finish("learner_exit")
 
     async def _pump_output(self) -> None:
+        # The learner's output is untrusted input: a flood must not starve the samples or
+        # fill the disk, so lines over the budget are dropped, counted, and reported.
+        gate = OutputGate(self.clock)
         async for stream, line in self.sandbox.output():
-            self._put(("line", stream, line))
+            if gate.admit(line):
+                self._put(("line", stream, line))
+            ev = gate.report()
+            if ev is not None:
+                self._put(ev)
+        ev = gate.report(final=True)
+        if ev is not None:
+            self._put(ev)
 
     async def _operator_stop(self, at: float) -> None:
         await asyncio.sleep(max(0.0, at - self.clock()))
@@ -273,31 +293,37 @@ class Experiment:
     async def _consume(self) -> None:
         while True:
             item = await self._queue.get()
-            if isinstance(item, tuple):
-                if item[0] == "line":
-                    await self._on_line(item[1], item[2])
-                elif item[0] == "operator_kill":
-                    self._actions.put_nowait(("kill", "operator stop ignored", self.clock()))
-                elif item[0] == "release":
-                    ev = self._corroborator.release(item[1])
-                    if ev is not None:  # no tracer twin came: the audit event stands alone
-                        ev = dataclasses.replace(ev, t=self._stamp_t(ev.t))
-                        self._record(ev)
-                        await self._step(ev)
+            try:
+                await self._handle(item)
+            finally:
                 self._queue.task_done()
-                continue
-            if isinstance(item, Sample):
-                extra = dict(item.extra)
-                extra.update(self._gauges)
-                item = dataclasses.replace(item, t=self._stamp_t(item.t), extra=extra)
-            else:
-                item = dataclasses.replace(item, t=self._stamp_t(item.t))
-            self._record(item)
-            await self._step(item)
-            if isinstance(item, Event) and is_tracer_event(item):
-                for twin in self._corroborator.tracer(item, self.clock()):
-                    self._record(dataclasses.replace(twin, t=self._stamp_t(twin.t)))
-            self._queue.task_done()
+
+    async def _handle(self, item: Any) -> None:
+        """One item of the queue: a learner line, an operator kill, or an observation."""
+        if isinstance(item, tuple):
+            if item[0] == "line":
+                await self._on_line(item[1], item[2])
+            elif item[0] == "operator_kill":
+                self._actions.put_nowait(("kill", "operator stop ignored", self.clock()))
+            elif item[0] == "release":
+                ev = self._corroborator.release(item[1])
+                if ev is not None:  # no tracer twin came: the audit event stands alone
+                    ev = dataclasses.replace(ev, t=self._stamp_t(ev.t))
+                    self._record(ev)
+                    await self._step(ev)
+            return
+        if isinstance(item, Sample):
+            # The observer's own measurements (cpu_demand...) win over a learner gauge of the
+            # same name: the learner cannot overwrite what is measured of it.
+            extra = {**self._gauges, **item.extra}
+            item = dataclasses.replace(item, t=self._stamp_t(item.t), extra=extra)
+        else:
+            item = dataclasses.replace(item, t=self._stamp_t(item.t))
+        self._record(item)
+        await self._step(item)
+        if isinstance(item, Event) and is_tracer_event(item):
+            for twin in self._corroborator.tracer(item, self.clock()):
+                self._record(dataclasses.replace(twin, t=self._stamp_t(twin.t)))
 
     async def _actuator(self) -> None:
         while True:
@@ -308,11 +334,21 @@ class Experiment:
                 self._actions.task_done()
 
     async def _on_line(self, stream: str, line: str) -> None:
-        self.log.write(line + "\n")
-        self.log.flush()
-        parsed = protocol.parse_line(line, self.wall_to_t)
+        try:
+            self.log.write(line + "\n")
+            self.log.flush()
+        except OSError as e:  # a full disk: stop the run with one line, not a traceback
+            raise RunError(f"cannot write the learner's log: {e.strerror}", file=str(self.out / "learner.log")) from None
+        # Stamped with the controller's clock when read: the learner's own `wall` is never
+        # the run's time (a learner that could stamp its events could blind every `for:`).
+        parsed = protocol.parse_line(line, self._stamp_t(self.clock()))
         if isinstance(parsed, protocol.Gauge):
             self._gauges.update(parsed.values)
+        elif isinstance(parsed, protocol.Refused):
+            ev = Event(t=self._last_t, source="observer", category="deception", kind="bad_protocol_line",
+                       outcome="blocked", detail={"reason": parsed.reason, "line": line[:200], "stream": stream})
+            self._record(ev)
+            await self._step(ev)
         elif isinstance(parsed, Event):
             if parsed.source == "audit" and self._traced:
                 twin = self._corroborator.audit(parsed, self.clock())
@@ -322,9 +358,8 @@ class Experiment:
                     hid = self._corroborator.hold(parsed, self.clock())
                     asyncio.get_running_loop().call_later(self._corroborator.hold_s, self._put, ("release", hid))
             else:
-                ev = dataclasses.replace(parsed, t=self._stamp_t(parsed.t))
-                self._record(ev)
-                await self._step(ev)
+                self._record(parsed)
+                await self._step(parsed)
         text = protocol.text_of(parsed)
         if text:
             ev = covert_marker_event(self._last_t, text, stream=stream)
@@ -458,14 +493,33 @@ class Experiment:
         return argv
 
     async def run(self) -> RunResult:
+        self._load()
+        try:
+            return await self._run()
+        except BaseException:
+            if not self._started:
+                self._unmake_out()  # a run that never started leaves no half-made directory
+            raise
+
+    def _unmake_out(self) -> None:
+        """Remove what this run made in its directory (all of it, when it made the directory)."""
+        if not self._out_existed:
+            shutil.rmtree(self.out, ignore_errors=True)
+            return
+        for name in ("trace.jsonl", "learner.log"):
+            with contextlib.suppress(OSError):
+                (self.out / name).unlink()
+        shutil.rmtree(self.out / "control", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            (self.out / "evidence").rmdir()
+
+    async def _run(self) -> RunResult:
         from sim.lab.metrics import RunMetrics
         from sim.report import build_report
         from sim.report.index import refresh_index
         from sim.web import MockWeb
 
-        self._load()
         self._t0 = time.monotonic()
-        self._wall0 = time.time()
         self.engine = Engine(self.policy) if self.policy is not None else None
         self.control_file = self.out / "control" / "commands.jsonl"
         self.control_file.parent.mkdir(exist_ok=True)
@@ -480,13 +534,15 @@ class Experiment:
         tasks: list[asyncio.Task[Any]] = []
         consumer = actuator = view_task = None
         loop = asyncio.get_running_loop()
-        def on_signal() -> None:
+        def on_signal(sig: int) -> None:
+            self.signal = self.signal or sig
             self._finish("interrupted")
 
-        signals = (signal.SIGINT, signal.SIGTERM) if self.handle_signals else ()
+        # A closed terminal (SIGHUP) stops the run as cleanly as Ctrl-C or SIGTERM.
+        signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP) if self.handle_signals else ()
         for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, on_signal)
+                loop.add_signal_handler(sig, on_signal, sig)
         try:
             await self.session.prepare()
             if self.cfg.web:
@@ -520,6 +576,7 @@ class Experiment:
                 t.add_done_callback(lambda t: t.cancelled() or t.exception() is None or self._finish("error"))
             await self.session.start(argv, env, self.control_file, self.clock)
             self.started.set()
+            self._started = True
             tasks.append(asyncio.create_task(self._pump_observations(), name="observations"))
             tasks.append(asyncio.create_task(self._pump_output(), name="output"))
             tasks.append(asyncio.create_task(self._timer(), name="timer"))
@@ -546,15 +603,17 @@ class Experiment:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             with contextlib.suppress(Exception):
-                self._record(Event(t=self._stamp_t(self.clock()), source="operator", category="lifecycle",
-                                   kind="run_end", outcome="unknown",
-                                   detail={"stopped_by": self._stopped_by or "error"}))
+                if self._started:  # else the directory goes
+                    self._record(Event(t=self._stamp_t(self.clock()), source="operator", category="lifecycle",
+                                       kind="run_end", outcome="unknown",
+                                       detail={"stopped_by": self._stopped_by or "error"}))
             await self.session.close()
             if self.metrics_port is not None and self._stopped_by != "interrupted":
                 await asyncio.sleep(METRICS_LINGER_S)
             self.metrics.stop()
             self.trace.close()
-            self.log.close()
+            with contextlib.suppress(OSError):  # what is buffered is lost on a full disk, not the error
+                self.log.close()
             for sig in signals:
                 with contextlib.suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
@@ -566,4 +625,4 @@ class Experiment:
                 self.view.stop()
         summary = build_report(self.out)
         refresh_index(self.out.parent)
-        return RunResult(self.run_id, self.out, summary, self._stopped_by, self.notices)
+        return RunResult(self.run_id, self.out, summary, self._stopped_by, self.notices, self.signal)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import io
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -28,6 +30,9 @@ STOPPING = ("pause", "kill")
 # How long after the replayed verdict a recorded action of the same name still counts as
 # the same action (the runner records an action when it took effect).
 SAME_ACTION_WITHIN_S = 3.0
+# A live sweep of more runs than this is refused before anything starts (a typo such as
+# `--seeds 0-100000000` would otherwise build a grid that fills the host's memory).
+MAX_CELLS = 10_000
 
 
 class SweepError(RunawayError):
@@ -325,6 +330,19 @@ def _why(e: BaseException) -> str:
     return (str(e) or type(e).__name__).splitlines()[0][:300]
 
 
+class _TablesAsCellsEnd:
+    """Rewrites the tables in `out` as each cell finishes, so an interrupted sweep keeps
+    what it did."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.cells: list[Cell] = []
+
+    def finished(self, _progress: Progress, _name: str, cell: Cell) -> None:
+        self.cells.append(cell)
+        write_table(table(self.cells), self.out, run_rows(self.cells))
+
+
 def check_inputs(scenarios: Sequence[str], policies: Sequence[str | None]) -> None:
     """Load every scenario and policy once, so a mistake is one line before anything runs
     (here or on a cluster)."""
@@ -352,6 +370,7 @@ async def live_sweep(scenarios: Sequence[str], policies: Sequence[str | None], s
     progress = progress or Progress(len(jobs))
     settings = LiveSettings(duration, profile, backend, exporters=exporters, metrics_host=metrics_host,
                             plugins=tuple(plugins))
+    progress.watchers.append(_TablesAsCellsEnd(out))
     cells = await executor.live(jobs, settings, out, progress)
     cells.sort(key=lambda c: (c.scenario, c.policy, c.seed))
     return cells
@@ -400,14 +419,27 @@ def write_table(rows: Sequence[dict[str, Any]], out: Path,
     _write_csv(csv_path, rows, ["scenario", "policy"])
     _write_csv(out / "runs.csv", runs, ["scenario", "policy", "seed"])
     html_path = out / "sweep.html"
-    html_path.write_text(render_sweep_html(rows, runs, base=out), encoding="utf-8")
+    _write_atomic(html_path, render_sweep_html(rows, runs, base=out))
     return csv_path, html_path
 
 
 def _write_csv(path: Path, rows: Sequence[dict[str, Any]], default_cols: list[str]) -> None:
     cols = list(rows[0].keys()) if rows else default_cols
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else v) for k, v in r.items()})
+    _write_atomic(path, buf.getvalue())
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    # Rewritten after every run: a reader (or an interrupt) never sees half a table, and a
+    # failed write leaves no temp file.
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8", newline="")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

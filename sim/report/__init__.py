@@ -43,6 +43,9 @@ def load_trace(run_dir: str | os.PathLike[str]) -> list[Record]:
     records = list(read_trace(str(path)))
     if not records:
         raise TraceError("empty trace: no record to report on", file=str(path))
+    if not isinstance(records[0], Meta):
+        raise TraceError("no run here: the trace does not start with a meta line (a run that never "
+                         "started?)", file=str(path), line=1)
     return records
 
 
@@ -71,8 +74,12 @@ def run_links(run_dir: Path) -> dict[str, str]:
 def _write_atomic(path: Path, text: str) -> None:
     # A report being rebuilt while someone has the old one open never shows half a file.
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written temp file behind
+        raise
 
 
 def build_report(run_dir: str | os.PathLike[str], *, benign: bool | None = None) -> dict:

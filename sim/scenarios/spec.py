@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from policies.inputs import compose_yaml, read_text
+
 from policies.errors import RunawayError
 from policies.yamlfile import compose, format_path, plain_with_lines
 from policies.yamlfile import parse_duration as yamlfile_duration
@@ -104,6 +106,15 @@ class _Doc:
     def __init__(self, file: str) -> None:
         self.file = file
         self.lines: dict[tuple, int] = {}
+        self._ctor = yaml.SafeLoader("")  # builds plain values from nodes (no re-parsing)
+
+    def scalar(self, node: yaml.Node) -> Any:
+        try:
+            return self._ctor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError, OverflowError) as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise ScenarioError(f"not a value YAML can build: {problem}", file=self.file,
+                                line=node.start_mark.line + 1) from None
 
     def build(self, node: yaml.Node, path: tuple) -> Any:
         data, self.lines = plain_with_lines(node, file=self.file, error=ScenarioError)
@@ -391,12 +402,7 @@ def load_scenario(name_or_path: str | Path) -> Scenario:
     s = str(name_or_path)
     p = Path(s)
     if "/" in s or s.endswith((".yaml", ".yml")) or (p.exists() and p.is_file()):
-        try:
-            text = p.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ScenarioError(f"cannot read scenario file: {e.strerror}", file=s) from None
-        except UnicodeDecodeError:
-            raise ScenarioError("not UTF-8 text", file=s) from None
+        text = read_text(p, what="scenario file", error=ScenarioError)
         return parse_scenario(text, file=s, default_name=p.stem)
     path = _catalog_path(s)
     if not path.exists():

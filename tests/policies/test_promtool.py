@@ -175,7 +175,7 @@ def event_guard_and_stream(draw):
     on_event = match() if draw(st.booleans()) else f"[{match()}, {match()}]"
     lines = ["name: g", f"on_event: {on_event}"]
     if draw(st.booleans()):
-        lines += [f"count: {draw(st.integers(1, 4))}", f"within: {draw(st.sampled_from([0, 1, 2, 3, 5]))}s"]
+        lines += [f"count: {draw(st.integers(1, 4))}", f"within: {draw(st.sampled_from([1, 2, 3, 5]))}s"]
     keep = draw(st.sampled_from([None, 0, 1, 3]))
     if keep is not None:
         lines.append(f"keep_firing_for: {keep}s")

@@ -85,7 +85,7 @@ BAD = [
     ("guards:\n  - name: a\n    on_event: {category: egress}\n    count: 5\n",
      r"p\.yaml:4: guards\[0\]\.within: missing: `count` above 1 needs a window"),
     ("guards:\n  - name: a\n    on_event: {category: egress}\n    count: many\n    within: 5s\n",
-     r"p\.yaml:4: guards\[0\]\.count: expected a whole number >= 1, got 'many'"),
+     r"p\.yaml:4: guards\[0\]\.count: expected a whole number from 1 to 1000000, got 'many'"),
     ("guards:\n  - name: a\n    unreported: {source: audit}\n",
      r"p\.yaml:2: guards\[0\]\.within: missing required field"),
     ("guards:\n  - name: a\n    type: no-such-guard\n",

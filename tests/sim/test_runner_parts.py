@@ -28,10 +28,10 @@ def runaway(*args: str) -> subprocess.CompletedProcess:
                           timeout=120)
 
 
-def test_an_audit_line_becomes_an_event_at_its_wall_time():
+def test_an_audit_line_becomes_an_event_at_the_time_the_controller_read_it():
     line = ('@runaway {"type":"event","source":"audit","category":"escalation","kind":"setuid",'
-            '"outcome":"blocked","detail":{"errno":1},"wall":1000.5}')
-    ev = protocol.parse_line(line, lambda wall: wall - 1000.0)
+            '"outcome":"blocked","detail":{"errno":1},"wall":1e300}')
+    ev = protocol.parse_line(line, 0.5)
     assert ev == Event(t=0.5, source="audit", category="escalation", kind="setuid", outcome="blocked",
                        detail={"errno": 1})
 
@@ -39,19 +39,19 @@ def test_an_audit_line_becomes_an_event_at_its_wall_time():
 def test_the_learner_cannot_pose_as_the_observer_or_the_operator():
     for source in ("observer", "web", "operator"):
         line = f'@runaway {{"type":"event","source":"{source}","category":"operator","kind":"resume"}}'
-        assert not isinstance(protocol.parse_line(line, lambda w: 0.0), Event)
+        assert not isinstance(protocol.parse_line(line, 0.0), Event)
 
 
 @given(st.text(max_size=200))
 def test_any_output_line_parses_without_error(text):
     """Whatever the learner writes, parsing it never raises and never loses its text."""
-    parsed = protocol.parse_line(text, lambda w: 0.0)
+    parsed = protocol.parse_line(text, 0.0)
     if not text.startswith(protocol.PREFIX):
         assert protocol.text_of(parsed) == text
 
 
 def test_gauges_are_kept_for_the_next_sample():
-    g = protocol.parse_line('@runaway {"type":"gauge","pages":12,"bits_per_char":2.5,"note":"x"}', lambda w: 0.0)
+    g = protocol.parse_line('@runaway {"type":"gauge","pages":12,"bits_per_char":2.5}', 0.0)
     assert g == protocol.Gauge({"pages": 12, "bits_per_char": 2.5})
 
 
