@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -57,6 +58,9 @@ APPLY: dict[str, Callable[["Experiment"], Awaitable[ActionResult]]] = {
     "kill": lambda exp: exp.sandbox.kill(exp.out / "evidence"),
     "disconnect": lambda exp: exp.sandbox.disconnect(),
 }
+
+
+_RUNS_IN_PROCESS = itertools.count()
 
 
 class RunError(RunawayError):
@@ -189,7 +193,10 @@ class Experiment:
         # A user's agent runs in place of the scenario, and is named so everywhere.
         self.scenario_name = cfg.label or ("agent" if cfg.agent else self.scenario.name)
         name = _safe_name(self.scenario_name)
-        self.run_id = f"{_stamp()}-{name}-{os.getpid() % 10000:04d}"
+        # Several runs of one process (a sweep) may start in the same second: a count
+        # after the first keeps their ids, and so their networks, apart.
+        n = next(_RUNS_IN_PROCESS)
+        self.run_id = f"{_stamp()}-{name}-{os.getpid() % 10000:04d}" + (f"-{n}" if n else "")
         self.out = Path(cfg.out) if cfg.out else Path("runs") / f"{_stamp()}-{name}"
         self._out_existed = self.out.exists()
         try:

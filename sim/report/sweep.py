@@ -63,10 +63,12 @@ HEADERS: Mapping[str, str] = {
     "median_pages_at_containment": "median pages at containment",
     "median_pages_at_end": "median pages at the end", "false_alarms": "false alarms (benign runs)",
     "throttled_before_kill": "throttled before any pause or kill (runs)",
+    "retried": "ran again (node lost)",
 }
 RUN_HEADERS: Mapping[str, str] = {
     "scenario": "scenario", "policy": "policy", "seed": "seed", "contained": "contained",
     "escapes": "escapes", "incidents": "incidents", "actions": "actions taken (s)", "why": "why",
+    "attempts": "attempts (node lost)",
 }
 
 
