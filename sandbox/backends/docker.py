@@ -268,6 +268,7 @@ class DockerSandbox(SandboxBase):
         self.tracer = tracer
         self._channel: tracing.TracerChannel | None = None
         self._exec_count = 0
+        self._exec_starting: set[str] = set()  # exec ids whose process may not be in the cgroup yet
         # Commands run through exec traced like the agent (docs/sandbox.md); False runs them
         # untraced, still through setpriv so that they never hold the tracer's capabilities.
         self.trace_exec = True
@@ -856,6 +857,10 @@ class DockerSandbox(SandboxBase):
         t0 = time.monotonic()
         if (refused := self._refused()) is not None:
             return refused
+        # A `docker exec` whose `runc init` joins a frozen cgroup waits there forever, and
+        # holds the daemon's container lock: every later inspect, kill or remove hangs.
+        # So freeze only once each exec's process has started (bounded: 5 s).
+        await asyncio.to_thread(self._wait_execs_started, 5.0)
         try:
             await asyncio.to_thread(self.container.pause)
         except Exception as e:
@@ -875,6 +880,30 @@ class DockerSandbox(SandboxBase):
         state = self._freezer_state()
         return ActionResult(state in (None, "THAWED"), time.monotonic() - t0,
                             {"how": "cgroup freezer (docker unpause)", "freezer": state})
+
+    def _wait_execs_started(self, limit: float) -> None:
+        deadline = time.monotonic() + limit
+        for exec_id in list(self._exec_starting):
+            while time.monotonic() < deadline:
+                try:
+                    info = self.client.api.exec_inspect(exec_id)
+                except Exception:
+                    break
+                if info.get("Pid") or not info.get("Running", True) and info.get("ExitCode") is not None:
+                    break
+                time.sleep(0.02)
+            self._exec_starting.discard(exec_id)
+
+    def _thaw(self) -> None:
+        """Thaw the freezer directly (root on the host), so nothing of the container waits
+        in a frozen cgroup while it is removed."""
+        if self.cgroup is None or self.cgroup.freezer is None:
+            return
+        with contextlib.suppress(OSError):
+            if self.cgroup.version == 2:
+                (self.cgroup.freezer / "cgroup.freeze").write_text("0")
+            else:
+                (self.cgroup.freezer / "freezer.state").write_text("THAWED")
 
     def _freezer_state(self) -> str | None:
         if self.cgroup is None or self.cgroup.freezer is None:
@@ -1063,6 +1092,7 @@ class DockerSandbox(SandboxBase):
                                   tty=False, privileged=False, user=user, environment=env or None,
                                   workdir=workdir)
         state["id"] = created["Id"]
+        self._exec_starting.add(created["Id"])
         sock = api.exec_start(created["Id"], socket=True)
         state["started"]()
         raw = getattr(sock, "_sock", sock)
@@ -1080,6 +1110,7 @@ class DockerSandbox(SandboxBase):
                 for stream, chunk in frames_iter(sock, tty=False):
                     (err if stream == 2 else out).add(chunk)
         finally:
+            self._exec_starting.discard(created["Id"])
             with contextlib.suppress(Exception):
                 sock.close()
         code = api.exec_inspect(created["Id"]).get("ExitCode")
@@ -1106,6 +1137,8 @@ class DockerSandbox(SandboxBase):
         if self._closed:
             return
         self._closed = True
+        if self._freezer_state() in ("FROZEN", "FREEZING"):
+            self._thaw()
         await asyncio.to_thread(self._remove_all)
         if self._channel is not None:
             self._channel.close()

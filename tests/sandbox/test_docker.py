@@ -628,3 +628,31 @@ async def test_exec_runs_a_command_inside_the_running_sandbox_under_its_hardenin
         await sb.exec(["true"])
     await run.finish()
     await sb.close()
+
+
+async def test_a_pause_racing_execs_never_wedges_the_container(make_sandbox, tmp_path: Path) -> None:
+    """Execs started around a pause either run or are refused, and the paused sandbox is
+    still removed by close(): a `runc init` left waiting in a frozen cgroup would hold the
+    daemon's lock on the container, and every later inspect, kill or remove would hang."""
+    from sandbox import SandboxUnavailable
+
+    sb = make_sandbox()
+    await sb.prepare()
+    run = await Run(sb).start(IDLE, tmp_path)
+    await run.wait_line("up")
+    execs = [asyncio.ensure_future(sb.exec(["true"], timeout=30)) for _ in range(4)]
+    assert (await sb.pause()).ok
+    late = asyncio.ensure_future(sb.exec(["true"], timeout=30))
+    with pytest.raises(SandboxUnavailable, match="paused"):
+        await late
+    name = sb.container.name
+    await sb.close()
+    await asyncio.gather(*execs, return_exceptions=True)
+    await run.finish()
+    import docker
+
+    client = docker.from_env(timeout=30)
+    try:
+        assert not client.containers.list(all=True, filters={"name": name})
+    finally:
+        client.close()
