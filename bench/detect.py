@@ -24,8 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,59 +37,22 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from policies import default_policy_path, read_trace  # noqa: E402
+from sim.lab.promserver import PrometheusError, free_port, local_prometheus  # noqa: E402
 from policies.model import Event, Sample, Verdict  # noqa: E402
 
 GUARD = "cpu-pegged"
 SETTINGS = {"production (15 s)": "15s", "runaway's rate (250 ms)": "250ms"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def prometheus(work: Path, name: str, interval: str, target: int, rules: Path) -> Iterator[str]:
     """A Prometheus on a free loopback port scraping 127.0.0.1:target and evaluating `rules`
     every `interval`; yields its base URL and always stops it."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        sys.exit("bench/detect.py: needs Debian's `prometheus` package (apt-get install prometheus)")
-    d = work / name
-    d.mkdir()
-    (d / "prometheus.yml").write_text(json.dumps({  # JSON is YAML
-        "global": {"scrape_interval": interval, "evaluation_interval": interval},
-        "rule_files": [str(rules)],
-        "scrape_configs": [{"job_name": "runaway", "static_configs": [{"targets": [f"127.0.0.1:{target}"]}]}],
-    }))
-    port = free_port()
-    log = open(d / "prometheus.log", "w")
-    proc = subprocess.Popen([binary, f"--config.file={d / 'prometheus.yml'}", f"--storage.tsdb.path={d / 'data'}",
-                             f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-                            stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                sys.exit(f"prometheus exited {proc.returncode}: {(d / 'prometheus.log').read_text()[-800:]}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{base}/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            if time.monotonic() > deadline:
-                sys.exit("prometheus not ready within 60 s")
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        with local_prometheus(work / name, target, interval=interval, rule_files=[rules], ready_s=60) as base:
+            yield base
+    except PrometheusError as e:
+        sys.exit(f"bench/detect.py: {e} (apt-get install prometheus)")
 
 
 def first_firing(base: str, start: float, end: float) -> float | None:

@@ -4,7 +4,6 @@ alerting rules `runaway rules` exports fire in Prometheus's own evaluation."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,16 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from sim.lab.promserver import free_port
 from test_grafana import grafana_to_promql, instant, panel_queries
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.docker
@@ -36,7 +30,7 @@ def test_panels_get_data_and_exported_rules_fire_during_a_novel_run(prometheus, 
     p = subprocess.run([sys.executable, "-m", "sim", "rules", str(policy), "-o", str(rules)], env=ENV,
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    port = _free_port()
+    port = free_port()
     out = tmp_path / "run"
     with prometheus(port, rule_files=[rules]) as base:
         run = subprocess.Popen([sys.executable, "-m", "sim", "run", "novel", "--backend", "docker", "--profile", "ci",
