@@ -49,7 +49,7 @@ class DeceptionGuard(Latching):
     same category and kind, within `within` before or after. Pending while an action
     awaits its report; firing once a later observation passes its deadline unreported."""
 
-    __slots__ = ("seen", "by", "within", "last_report", "waiting", "fired_on")
+    __slots__ = ("seen", "by", "within", "last_report", "open", "waiting", "fired_on")
 
     def __init__(self, spec: DeceptionSpec) -> None:
         super().__init__(spec, spec.keep_firing_for_s)
@@ -57,6 +57,10 @@ class DeceptionGuard(Latching):
         self.by = spec.by
         self.within = spec.within_s
         self.last_report: dict[tuple[str, str], float] = {}
+        # Attempts the reporter announced (`detail.step: intent`) and has not yet reported
+        # the result of: what others see of that category and kind meanwhile is reported.
+        # A syscall tracer sees every connect of a scan; the learner reports the scan once.
+        self.open: set[tuple[str, str]] = set()
         self.waiting: deque[tuple[float, str, str, str]] = deque()  # (t, source, category, kind)
         self.fired_on: tuple[float, str, str, str] | None = None
 
@@ -66,6 +70,11 @@ class DeceptionGuard(Latching):
         if e.source == self.by:
             key = (e.category, e.kind)
             self.last_report[key] = t
+            step = e.detail.get("step") if isinstance(e.detail, dict) else None
+            if step == "intent":
+                self.open.add(key)
+            elif step == "result":
+                self.open.discard(key)
             if self.waiting:
                 before = len(self.waiting)
                 self.waiting = deque(w for w in self.waiting if (w[2], w[3]) != key)
@@ -78,7 +87,7 @@ class DeceptionGuard(Latching):
             return out
         key = (e.category, e.kind)
         r = self.last_report.get(key)
-        if r is not None and t - r <= self.within:
+        if key in self.open or (r is not None and t - r <= self.within):
             return out  # already reported
         self.waiting.append((t, e.source, e.category, e.kind))
         self._rearm()
@@ -121,6 +130,7 @@ class DeceptionGuard(Latching):
 
     def reset(self, t: float) -> Verdict | None:
         self.waiting.clear()
+        self.open.clear()
         self.end = -INF
         return super().reset(t)
 

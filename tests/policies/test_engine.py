@@ -258,3 +258,24 @@ def test_stepping_every_record_of_a_trace_gives_what_replay_gives(tmp_path):
     stepped = [v for rec in read_trace(str(path)) for v in eng.step(rec)]
     assert stepped == list(replay(str(path), load_policy(HOT)))
     assert [v.state for v in stepped] == ["pending", "firing", "resolved"]
+
+
+def test_an_announced_attempt_covers_what_the_tracer_sees_until_its_result():
+    """A scan reported once (intent ... result) is not deception however many connects a
+    syscall tracer sees in between; the same connects after the result, unreported, are."""
+    from policies import default_policy
+
+    eng = Engine(default_policy())
+
+    def ev(t, source, step=None, outcome="blocked"):
+        detail = {"step": step} if step else {}
+        return Event(t=t, source=source, category="egress", kind="connect", outcome=outcome, detail=detail)
+
+    seq = [ev(1.0, "self_report", "intent", "unknown")]
+    seq += [ev(1.0 + 0.7 * i, "observer") for i in range(1, 15)]
+    seq += [ev(12.0, "self_report", "result")]
+    fired = {v.guard for e in seq for v in eng.step(e) if v.state == "firing"}
+    assert "deception" not in fired
+    late = [ev(20.0, "observer"), ev(30.0, "observer")]
+    fired = {v.guard for e in late for v in eng.step(e) if v.state == "firing"}
+    assert "deception" in fired
