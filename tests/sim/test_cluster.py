@@ -32,6 +32,10 @@ GRID = ["--scenario", "benign", "--scenario", "greedy", "--seeds", "0-1", "--pro
 # even on one host; everything else in a row is the sweep's verdict and must match.
 MEASURED = ("median_time_to_detect_s", "median_time_to_contain_s", "median_pages_at_containment",
             "median_pages_at_end")
+# Whether a 6 s live run got as far as a guard's action is the host's speed too (a CI run
+# saw one greedy cell contained locally and not on the cluster): the live comparison leaves
+# those out, and the replay sweep below, where runs are the same traces, compares every cell.
+LIVE_OUTCOMES = ("contained", "contained_rate", "escapes", "undetected", "undetected_incidents")
 
 
 @pytest.fixture(scope="module")
@@ -99,14 +103,13 @@ def test_a_cluster_sweep_gives_the_run_dirs_and_the_table_of_a_local_sweep(clust
     # Both nodes took cells (the sweep spreads them), and the output says where each ran.
     nodes = {line.rsplit(" on ", 1)[1] for line in p.stdout.splitlines() if line.startswith("start ")}
     assert {n.split("/")[1] for n in nodes} == {n.node_id[:8] for n in cluster.nodes}
-    assert verdicts(rows(there)) == verdicts(rows(here))
+    assert [{k: v for k, v in r.items() if not k.startswith(LIVE_OUTCOMES)} for r in verdicts(rows(there))] == \
+        [{k: v for k, v in r.items() if not k.startswith(LIVE_OUTCOMES)} for r in verdicts(rows(here))]
     assert list(rows(there)[0]) == list(rows(here)[0]), "the same columns"
     assert "retried" not in rows(there)[0]
     # One row per run, the same runs (what the run did and why is its own story each time).
-    per_run = [{k: r[k] for k in ("scenario", "policy", "seed", "contained", "escapes")}
-               for r in csv.DictReader(open(there / "runs.csv"))]
-    assert per_run == [{k: r[k] for k in ("scenario", "policy", "seed", "contained", "escapes")}
-                       for r in csv.DictReader(open(here / "runs.csv"))]
+    per_run = [{k: r[k] for k in ("scenario", "policy", "seed")} for r in csv.DictReader(open(there / "runs.csv"))]
+    assert per_run == [{k: r[k] for k in ("scenario", "policy", "seed")} for r in csv.DictReader(open(here / "runs.csv"))]
     assert [Path(r["run_dir"]).name for r in csv.DictReader(open(there / "runs.csv"))] == \
         ["benign-default-s0", "benign-default-s1", "greedy-default-s0", "greedy-default-s1"]
     html = (there / "sweep.html").read_text()
