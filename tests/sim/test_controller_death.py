@@ -16,6 +16,8 @@ import pytest
 from sandbox import procfs
 from sandbox.backends.process import ENV_MARK, TMP_PREFIX
 
+from test_run_e2e import leftovers as docker_leftovers  # tests/sim is on sys.path
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
@@ -60,18 +62,6 @@ def learner_pids(run_id: str) -> list[int]:
             if st is not None and st.state != "Z":
                 out.append(pid)
     return out
-
-
-def docker_leftovers(run_id: str) -> list[str]:
-    import docker
-
-    client = docker.from_env()
-    try:
-        flt = {"label": f"runaway.run={run_id}"}
-        return ([c.name for c in client.containers.list(all=True, filters=flt)]
-                + [n.name for n in client.networks.list(filters=flt)])
-    finally:
-        client.close()
 
 
 def firewall_rules(run_id: str) -> list[str]:
