@@ -356,7 +356,8 @@ class DockerSandbox(SandboxBase):
         ctx = SyscallContext(scratch=(spec.workdir,), web=(self.gateway, self.allowed_ports[0])
                              if self.gateway and self.allowed_ports else None,
                              web_ports=tuple(self.allowed_ports), uid=spec.uid, gid=spec.gid,
-                             tracer_dir=tracing.TRACER_DIR)
+                             tracer_dir=tracing.TRACER_DIR,
+                             cwd=AGENT_DIR if self.agent_dir is not None else spec.workdir)  # the container's
 
         ch = tracing.TracerChannel(ctx, self._tracer_events, self._tracer_end, mode=self.tracer or tracing.DEFAULT_MODE,
                                    prefix=f"runaway-tracer-{_run_tag(self.run_id)}-",
@@ -1031,10 +1032,11 @@ class DockerSandbox(SandboxBase):
             # on a FIFO of its own beside the init's.
             self._exec_count += 1
             name = f"exec-{self._exec_count}"
-            ch = tracing.TracerChannel(self._channel.ctx, lambda evs, via=name: self._tracer_events(evs, via),
+            ch = tracing.TracerChannel(dataclasses.replace(self._channel.ctx, cwd=workdir),
+                                       lambda evs, via=name: self._tracer_events(evs, via),
                                        self._tracer_end,
                                        mode=self.tracer or tracing.DEFAULT_MODE,
-                                       directory=self._channel.dir, name=name)
+                                       directory=self._channel.dir, name=name, links=self._channel.links)
             ch.start(loop)
             run_argv, run_user = tracing.tracer_argv(run_argv, who, self.tracer or tracing.DEFAULT_MODE, name), \
                 tracing.TRACER_USER
