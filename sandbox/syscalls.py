@@ -81,7 +81,7 @@ _PROC_PID = re.compile(r"^/proc/(\d+|self|thread-self)(?:/task/\d+)?/(environ|me
 SOCKETS = ("docker.sock", "containerd.sock", "podman.sock", "crio.sock", "dockershim.sock")
 # Writes here never leave the process's own business.
 WRITE_OK = ("/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/pts/", "/dev/stdout", "/dev/stderr",
-            "/proc/self/fd/", "/proc/thread-self/", "/dev/fd/")
+            "/proc/self/fd/", "/proc/thread-self/", "/dev/fd/", "/memfd:")
 
 _LINE = re.compile(r"^(\d+)\s+(\d+\.\d+) (.*)$")
 _CALL = re.compile(r"^([a-z_0-9]+)\((.*)$", re.S)

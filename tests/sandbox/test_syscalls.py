@@ -105,7 +105,8 @@ QUIET = [
     '9 1.0 openat(AT_FDCWD</scratch>, "/usr/lib/python3.11/os.py", O_RDONLY|O_CLOEXEC) = 3</usr/lib/python3.11/os.py>',
     '9 1.0 openat(AT_FDCWD</scratch>, "out.txt", O_WRONLY|O_CREAT|O_TRUNC, 0666) = 3</scratch/out.txt>',
     '9 1.0 openat(AT_FDCWD</scratch>, "/dev/shm/sem.x", O_RDWR|O_CREAT, 0600) = 3',
-    '9 1.0 openat(AT_FDCWD</scratch>, "/dev/null", O_WRONLY) = 3</dev/null>',
+    '9 1.0 openat(AT_FDCWD</scratch>, "/dev/null", O_WRONLY) = 3</dev/null<char 1:3>>',
+    '9 1.0 openat(AT_FDCWD</scratch>, "/proc/self/fd/4", O_RDWR) = 5</memfd:x (deleted)>',
     '9 1.0 openat(AT_FDCWD</scratch>, "/proc/self/environ", O_RDONLY) = 3',
     '9 1.0 openat(AT_FDCWD</scratch>, "/proc/9/mem", O_RDONLY) = 3',
     '9 1.0 openat(AT_FDCWD</scratch>, "/usr/share/ca-certificates/x.pem", O_RDONLY) = 3',
@@ -390,8 +391,10 @@ def test_without_links_a_relative_write_is_where_the_lexical_path_is(chdirs, las
 
 
 # An agent's moves on a real filesystem, traced by the host's strace: R/scratch is the
-# scratch dir, R/etc is outside it. Each op is a chdir, a symlink (named l1 or l2), a rename
-# of one, or a mkdir or write of a new, uniquely named file at the end of a path.
+# scratch dir, R/etc and the rest of the test's temporary directory (R is three levels
+# below it) are outside. Each op is a chdir, a symlink (named l1 or l2), a rename of one, or
+# a mkdir or write of a new, uniquely named file at the end of a path; the agent skips any
+# that would make something outside the temporary directory (this is the host).
 _PART = st.sampled_from(["scratch", "etc", "sub", "l1", "l2", "..", "."])
 _WHERE = st.tuples(st.booleans(), st.lists(_PART, max_size=4))  # (absolute?, parts)
 _OP = st.one_of(
@@ -403,20 +406,25 @@ _OP = st.one_of(
 
 _AGENT = r'''
 import json, os, sys
-root, ops = sys.argv[1], json.loads(sys.argv[2])
+fence, root, ops = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 def where(w):
     absolute, parts = w
     p = "/".join(parts) or "."
     return root + "/" + p if absolute else p
+def fenced(d):
+    # Never make anything outside the test's own directory, wherever `..` and the links
+    # lead: a directory is used only if it resolves (now, as the kernel will) inside it.
+    real = os.path.realpath(d)
+    return real == fence or real.startswith(fence + "/")
 for i, op in enumerate(ops):
     try:
         if op[0] == "chdir":
             os.chdir(where(op[1]))
-        elif op[0] == "symlink":
+        elif op[0] == "symlink" and fenced(where(op[2])):
             os.symlink(where(op[1]), where(op[2]) + "/" + op[3])
-        elif op[0] == "rename":
+        elif op[0] == "rename" and fenced(where(op[1])) and fenced(where(op[2])):
             os.rename(where(op[1]) + "/l1", where(op[2]) + "/l2")
-        else:
+        elif op[0] in ("mkdir", "write") and fenced(where(op[1])):
             d, name = where(op[1]), f"n{i}"
             if op[0] == "mkdir":
                 os.mkdir(d + "/" + name)
@@ -439,11 +447,12 @@ def test_on_a_real_kernel_a_write_outside_scratch_is_never_judged_inside(ops):
     from sandbox.tracer import strace_argv
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = os.path.realpath(tmp)
+        fence = os.path.realpath(tmp)
+        root = f"{fence}/a/b/c"  # room for `..` to climb out of it, never out of the fence
         for d in ("scratch/sub", "etc/sub"):
             os.makedirs(f"{root}/{d}")
-        out = f"{root}/trace"
-        p = subprocess.run([*strace_argv(out), "--", sys.executable, "-I", "-B", "-c", _AGENT, root,
+        out = f"{fence}/trace"
+        p = subprocess.run([*strace_argv(out), "--", sys.executable, "-I", "-B", "-c", _AGENT, fence, root,
                             json.dumps(ops)], cwd=root, capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, p.stderr
         made = [json.loads(line) for line in p.stdout.splitlines()]
