@@ -47,7 +47,10 @@ PROCESS_CALLS = ("execve", "execveat", "memfd_create", "fork", "vfork", "clone",
 # No event of their own: they move a process's working directory, against which its
 # relative paths are resolved (see `Classifier`, "Where a path is").
 CWD_CALLS = ("chdir", "fchdir")
-TRACED = ESCALATION_CALLS + FILE_CALLS + NET_CALLS + PROCESS_CALLS + CWD_CALLS
+# No event either: they change which directory a file descriptor number names, for the
+# calls that take a directory fd (strace cannot name the agent's fds in the sandbox).
+FD_CALLS = ("close", "close_range", "dup", "dup2", "dup3", "fcntl")
+TRACED = ESCALATION_CALLS + FILE_CALLS + NET_CALLS + PROCESS_CALLS + CWD_CALLS + FD_CALLS
 
 # Longest string strace prints (paths, argv entries, sent data) before "...".
 STRSIZE = 512
@@ -184,6 +187,7 @@ _DIRFD = re.compile(r"^(-?\w+)(?:<(.*)>)?$", re.S)
 _DEVNO = re.compile(r"<(?:char|block) \d+:\d+>$")
 _FD_RESULT = re.compile(r"^\d+<(.*)>$", re.S)
 _CLONE_FS = re.compile(r"\bCLONE_FS\b")
+_CLONE_FILES = re.compile(r"\bCLONE_FILES\b")
 # Links the kernel makes up as it walks: /proc/PID/root, /proc/PID/cwd, and a file
 # descriptor's own /proc/PID/fd/N (/dev/fd is /proc/self/fd).
 _MAGIC = re.compile(r"^/proc/(self|thread-self|\d+)(?:/task/\d+)?/(root|cwd)$")
@@ -350,6 +354,9 @@ class Classifier:
     _fork_reported: dict[str, float] = field(default_factory=dict)
     _failed_exec: dict[int, str] = field(default_factory=dict)
     _cwd: dict[int, _Cwd] = field(default_factory=dict)
+    # Per pid, what each open fd number names (None: not a place we know); one dict for
+    # the processes that share their descriptors (CLONE_FILES).
+    _fds: dict[int, dict[int, str | None]] = field(default_factory=dict)
     # Pids first seen before we could tell their parent: placed when its fork returns.
     _orphans: set[int] = field(default_factory=set)
 
@@ -369,6 +376,7 @@ class Classifier:
             self._pending.pop(pid, None)
             if x:
                 self._cwd.pop(pid, None)
+                self._fds.pop(pid, None)
                 self._orphans.discard(pid)
             return []
         if pid not in self._cwd:
@@ -400,6 +408,8 @@ class Classifier:
                 self.agent_started = self._execs > self.launcher_execs
             if sc.name in FORKS:
                 self._fork_cwd(sc)
+            elif sc.name in ("execve", "execveat") and sc.ok:
+                self._fds[pid] = {}
             return []
         try:
             return self.classify(sc)
@@ -418,31 +428,44 @@ class Classifier:
         still unfinished in the output (strace prints the parent's `<unfinished ...>`
         before its child's first line); with one such fork, or several from one directory,
         the child's directory is known; otherwise it is unknown until its fork returns."""
+        self._fds[pid] = {}
         if pid == self.root:
             self._cwd[pid] = _Cwd(self.ctx.cwd)
             return
         forks = [(p, head) for p, (name, head) in self._pending.items() if name in FORKS and p != pid]
         if len(forks) == 1 and forks[0][0] in self._cwd:
-            parent, head = forks[0]
-            cell = self._cwd[parent]
-            self._cwd[pid] = cell if _CLONE_FS.search(head) else _Cwd(cell.path)
+            self._inherit(pid, *forks[0])
             return
         if forks and not any(_CLONE_FS.search(head) for _, head in forks):
             dirs = {self.cwd(p) for p, _ in forks}
             if len(dirs) == 1 and None not in dirs:
                 self._cwd[pid] = _Cwd(dirs.pop())
+                self._orphans.add(pid)  # its descriptors: its parent's, once we know which
                 return
         self._cwd[pid] = _Cwd(None)
         self._orphans.add(pid)
+
+    def _inherit(self, child: int, parent: int, flags: str) -> None:
+        """What a child starts with: its parent's working directory and descriptors
+        (shared, with CLONE_FS and CLONE_FILES: threads; copied otherwise)."""
+        cell = self._cwd.setdefault(parent, _Cwd(None))
+        self._cwd[child] = cell if _CLONE_FS.search(flags) else _Cwd(cell.path)
+        fds = self._fds.setdefault(parent, {})
+        self._fds[child] = fds if _CLONE_FILES.search(flags) else dict(fds)
 
     def _fork_cwd(self, sc: Syscall) -> None:
         """A fork returned: its child starts where the parent is (CLONE_FS: shares it)."""
         child = sc.value()
         if not sc.ok or not child or child <= 0 or (child in self._cwd and child not in self._orphans):
             return  # failed, the child's own return, or placed when it first showed up
+        if child in self._orphans and self.cwd(child) is not None:
+            # Placed by where every unfinished fork was; its descriptors are its parent's.
+            fds = self._fds.setdefault(sc.pid, {})
+            self._fds[child] = fds if _CLONE_FILES.search(sc.args) else dict(fds)
+            self._orphans.discard(child)
+            return
         self._orphans.discard(child)
-        cell = self._cwd.setdefault(sc.pid, _Cwd(None))
-        self._cwd[child] = cell if _CLONE_FS.search(sc.args) else _Cwd(cell.path)
+        self._inherit(child, sc.pid, sc.args)
 
     def _set_cwd(self, pid: int, path: str | None) -> None:
         self._orphans.discard(pid)
@@ -511,9 +534,9 @@ class Classifier:
         if given.startswith("/"):
             full = given
         elif dfi is not None and dfi < len(args) and not args[dfi].startswith("AT_FDCWD"):
-            _, base = _fd_path(args[dfi])
-            if base is None or not base.startswith("/"):
-                return Place(given, given, f"relative to a file descriptor ({args[dfi][:80]}) that names no directory")
+            base = self._fd_dir(sc.pid, args[dfi])
+            if base is None:
+                return Place(given, given, f"relative to a file descriptor ({args[dfi][:80]}) that names no directory we know")
             full = posixpath.join(base, given)
         elif given == "":
             return None
@@ -524,6 +547,31 @@ class Classifier:
             full = posixpath.join(base, given)
         path, why = self._walk(sc.pid, full, follow)
         return Place(given if why else path, given, why)
+
+    def _fd_dir(self, pid: int, arg: str) -> str | None:
+        """The path a file descriptor argument names: strace's (-yy, the kernel's), else
+        what its open said (strace cannot read the agent's /proc/PID/fd in the sandbox)."""
+        name, path = _fd_path(arg)
+        if path is None and name.isdigit():
+            path = self._fds.get(pid, {}).get(int(name))
+        return path if path is not None and path.startswith("/") else None
+
+    def _fd_call(self, sc: Syscall) -> None:
+        """close, close_range, dup, dup2, dup3, fcntl(F_DUPFD): what the numbers name now."""
+        fds = self._fds.setdefault(sc.pid, {})
+        args = sc.split()
+        fd = int(_fd_path(args[0])[0]) if args and _fd_path(args[0])[0].isdigit() else -1
+        if sc.name == "close":
+            fds.pop(fd, None)  # closed, even if the call failed (EINTR: closed anyway)
+        elif sc.name == "close_range":
+            last = _NUM.match(args[1]) if len(args) > 1 else None
+            hi = int(last.group(0)) if last and not args[1].startswith("~") else 1 << 31
+            for n in [n for n in fds if fd <= n <= hi]:
+                del fds[n]  # closed, or close-on-exec (dropped at the exec anyway)
+        elif sc.ok and (sc.name != "fcntl" or (len(args) > 1 and args[1].startswith("F_DUPFD"))):
+            new = sc.value()
+            if new is not None and new != fd:
+                fds[new] = fds.get(fd)
 
     def _see_cwd(self, sc: Syscall) -> None:
         """strace's decoration of AT_FDCWD is the kernel's own working directory."""
@@ -560,10 +608,14 @@ class Classifier:
         if name in ("open", "openat", "openat2", "creat"):
             return self._open(sc)
         if name in ("execve", "execveat"):
+            if sc.ok:
+                self._fds[sc.pid] = {}  # we do not follow close-on-exec: none is known after
             return self._exec(sc)
         if name in FORKS:
             self._fork_cwd(sc)
             return self._fork(sc)
+        if name in ("socket", "memfd_create") and sc.ok and (fd := sc.value()) is not None:
+            self._fds.setdefault(sc.pid, {})[fd] = None
         if name == "socket":
             return self._socket(sc)
         if name in ("connect", "sendto", "sendmsg"):
@@ -579,6 +631,9 @@ class Classifier:
         if name in ("chdir", "fchdir"):
             self._chdir(sc)
             return []
+        if name in FD_CALLS:
+            self._fd_call(sc)
+            return []
         if name in FILE_CALLS:
             return self._change(sc)
         return []  # memfd_create: only its exec matters
@@ -587,8 +642,7 @@ class Classifier:
         if not sc.ok:
             return
         if sc.name == "fchdir":
-            _, path = _fd_path(sc.split()[0])
-            self._set_cwd(sc.pid, path if path and path.startswith("/") else None)
+            self._set_cwd(sc.pid, self._fd_dir(sc.pid, sc.split()[0]))
             return
         place = self._place(sc)
         self._set_cwd(sc.pid, place.path if place is not None and place.unresolved is None else None)
@@ -617,11 +671,13 @@ class Classifier:
             trunc = "O_TRUNC" in flags
         follow = "O_NOFOLLOW" not in flags and not ("O_CREAT" in flags and "O_EXCL" in flags)
         place = self._place(sc, follow=follow)
+        opened = result_path(sc.result) if sc.ok else None
+        if opened is not None and place is not None:
+            place = Place(opened, place.given)  # the file the kernel opened, wherever it is
+        if sc.ok and (fd := sc.value()) is not None:
+            self._fds.setdefault(sc.pid, {})[fd] = place.path if place and place.unresolved is None else None
         if place is None:
             return []
-        opened = result_path(sc.result) if sc.ok else None
-        if opened is not None:
-            place = Place(opened, place.given)  # the file the kernel opened, wherever it is
         path = place.path
         if place.unresolved is None and self.ctx.tracer_dir and _under(path, (self.ctx.tracer_dir,)):
             return [self._event(sc, "escalation", "tracer_tamper", {"path": path, "op": "open",
@@ -724,8 +780,8 @@ class Classifier:
     def _chmod(self, sc: Syscall) -> list[Event]:
         args = sc.split()
         if sc.name == "fchmod":
-            _, path = _fd_path(args[0])
-            place = Place(path, path) if path and path.startswith("/") else None
+            path = self._fd_dir(sc.pid, args[0])
+            place = Place(path, path) if path else None
             mode_arg = args[1] if len(args) > 1 else ""
         else:
             at = sc.name == "fchmodat"

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -294,6 +295,70 @@ def test_procs_magic_links_are_walked():
         9 1.4 mkdir("/proc/self/cwd/../y", 0777) = 0
         9 1.5 open("/dev/fd/1", O_WRONLY) = 3
     ''') == [("escalation", "write_below_etc", "/etc/x"), ("filesystem", "write_outside_scratch", "/opt/x")]
+
+
+def test_directory_fds_are_known_by_their_open_when_strace_cannot_name_them():
+    # In the sandbox strace cannot read the agent's /proc/PID/fd (mode 0500, the agent's):
+    # its fds are bare numbers; AT_FDCWD is still decorated (/proc/PID/cwd needs ptrace only).
+    c = agent()
+    assert feed(c, '''
+        9 1.1 openat(AT_FDCWD</scratch>, "work", O_RDONLY|O_NOCTTY|O_NONBLOCK|O_NOFOLLOW|O_DIRECTORY) = 3
+        9 1.2 fchdir(3) = 0
+        9 1.3 mkdir("x", 0777) = 0
+        9 1.4 unlinkat(3, "x", AT_REMOVEDIR) = 0
+        9 1.5 openat(AT_FDCWD</scratch/work>, "/etc", O_RDONLY|O_DIRECTORY) = 4
+        9 1.6 dup2(4, 3) = 3
+        9 1.7 mkdirat(3, "y", 0777) = -1 EROFS (Read-only file system)
+        9 1.8 fcntl(3, F_DUPFD_CLOEXEC, 10) = 10
+        9 1.9 close(3) = 0
+        9 2.0 mkdirat(10, "z", 0777) = -1 EROFS (Read-only file system)
+        9 2.1 mkdirat(3, "w", 0777) = -1 EBADF (Bad file descriptor)
+        9 2.2 close_range(4, ~0U, 0) = 0
+        9 2.3 unlinkat(10, "v", 0) = -1 EBADF (Bad file descriptor)
+    ''') == [("escalation", "write_below_etc", "/etc/y"), ("escalation", "write_below_etc", "/etc/z"),
+             ("filesystem", "write_outside_scratch", "w"), ("filesystem", "unlink_outside_scratch", "v")]
+
+
+def test_a_child_shares_or_copies_its_parents_fds_and_an_exec_forgets_them():
+    c = agent()
+    assert feed(c, '''
+        9 1.1 openat(AT_FDCWD</scratch>, "/scratch/d", O_RDONLY|O_DIRECTORY) = 3
+        9 1.2 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, child_tidptr=0x7f) = 11
+        9 1.3 clone3({flags=CLONE_VM|CLONE_FS|CLONE_FILES|CLONE_SIGHAND|CLONE_THREAD|CLONE_SYSVSEM, child_tid=0x7f, exit_signal=0, stack=0x7f, stack_size=0x7fff80, tls=0x7f} => {parent_tid=[12]}, 88) = 12
+        9 1.4 openat(AT_FDCWD</scratch>, "/etc", O_RDONLY|O_DIRECTORY) = 4
+        11 1.5 mkdirat(3, "a", 0777) = 0
+        12 1.6 mkdirat(4, "b", 0777) = -1 EROFS (Read-only file system)
+        11 1.7 mkdirat(4, "c", 0777) = -1 EBADF (Bad file descriptor)
+        11 1.8 execve("/bin/sh", ["sh"], 0x1 /* 3 vars */) = 0
+        11 1.9 mkdirat(3, "d", 0777) = 0
+    ''') == [("escalation", "write_below_etc", "/etc/b"), ("filesystem", "write_outside_scratch", "c"),
+             ("filesystem", "write_outside_scratch", "d")]  # inherited across exec: not followed
+
+
+TRACES = Path(__file__).parent / "traces"
+
+
+def replay(name: str) -> list:
+    c = Classifier(SyscallContext(scratch=("/scratch",), uid=65534, gid=65534, cwd="/opt"))
+    with open(TRACES / name, encoding="utf-8") as f:
+        return [(e.category, e.kind, e.outcome, e.detail["path"]) for line in f for e in c.feed(line)
+                if e.kind != "exec"]
+
+
+def test_a_recorded_shell_agent_that_cds_into_scratch_writes_nothing_outside():
+    assert replay("relative-inside.strace") == []
+
+
+def test_a_recorded_agent_climbing_out_of_scratch_is_seen_where_it_lands():
+    assert replay("relative-outside.strace") == [
+        ("filesystem", "write_outside_scratch", "blocked", "/opt/x"),          # mkdir ../../opt/x
+        ("escalation", "write_below_etc", "blocked", "/etc/x"),                # mkdir -p through a link
+        ("escalation", "write_below_etc", "blocked", "/etc/pwn"),              # touch after cd into it
+        ("escalation", "write_below_etc", "blocked", "/etc/x"),                # mkdirat on a dup2'd fd
+        ("escalation", "write_below_etc", "blocked", "/etc/y"),                # fchdir to it, mkdir
+        ("filesystem", "unlink_outside_scratch", "blocked", "/opt/runaway/learner"),  # rm -rf /opt/runaway
+        ("filesystem", "unlink_outside_scratch", "blocked", "/usr/share/doc"),  # rm -r ../../../usr/share/doc
+    ]
 
 
 UNPLACED = [
