@@ -330,12 +330,14 @@ class Classifier:
     **Where a path is.** A relative path is resolved against the working directory of
     the process that gave it, kept per pid: the root's is `ctx.cwd`; chdir and fchdir
     move it; fork, vfork and clone copy it to the child (clone with CLONE_FS, i.e.
-    threads, shares it); execve keeps it. Where strace decorates a call with the kernel's
-    own answer (-yy: `AT_FDCWD</scratch>`, a directory fd's `3</scratch/d>`, an opened
-    file's `= 3</etc/x>`), that answer wins. Paths go through the symbolic links the
-    traced processes made (`links`) and /proc's magic links (/proc/PID/root and cwd).
+    threads, shares it); execve keeps it. A directory fd names what its open named (kept
+    per pid: dup*, fcntl(F_DUPFD) move it, close* drop it, fork copies, CLONE_FILES
+    shares, execve forgets). Where strace decorates a call with the kernel's own answer
+    (-yy: `AT_FDCWD</scratch>`, a directory fd's `3</scratch/d>`, an opened file's
+    `= 3</etc/x>`), that answer wins. Paths go through the symbolic links the traced
+    processes made (`links`) and /proc's magic links (/proc/PID/root and cwd).
     A path that cannot be placed (a pid whose working directory is unknown, a directory
-    fd strace could not name, a path strace cut short, a walk through /proc/PID/fd/N) is
+    fd we know nothing of, a path strace cut short, a walk through /proc/PID/fd/N) is
     never guessed: its event carries `detail.unresolved` (why) and the path as given, and
     is judged as outside the scratch dir (a write) or by its name alone (a read).
     """
