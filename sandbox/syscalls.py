@@ -269,9 +269,6 @@ class KnownLinks:
     def __init__(self) -> None:
         self.targets: dict[str, str] = {}
 
-    def __len__(self) -> int:
-        return len(self.targets)
-
     def _below(self, path: str) -> list[str]:
         pre = path.rstrip("/") + "/"
         return [k for k in self.targets if k == path or k.startswith(pre)]
