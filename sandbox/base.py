@@ -34,12 +34,15 @@ async def until_none(queue: asyncio.Queue[T | None], ends: int = 1) -> AsyncIter
 
 
 class SandboxError(RunawayError):
-    """A sandbox that cannot be made as asked: a refused spec, a missing image, no backend."""
+    """What the sandbox API raises for everything that goes wrong in it: a refused spec or
+    argument, a missing image, no backend, a Docker daemon that refuses or does not answer,
+    a call on a closed sandbox. The message is one line that says which."""
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(SandboxError, RuntimeError):
     """A command cannot run in the sandbox now: it never started, it has exited or been
-    killed, or it is paused. The message says which."""
+    killed, or it is paused. The message says which. (A SandboxError, and a RuntimeError
+    as it always was.)"""
 
 
 class ExecTimeout(TimeoutError):
