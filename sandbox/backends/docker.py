@@ -44,7 +44,7 @@ from .. import tracer as tracing
 from ..identity import identity_events
 from .. import watchdog
 from ..base import (ActionResult, ExecResult, ExecTimeout, OutputCap, SandboxError, SandboxUnavailable,
-                   exec_cwd, exec_input, exec_user)
+                   check_argv, check_exec, exec_cwd, exec_input, exec_user)
 from ..monitor import LineSplitter, SandboxBase
 from ..registry import Backend, register_backend
 from ..cgroup import Cgroup, CgroupReading, forget, reading_from_stats
@@ -321,8 +321,7 @@ class DockerSandbox(SandboxBase):
         self._check_open()
         if self.container is not None:
             raise SandboxError("this sandbox has already started", field="start")
-        if not argv:
-            raise SandboxError("expected a command to run, got an empty argv", field="argv")
+        argv = check_argv(argv)
         if self._image is None or (self.network is None and self.spec.network != NETWORK_NONE):
             await self.prepare()
         self._clock = clock
@@ -1011,8 +1010,7 @@ class DockerSandbox(SandboxBase):
         """Run a command in the container (docker exec): it joins the container's cgroups,
         namespaces and hardening (no capabilities, no-new-privileges, read-only root), so
         the caps bind it and the observers see it. See `Sandbox.exec`."""
-        if not argv:
-            raise SandboxError("expected a command to run, got an empty argv", field="argv")
+        argv = check_exec(argv, cwd, env, timeout, output_limit)
         why = self._unavailable()
         if why:
             raise SandboxUnavailable(why)

@@ -46,7 +46,7 @@ from ..identity import identity_events
 from ..proc_events import ProcEvents
 from .. import watchdog
 from ..base import (ActionResult, ExecResult, ExecTimeout, OutputCap, SandboxError, SandboxUnavailable,
-                   exec_cwd, exec_input, exec_user)
+                   check_argv, check_exec, exec_cwd, exec_input, exec_user)
 from ..monitor import SandboxBase
 from ..registry import Backend, register_backend
 from ..spec import WEB_HOSTS, SandboxSpec, format_size
@@ -312,8 +312,7 @@ class ProcessSandbox(SandboxBase):
         self._check_open()
         if self._proc is not None:
             raise SandboxError("this sandbox has already started", field="start")
-        if not argv:
-            raise SandboxError("expected a command to run, got an empty argv", field="argv")
+        argv = check_argv(argv)
         if not Path(learner_dir).is_dir():
             raise SandboxError(f"no learner code at {learner_dir}", field="learner_dir")
         self._clock = clock
@@ -768,8 +767,7 @@ class ProcessSandbox(SandboxBase):
         """Run a command as one more member of the group: the learner's uid, limits, affinity
         and environment (whose mark makes the watchers adopt it), so the duty cycle, the
         actions and the observers reach it. Not a boundary, like the rest of this backend."""
-        if not argv:
-            raise SandboxError("expected a command to run, got an empty argv", field="argv")
+        argv = check_exec(argv, cwd, env, timeout, output_limit)
         if self._proc is None or self._closed:
             raise SandboxUnavailable("the sandbox is not running (not started, or closed)")
         if self._killed:

@@ -92,10 +92,18 @@ async def test_process_sandbox_arguments_are_checked(tmp_path: Path):
         with pytest.raises(SandboxError) as e:
             await sb.start(SLEEP, {}, tmp_path / "no-such-learner", {}, tmp_path / "control", time.monotonic)
         assert e.value.field == "learner_dir"
-        await sb.start(SLEEP, {}, LEARNER_DIR, {}, tmp_path / "control", time.monotonic)
-        with pytest.raises(SandboxError) as e:
-            await sb.exec([])
+        with pytest.raises(SandboxError) as e:  # a string would run its first character
+            await sb.start("python3 -c pass", {}, LEARNER_DIR, {}, tmp_path / "control", time.monotonic)
         assert e.value.field == "argv"
+        await sb.start(SLEEP, {}, LEARNER_DIR, {}, tmp_path / "control", time.monotonic)
+        for argv, kw, field in (([], {}, "argv"), ("ls -l", {}, "argv"), (["ls", 1], {}, "argv"),
+                                (["true"], {"timeout": -1}, "timeout"), (["true"], {"cwd": 3}, "cwd"),
+                                (["true"], {"env": {"A": 1}}, "env"),
+                                (["true"], {"output_limit": "1k"}, "output_limit")):
+            with pytest.raises(SandboxError) as e:
+                await sb.exec(argv, **kw)
+            assert e.value.field == field, (argv, kw)
+        assert (await sb.exec(["true"], timeout=30)).returncode == 0, "the sandbox still serves"
     finally:
         await sb.close()
 
