@@ -370,6 +370,8 @@ def admit(spec: SandboxSpec, unsafe: bool = False) -> list[str]:
     >>> admit(SandboxSpec(privileged=True), unsafe=True)
     ['privileged: a privileged sandbox has every capability and every device']
     """
+    if not isinstance(spec, SandboxSpec):
+        raise SandboxError(f"expected a SandboxSpec, got {type(spec).__name__}", field="spec")
     found = findings(spec)
     if found and not unsafe:
         first = found[0]

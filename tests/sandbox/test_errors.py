@@ -59,6 +59,14 @@ def test_open_sandbox_refuses_what_it_cannot_use(args, kw, field):
     one_line(e)
 
 
+def test_admit_refuses_what_is_not_a_spec():
+    from sandbox import admit
+
+    with pytest.raises(SandboxError) as e:
+        admit({"privileged": False})
+    assert e.value.field == "spec"
+
+
 def test_a_sandbox_unavailable_is_a_sandbox_error_and_still_a_runtime_error():
     assert issubclass(SandboxUnavailable, SandboxError) and issubclass(SandboxUnavailable, RuntimeError)
 
