@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 import asyncio
 import os
+import threading
 from collections import abc
 from typing import Any, AsyncIterator, Callable, Mapping, Protocol, Sequence, TypeVar
 
@@ -22,6 +23,33 @@ T = TypeVar("T")
 # The longest line a backend hands over: a learner that writes without newlines gets its
 # output cut into pieces this long, so it cannot grow the controller's buffers.
 MAX_LINE_BYTES = 1 << 20
+
+
+async def in_own_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)` in a thread of its own, for a call that blocks as long as a
+    sandbox lives (waiting for a container to exit). `asyncio.to_thread` would take a worker
+    of the loop's default executor, which has only min(32, cores + 4): on a 2-core host six
+    sandboxes waiting there starve every other `to_thread` call of the process, their own
+    removal included, and a sweep of eight hangs at its end."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not fut.done():
+            fut.set_result(value) if ok else fut.set_exception(value)
+
+    def body() -> None:
+        try:
+            value, ok = fn(*args, **kwargs), True
+        except BaseException as e:  # handed to the awaiting task
+            value, ok = e, False
+        try:
+            loop.call_soon_threadsafe(settle, ok, value)
+        except RuntimeError:  # the loop has closed: nobody awaits it any more
+            pass
+
+    threading.Thread(target=body, name=f"runaway-{getattr(fn, '__name__', 'call')}", daemon=True).start()
+    return await fut
 
 
 async def until_none(queue: asyncio.Queue[T | None], ends: int = 1) -> AsyncIterator[T]:

@@ -44,7 +44,7 @@ from .. import tracer as tracing
 from ..identity import identity_events
 from .. import watchdog
 from ..base import (ActionResult, ExecResult, ExecTimeout, OutputCap, SandboxError, SandboxUnavailable,
-                   check_argv, check_exec, exec_cwd, exec_input, exec_user)
+                   check_argv, check_exec, exec_cwd, exec_input, exec_user, in_own_thread)
 from ..monitor import LineSplitter, SandboxBase
 from ..registry import Backend, register_backend
 from ..cgroup import Cgroup, CgroupReading, forget, reading_from_stats
@@ -804,7 +804,7 @@ class DockerSandbox(SandboxBase):
         restarts = 0
         while True:
             try:
-                res = await asyncio.to_thread(self.container.wait, timeout=3600 * 24)
+                res = await in_own_thread(self.container.wait, timeout=3600 * 24)
                 self.exit_code = int(res.get("StatusCode", -1))
             except Exception:
                 self.exit_code = self.exit_code if self.exit_code is not None else -1
@@ -1042,7 +1042,7 @@ class DockerSandbox(SandboxBase):
                         "--inh-caps=-all", "--bounding-set=-all", "--", *run_argv]
             run_user = tracing.TRACER_USER
         state["channel"] = ch
-        job = asyncio.ensure_future(asyncio.to_thread(
+        job = asyncio.ensure_future(in_own_thread(  # as long as the command runs: not the loop's executor
             self._exec_blocking, run_argv, data, workdir, dict(env or {}), run_user, out, err, state))
         try:
             return await self._exec_wait(job, started, timeout, state, out, err)
