@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 import asyncio
+import contextlib
 import os
 import threading
 from collections import abc
@@ -23,6 +24,21 @@ T = TypeVar("T")
 # The longest line a backend hands over: a learner that writes without newlines gets its
 # output cut into pieces this long, so it cannot grow the controller's buffers.
 MAX_LINE_BYTES = 1 << 20
+
+
+async def to_thread_to_the_end(fn: Callable[..., T], *args: Any) -> T:
+    """`asyncio.to_thread(fn, *args)`, except that a cancelled caller still waits for `fn`
+    to return before the CancelledError goes on. A call that makes something (a network, a
+    container) must have handed it over before the clean-up that follows a cancel looks
+    for it; else it is made after the clean-up, and outlives the run (Ctrl-C during a
+    sandbox's start once left containers behind)."""
+    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await fut
+        raise
 
 
 async def in_own_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -44,7 +44,7 @@ from .. import tracer as tracing
 from ..identity import identity_events
 from .. import watchdog
 from ..base import (ActionResult, ExecResult, ExecTimeout, OutputCap, SandboxError, SandboxUnavailable,
-                   check_argv, check_exec, exec_cwd, exec_input, exec_user, in_own_thread)
+                   check_argv, check_exec, exec_cwd, exec_input, exec_user, in_own_thread, to_thread_to_the_end)
 from ..monitor import LineSplitter, SandboxBase
 from ..registry import Backend, register_backend
 from ..cgroup import Cgroup, CgroupReading, forget, reading_from_stats
@@ -278,7 +278,7 @@ class DockerSandbox(SandboxBase):
         (the host address the mock web binds). Call `allow_port` once the web is up."""
         self._check_open()
         with dockerd.answers("preparing the sandbox's network", field="network"):
-            await asyncio.to_thread(self._prepare)
+            await to_thread_to_the_end(self._prepare)
         return self.gateway or "127.0.0.1"
 
     def _prepare(self) -> None:
@@ -327,7 +327,7 @@ class DockerSandbox(SandboxBase):
         self._clock = clock
         loop = asyncio.get_running_loop()
         with dockerd.answers("starting the sandbox's container", field="sandbox"):
-            await asyncio.to_thread(self._create_and_start, list(argv), dict(env), Path(learner_dir),
+            await to_thread_to_the_end(self._create_and_start, list(argv), dict(env), Path(learner_dir),
                                     dict(hosts), Path(control_file), loop)
         self._obs.put_nowait(Event(
             t=self._clock(), source="observer", category="lifecycle", kind="start", outcome="allowed",

@@ -33,6 +33,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -137,16 +138,65 @@ def _tar(run_dir: Path) -> bytes:
     return buf.getvalue()
 
 
-def cell_task(job: CellJob, settings: LiveSettings, files: dict[str, str]) -> Iterator[dict[str, Any]]:
+class StopSwitch:
+    """The sweep's stop switch, a Ray actor the driver owns (so it dies with the driver).
+
+    A cell `enter`s before it makes anything and `leave`s after its sandbox is gone; on
+    Ctrl-C the driver `stop`s it and waits until no cell is inside. A cell asks `stopped`
+    as it runs, and stops its run when the answer is yes or the switch is gone (its driver
+    died): it does not rely on Ray's task cancellation, which misses a task that is being
+    handed to a worker at that moment."""
+
+    def __init__(self) -> None:
+        self._stopped = False
+        self._inside: set[str] = set()
+
+    def enter(self, name: str) -> bool:
+        if not self._stopped:
+            self._inside.add(name)
+        return not self._stopped
+
+    def leave(self, name: str) -> None:
+        self._inside.discard(name)
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def inside(self) -> list[str]:
+        return sorted(self._inside)
+
+
+# How often a running cell asks the switch.
+SWITCH_POLL_S = 0.5
+
+
+def _asked(ray: Any, call: Any, default: Any) -> Any:
+    """One answer from the switch; `default` when it does not answer (the driver is gone)."""
+    try:
+        return ray.get(call, timeout=10)
+    except Exception:
+        return default
+
+
+def cell_task(job: CellJob, settings: LiveSettings, files: dict[str, str],
+              switch: Any = None) -> Iterator[dict[str, Any]]:
     """The Ray task of one live cell (a streaming generator): yields `running`, then
     `serving` once its exporter listens (with exporters on), then `done` with the run
     directory as a tar.gz and the cell. The experiment runs in a thread with its own
-    event loop, so a cancelled task stops it cleanly (the sandbox is removed)."""
+    event loop, so a cancelled task stops it cleanly (the sandbox is removed). With a
+    `switch` (StopSwitch), the cell runs only if the sweep has not been stopped, and stops
+    its run when it is."""
     import ray
 
     node = _node_address()
     yield {"kind": "running", "node": node}
     _ensure_image(settings.backend)
+    if switch is not None and not _asked(ray, switch.enter.remote(job.name), False):
+        yield {"kind": "stopped"}
+        return
     work = Path(tempfile.mkdtemp(prefix="runaway-cell-"))
     try:
         paths = _materialize(files, work)
@@ -176,6 +226,7 @@ def cell_task(job: CellJob, settings: LiveSettings, files: dict[str, str]) -> It
 
         thread = threading.Thread(target=body, name="runaway-cell", daemon=True)
         thread.start()
+        asked = time.monotonic()
         try:
             while True:
                 try:
@@ -183,6 +234,12 @@ def cell_task(job: CellJob, settings: LiveSettings, files: dict[str, str]) -> It
                     # it, which a thread blocked on a lock for good never sees.
                     kind, value = events.get(timeout=0.25)
                 except queue.Empty:
+                    if switch is not None and time.monotonic() - asked >= SWITCH_POLL_S:
+                        asked = time.monotonic()
+                        if _asked(ray, switch.stopped.remote(), True):
+                            _stop_run(loop, main, thread)
+                            yield {"kind": "stopped"}
+                            return
                     continue
                 if kind == "serving":
                     port, labels = value
@@ -196,12 +253,19 @@ def cell_task(job: CellJob, settings: LiveSettings, files: dict[str, str]) -> It
                     yield {"kind": "done", "cell": cell, "tar": _tar(Path(cell.run_dir))}
                     return
         finally:
-            if thread.is_alive():  # cancelled or the driver went away: stop the run, cleanly
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(lambda: [t.cancel() for t in main])
-                thread.join(timeout=60)
+            _stop_run(loop, main, thread)  # cancelled or the driver went away: stop the run, cleanly
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if switch is not None:
+            _asked(ray, switch.leave.remote(job.name), None)
+
+
+def _stop_run(loop: asyncio.AbstractEventLoop, main: list[asyncio.Task[Any]], thread: threading.Thread) -> None:
+    """Cancel a cell's run (its runner then closes the sandbox) and wait for its thread."""
+    if thread.is_alive():
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(lambda: [t.cancel() for t in main])
+        thread.join(timeout=60)
 
 
 def replay_task(traces: list[tuple[str, str, bytes]], policies: dict[str, str | None], write: bool,
@@ -279,16 +343,35 @@ def _unpack(tar_bytes: bytes, out: Path, name: str) -> Path:
 CANCEL_GRACE_S = 90.0
 
 
-async def _until_ended(gen: Any) -> None:
-    """Until a cancelled cell task has ended on its node (its stream ends, however)."""
+def _switch(ray: Any) -> Any:
+    """The sweep's StopSwitch, owned by the driver (it dies with it), on the driver's own
+    node where there is one: a lost worker node must not take the switch with it."""
+    actor = ray.remote(num_cpus=0)(StopSwitch)
+    try:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    async def drain() -> None:
-        async for ref in gen:
-            with contextlib.suppress(Exception):
-                await ref
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+        return actor.options(scheduling_strategy=here).remote()
+    except Exception:  # a ray:// client has no node of its own
+        return actor.remote()
 
+
+async def _stop_cells(ray: Any, switch: Any, gens: list[Any]) -> None:
+    """Stop the sweep: no cell starts from now on, every running cell stops its run; wait
+    (CANCEL_GRACE_S at most) until no cell is inside, then cancel what never started."""
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(drain(), CANCEL_GRACE_S)
+        await switch.stop.remote()
+    deadline = time.monotonic() + CANCEL_GRACE_S
+    while time.monotonic() < deadline:
+        try:
+            if not await switch.inside.remote():
+                break
+        except Exception:
+            break
+        await asyncio.sleep(0.2)
+    for gen in gens:
+        with contextlib.suppress(Exception):
+            ray.cancel(gen)
 
 
 class RayExecutor:
@@ -316,13 +399,16 @@ class RayExecutor:
     async def live(self, jobs: Sequence[CellJob], settings: LiveSettings, out: Path, progress: Progress) -> list[Cell]:
         ray = self.ray
         remote = ray.remote(cell_task).options(**self._options(settings))
+        switch = _switch(ray)
         cells: list[Cell] = []
+        gens: list[Any] = []
 
         async def one(job: CellJob) -> None:
             files = _files_of(job.scenario, job.policy)
             lost: list[str] = []
             for attempt in range(1, MAX_ATTEMPTS + 1):
-                gen = remote.remote(job, settings, files)
+                gen = remote.remote(job, settings, files, switch)
+                gens.append(gen)
                 node = ""
                 try:
                     async for ref in gen:
@@ -341,13 +427,7 @@ class RayExecutor:
                             return
                     raise SweepError("the cell task ended without a result", field=job.name)
                 except asyncio.CancelledError:
-                    # Ctrl-C: the node stops the run as a local Ctrl-C would (trace ended,
-                    # sandbox removed); the driver waits for that before it goes, or what
-                    # the cell made would outlive the sweep. A second Ctrl-C does not wait.
-                    with contextlib.suppress(Exception):
-                        ray.cancel(gen)
-                    await _until_ended(gen)
-                    raise
+                    raise  # live() stops every cell at once
                 except Exception as e:
                     if _is_system_failure(ray, e) and attempt < MAX_ATTEMPTS:
                         lost.append(f"{node or 'a node'}: {type(e).__name__}")
@@ -357,7 +437,14 @@ class RayExecutor:
                     progress.failed_cell(job.name, _why(cause))
                     return
 
-        await asyncio.gather(*(one(j) for j in jobs))
+        try:
+            await asyncio.gather(*(one(j) for j in jobs))
+        except asyncio.CancelledError:
+            # Ctrl-C: every node stops its run as a local Ctrl-C would (sandbox removed),
+            # and the driver waits for that before it goes, or what the cells made would
+            # outlive the sweep. A second Ctrl-C does not wait.
+            await _stop_cells(ray, switch, gens)
+            raise
         return cells
 
     def replay(self, traces: Sequence[Path], policies: Sequence[str | None], progress: Progress, *,
