@@ -32,7 +32,8 @@ def _print_result(res, *, headline: bool = True) -> None:  # type: ignore[no-unt
     click.echo(f"run {res.run_id} ended: {STOP_REASONS.get(res.stopped_by, res.stopped_by)}")
     click.echo(f"  trace:   {res.out / 'trace.jsonl'}")
     click.echo(f"  summary: {res.out / 'summary.json'}")
-    click.echo(f"  report:  {res.out / 'report.html'}")
+    report = res.out / "report.html"
+    click.echo(f"  report:  {report}" if report.exists() else f"  report:  not drawn (runaway report {res.out})")
     click.echo(f"  all runs: {res.out.parent / 'index.html'}")
     if headline and s and s.get("headline"):
         click.echo("")
@@ -101,9 +102,11 @@ def _port(name: str, value: int | None) -> None:
 @click.option("--pages", type=int, default=None, help="Pages in the mock web (default: the scenario's).")
 @click.option("--unsafe", is_flag=True, help="Admit a spec that admission refuses; recorded in the trace.")
 @click.option("--live/--plain", "live", default=None, help="Live terminal view or plain lines (default: live on a terminal).")
+@click.option("--report/--no-report", "report", default=True, show_default=True,
+              help="Draw report.html at the end; --no-report writes summary.json only (`runaway report` draws it later).")
 @plugin_option
 def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duration, seed, out,  # type: ignore[no-untyped-def]
-            operator_stop_at, metrics_port, metrics_host, agent, agent_dir, pages, unsafe, live, plugins):
+            operator_stop_at, metrics_port, metrics_host, agent, agent_dir, pages, unsafe, live, report, plugins):
     """Run SCENARIO (a catalog name or a YAML file) in a sandbox under guards.
 
     Leaves trace.jsonl, summary.json, report.html, learner.log and evidence/ in the run
@@ -124,7 +127,7 @@ def run_cmd(scenario, backend, policy, no_guards, profile, cpus, memory, duratio
         scenario=scenario, backend=backend, policy=policy, guards=not no_guards, profile=profile, cpus=cpus,
         memory=memory, duration=duration, seed=seed, out=out, operator_stop_at=operator_stop_at,
         metrics_host=metrics_host, metrics_port=metrics_port, agent=agent_argv, agent_dir=agent_dir,
-        unsafe=unsafe, pages=pages, live=live, plugins=plugins,
+        unsafe=unsafe, pages=pages, live=live, plugins=plugins, report=report,
     )
     res = _run(cfg, live)
     _print_result(res)
