@@ -14,7 +14,7 @@ For N = 1, 2, 4, ... concurrent `greedy` runs (it pegs its CPU cap after ~2 s) o
   sandbox-second. This one does not depend on what else the host runs.
 N = 1 is the baseline, measured in the same run.
 
-Usage: PYTHONPATH=. python bench/sandboxes_per_core.py [--counts 1,2,4,6,8] [--duration 20]
+Usage: PYTHONPATH=. python bench/sandboxes_per_core.py [--counts 1,2,4,6,8] [--duration 45]
 Needs root, a Docker daemon and the learner image (`runaway image build`).
 """
 
@@ -43,7 +43,7 @@ def _guard(name: str):  # type: ignore[no-untyped-def]
     return next(g for g in load_policy(str(DEFAULT_POLICY)).guards if g.name == name)
 
 
-def measure(run_dir: Path, above: float, for_s: float) -> dict[str, float | None]:
+def measure(run_dir: Path, g) -> dict[str, float | None]:  # type: ignore[no-untyped-def]
     recs = list(read_trace(str(run_dir / "trace.jsonl")))
     samples = [r for r in recs if isinstance(r, Sample)]
     ts = [s.t for s in samples]
@@ -52,15 +52,20 @@ def measure(run_dir: Path, above: float, for_s: float) -> dict[str, float | None
     fired = next((v.t for v in recs if isinstance(v, Verdict) and v.guard == GUARD and v.state == "firing"), None)
     delay = None
     if fired is not None:
+        # When the guard's own condition (its signal, averaged over its window) began to
+        # hold for good: it could have fired `for` seconds after that.
         streak = None
-        for s in samples:
+        over = g.over_s or 0.0
+        for i, s in enumerate(samples):
             if s.t > fired:
                 break
-            if s.cpu_ratio > above:
+            window = [x.value(g.signal) for x in samples[:i + 1] if x.t > s.t - over or x is s]
+            vals = [v for v in window if v is not None]
+            if vals and sum(vals) / len(vals) > g.threshold:
                 streak = s.t if streak is None else streak
             else:
                 streak = None
-        delay = fired - (streak + for_s) if streak is not None else None
+        delay = fired - (streak + g.for_s) if streak is not None else None
     throttle = next((a.latency_s for a in recs if isinstance(a, Action) and a.action == "throttle"), None)
     return {"hz": (len(ts) - 1) / span if span else 0.0, "max_gap": max(gaps) if gaps else None,
             "delay": delay, "throttle": throttle}
@@ -99,13 +104,13 @@ def _max(xs: list[float | None]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--counts", default="1,2,4,6,8")
-    ap.add_argument("--duration", type=float, default=20.0)
+    ap.add_argument("--duration", type=float, default=45.0,
+                    help="seconds per run: the guard's `for` (20 s) after greedy's start, with room to spare")
     args = ap.parse_args()
     cores = len(os.sched_getaffinity(0))
     g = _guard(GUARD)
-    above, for_s = g.threshold, g.for_s
     print(f"host: {cores} cores; profile ci (0.5 CPU each); greedy for {args.duration:g} s; "
-          f"guard {GUARD} (above {above}, for {for_s:g} s)")
+          f"guard {GUARD} ({g.aggregate or ''}({g.signal}[{g.over_s or 0:g}s]) above {g.threshold}, for {g.for_s:g} s)")
     print(f"{'sandboxes':>9} {'per core':>8} {'Hz (min)':>9} {'Hz (med)':>9} {'max gap s':>9} "
           f"{'detected':>8} {'delay med s':>11} {'delay max s':>11} {'throttle med s':>14} {'watch CPU/s':>11}  host load (1 min)")
     for n in [int(x) for x in args.counts.split(",")]:
@@ -115,7 +120,7 @@ def main() -> None:
                                            profile="ci", backend="docker", parallel=n))
             wall = time.monotonic() - t0
             watch = (_own_cpu() - own0 + _daemon_cpu() - dock0) / (n * args.duration)
-            ms = [measure(Path(c.run_dir), above, for_s) for c in cells]
+            ms = [measure(Path(c.run_dir), g) for c in cells]
         hz = [m["hz"] for m in ms]
         print(f"{n:>9} {n / cores:>8.1f} {min(hz):>9.2f} {statistics.median(hz):>9.2f} "
               f"{_max([m['max_gap'] for m in ms]):>9} {sum(m['delay'] is not None for m in ms):>5}/{n:<2} "

@@ -41,7 +41,9 @@ def docker_available(timeout: float = 3.0) -> str | None:
             client.close()
         return None
     except Exception as e:  # any failure to reach the daemon means: not available
-        return f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        from .dockerd import one_line
+
+        return one_line(e)
 
 
 def docker_configured() -> str | None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 import asyncio
+import os
+import threading
+from collections import abc
 from typing import Any, AsyncIterator, Callable, Mapping, Protocol, Sequence, TypeVar
 
 from policies.errors import RunawayError
@@ -20,6 +23,33 @@ T = TypeVar("T")
 # The longest line a backend hands over: a learner that writes without newlines gets its
 # output cut into pieces this long, so it cannot grow the controller's buffers.
 MAX_LINE_BYTES = 1 << 20
+
+
+async def in_own_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)` in a thread of its own, for a call that blocks as long as a
+    sandbox lives (waiting for a container to exit). `asyncio.to_thread` would take a worker
+    of the loop's default executor, which has only min(32, cores + 4): on a 2-core host six
+    sandboxes waiting there starve every other `to_thread` call of the process, their own
+    removal included, and a sweep of eight hangs at its end."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not fut.done():
+            fut.set_result(value) if ok else fut.set_exception(value)
+
+    def body() -> None:
+        try:
+            value, ok = fn(*args, **kwargs), True
+        except BaseException as e:  # handed to the awaiting task
+            value, ok = e, False
+        try:
+            loop.call_soon_threadsafe(settle, ok, value)
+        except RuntimeError:  # the loop has closed: nobody awaits it any more
+            pass
+
+    threading.Thread(target=body, name=f"runaway-{getattr(fn, '__name__', 'call')}", daemon=True).start()
+    return await fut
 
 
 async def until_none(queue: asyncio.Queue[T | None], ends: int = 1) -> AsyncIterator[T]:
@@ -34,12 +64,15 @@ async def until_none(queue: asyncio.Queue[T | None], ends: int = 1) -> AsyncIter
 
 
 class SandboxError(RunawayError):
-    """A sandbox that cannot be made as asked: a refused spec, a missing image, no backend."""
+    """What the sandbox API raises for everything that goes wrong in it: a refused spec or
+    argument, a missing image, no backend, a Docker daemon that refuses or does not answer,
+    a call on a closed sandbox. The message is one line that says which."""
 
 
-class SandboxUnavailable(RuntimeError):
+class SandboxUnavailable(SandboxError, RuntimeError):
     """A command cannot run in the sandbox now: it never started, it has exited or been
-    killed, or it is paused. The message says which."""
+    killed, or it is paused. The message says which. (A SandboxError, and a RuntimeError
+    as it always was.)"""
 
 
 class ExecTimeout(TimeoutError):
@@ -94,6 +127,31 @@ class ActionResult:
     ok: bool
     latency_s: float
     detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+def check_argv(argv: Any) -> list[str]:
+    """A command as a list of strings, or SandboxError: an empty one, or a string (which
+    would run its first character), is refused."""
+    if isinstance(argv, (str, bytes)) or not isinstance(argv, abc.Sequence) or not argv \
+            or not all(isinstance(a, (str, os.PathLike)) for a in argv):
+        raise SandboxError(f"expected a command to run as a list of strings, got {argv!r:.200}", field="argv")
+    return [os.fspath(a) for a in argv]
+
+
+def check_exec(argv: Any, cwd: Any, env: Any, timeout: Any, output_limit: Any) -> list[str]:
+    """`exec`'s arguments, each of the kind `Sandbox.exec` documents, or SandboxError naming it."""
+    if cwd is not None and not isinstance(cwd, str):
+        raise SandboxError(f"expected a directory, got {cwd!r:.200}", field="cwd")
+    if env is not None and not (isinstance(env, abc.Mapping)
+                                and all(isinstance(k, str) and isinstance(v, str) for k, v in env.items())):
+        raise SandboxError(f"expected a mapping of strings, got {env!r:.200}", field="env")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                or not 0 < timeout < float("inf")):
+        raise SandboxError(f"expected seconds > 0, got {timeout!r}", field="timeout")
+    if output_limit is not None and (isinstance(output_limit, bool) or not isinstance(output_limit, int)
+                                     or output_limit < 0):
+        raise SandboxError(f"expected a number of bytes >= 0, got {output_limit!r}", field="output_limit")
+    return check_argv(argv)
 
 
 def exec_user(spec_user: str, user: str | None) -> str:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from . import dockerd
 from .base import SandboxError
 
 # Bump when the build steps below change in a way the hashed text does not show.
@@ -82,26 +83,19 @@ class BuildResult:
     size_bytes: int
 
 
-def _client():
-    import docker
-
-    try:
-        return docker.from_env(timeout=600)
-    except Exception as e:  # no daemon: say so in one line
-        raise SandboxError(f"no Docker daemon answers: {e}", field="image") from None
-
-
 def ensure_image(client=None) -> str:
-    """The learner image's tag when it is present, else SandboxError saying how to build it."""
+    """The learner image's tag when it is present, else SandboxError saying how to build it
+    (or that Docker does not answer)."""
     import docker
 
-    client = client or _client()
+    client = client or dockerd.client(field="image")
     tag = image_tag()
-    try:
-        client.images.get(tag)
-    except docker.errors.ImageNotFound:
-        raise SandboxError(f"the learner image {tag} is not built: run `runaway image build` "
-                           "(a few minutes, once)", field="image") from None
+    with dockerd.answers(f"looking for the learner image {tag}", field="image"):
+        try:
+            client.images.get(tag)
+        except docker.errors.ImageNotFound:
+            raise SandboxError(f"the learner image {tag} is not built: run `runaway image build` "
+                               "(a few minutes, once)", field="image") from None
     return tag
 
 
@@ -137,12 +131,17 @@ def build_image(*, force: bool = False, via: str = "auto", mirror: str | None = 
     or `debootstrap`. `mirror` is the Debian mirror for debootstrap (default
     $RUNAWAY_DEBIAN_MIRROR or deb.debian.org).
     """
-    import docker
-
     if via not in ("auto", "dockerfile", "debootstrap"):
         raise SandboxError(f"unknown build path {via!r} (expected auto, dockerfile or debootstrap)",
                            field="via")
-    client = client or _client()
+    client = client or dockerd.client(timeout=600, field="image")
+    with dockerd.answers("building the learner image", field="image"):
+        return _build(client, force, via, mirror, log)
+
+
+def _build(client, force: bool, via: str, mirror: str | None, log: Callable[[str], None]) -> BuildResult:
+    import docker
+
     tag = image_tag()
     t0 = time.monotonic()
     if not force:
@@ -314,8 +313,11 @@ def _build_debootstrap(client, tag: str, mirror: str, log: Callable[[str], None]
         _post_process(root)
         tar = work / "rootfs.tar"
         log("packing the root filesystem ...")
-        subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(tar), "."],
-                       check=True, capture_output=True)
+        p = subprocess.run(["tar", "--numeric-owner", "--xattrs", "-C", str(root), "-cf", str(tar), "."],
+                           check=False, capture_output=True, text=True)
+        if p.returncode != 0:
+            tail = p.stderr.strip().splitlines()[-1:] or [f"exit {p.returncode}"]
+            raise SandboxError(f"packing the root filesystem failed: {tail[0]}", field="image")
         repo, _, version = tag.partition(":")
         log(f"docker import as {tag} ...")
         try:

@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, Se
 from policies.model import Event, Sample
 
 from . import procfs
-from .base import ActionResult, until_none
+from .base import ActionResult, SandboxError, until_none
 from .identity import Ids, identity_events, ids_key
 from .spec import SandboxSpec
 
@@ -73,6 +73,17 @@ class SandboxBase:
         self._reported: set[Any] = set()  # identity gains already reported (identity.py)
         self._ident_raw: dict[int, bytes] = {}  # pid -> ids_key at the last look
         self._fds: dict[str, int] = {}  # /proc files kept open (_pread)
+        self._closed = False
+
+    def _check_open(self) -> None:
+        """A closed sandbox makes nothing again: what it made now would never be removed."""
+        if self._closed:
+            raise SandboxError("this sandbox is closed: open a new one", field="sandbox")
+
+    @staticmethod
+    def _check_port(port: Any) -> None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise SandboxError(f"expected a TCP port from 1 to 65535, got {port!r}", field="port")
 
     # -- streams ---------------------------------------------------------------------
 
@@ -241,6 +252,15 @@ class SandboxBase:
         if isinstance(cpus, bool) or not isinstance(cpus, (int, float)) or not cpus > 0:
             return ActionResult(False, 0.0, {"reason": f"expected a CPU cap > 0, got {cpus!r}"})
         return None
+
+    async def _evidence(self, save: Callable[..., list[str]], *args: Any) -> tuple[list[str], dict[str, str]]:
+        """The files a kill saves before it kills (`save(*args)`, in a thread). Failing to
+        save them (a full disk, an unwritable directory) goes into the action's detail as
+        `evidence_error`: it is never a reason not to kill."""
+        try:
+            return await asyncio.to_thread(save, *args), {}
+        except Exception as e:  # whatever went wrong with the files, the kill goes ahead
+            return [], {"evidence_error": f"{type(e).__name__}: {e}"[:300]}
 
     def _write_evidence(self, evidence_dir: Path, pids: Sequence[int]) -> list[str]:
         """processes.json (who was running) and last_lines.log (what they last said);

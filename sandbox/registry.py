@@ -12,6 +12,8 @@ the modules shipped with runaway are imported the first time the registry is rea
 from __future__ import annotations
 
 import importlib
+import inspect
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -45,6 +47,9 @@ class Backend:
     # answer is an error, never a quiet step down to a weaker sandbox.
     configured: Callable[[], str | None] | None = None
 
+
+# A run id names containers, networks, directories and labels: no separators or blanks.
+_RUN_ID = re.compile(r"[^\s/\\\x00-\x1f\x7f]{1,128}")
 
 _BACKENDS: dict[str, Backend] = {}
 _loaded = False
@@ -119,8 +124,23 @@ def choose_backend(name: str = "auto", notices: list[str] | None = None) -> Back
 
 def open_backend(spec: SandboxSpec, name: str = "auto", *, run_id: str,
                  notices: list[str] | None = None, **kwargs: Any) -> Sandbox:
-    """A sandbox of the chosen backend for `spec` (see `choose_backend`)."""
-    return choose_backend(name, notices).factory(spec, run_id=run_id, **kwargs)
+    """A sandbox of the chosen backend for `spec` (see `choose_backend`). A spec that is
+    not a SandboxSpec, a run id that cannot name things on the host, or an option the
+    backend does not take is a SandboxError, before anything is made."""
+    if not isinstance(spec, SandboxSpec):
+        raise SandboxError(f"expected a SandboxSpec, got {type(spec).__name__}", field="spec")
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id) or run_id in (".", ".."):
+        raise SandboxError(f"expected a run id of 1 to 128 characters with no spaces, slashes or "
+                           f"control characters, got {run_id!r}", field="run_id")
+    backend = choose_backend(name, notices)
+    params = inspect.signature(backend.factory).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            known = sorted(k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k != "run_id")
+            raise SandboxError(f"the {backend.name} backend has no option {', '.join(map(repr, unknown))} "
+                               f"(it takes: {', '.join(known) or 'none'})", field=unknown[0])
+    return backend.factory(spec, run_id=run_id, **kwargs)
 
 
 def clean_all(run_id: str | None = None, *, include_live: bool = False) -> dict[str, list[str]]:

@@ -83,6 +83,32 @@ class Mount:
     read_only: bool = True
 
 
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?")
+_CAP = re.compile(r"[A-Za-z_]{1,40}")
+
+
+def _mounts(mounts: Any) -> tuple[Mount, ...]:
+    """Mounts from Mount values or {source, target, read_only} mappings."""
+    if not isinstance(mounts, (list, tuple)):
+        raise SandboxError(f"expected a list of {{source, target, read_only}}, got {mounts!r}", field="mounts")
+    out = []
+    for i, m in enumerate(mounts):
+        if isinstance(m, Mapping):
+            extra = set(m) - {"source", "target", "read_only"}
+            if extra or not {"source", "target"} <= set(m):
+                raise SandboxError(f"expected {{source, target, read_only}}, got {dict(m)!r}", field=f"mounts[{i}]")
+            m = Mount(**m)
+        if not isinstance(m, Mount):
+            raise SandboxError(f"expected {{source, target, read_only}}, got {m!r}", field=f"mounts[{i}]")
+        if not (isinstance(m.source, str) and isinstance(m.target, str) and PurePosixPath(m.target).is_absolute()):
+            raise SandboxError(f"expected a host path and an absolute path inside, got {m.source!r} -> {m.target!r}",
+                               field=f"mounts[{i}]")
+        if not isinstance(m.read_only, bool):
+            raise SandboxError(f"expected true or false, got {m.read_only!r}", field=f"mounts[{i}].read_only")
+        out.append(m)
+    return tuple(out)
+
+
 @dataclass(frozen=True, slots=True)
 class SandboxSpec:
     """The caps and hardening of one sandbox. `memory` and `scratch_size` accept `8g`,
@@ -113,6 +139,9 @@ class SandboxSpec:
     def __post_init__(self) -> None:
         # Normalise the friendly spellings once so every backend reads plain numbers.
         set_ = object.__setattr__
+        if isinstance(self.user, int) and not isinstance(self.user, bool) and self.user >= 0:
+            set_(self, "user", str(self.user))  # a bare uid, as YAML reads `user: 1000`
+        self._check_kinds()
         if self.cpus is not None:
             if isinstance(self.cpus, bool) or not isinstance(self.cpus, (int, float)) \
                     or not math.isfinite(self.cpus) or self.cpus < 0:
@@ -128,9 +157,12 @@ class SandboxSpec:
             set_(self, "cap_drop", (self.cap_drop,))
         if isinstance(self.cap_add, str):
             set_(self, "cap_add", (self.cap_add,))
-        set_(self, "cap_drop", tuple(c.upper() for c in self.cap_drop))
-        set_(self, "cap_add", tuple(c.upper() for c in self.cap_add))
-        set_(self, "mounts", tuple(m if isinstance(m, Mount) else Mount(**m) for m in self.mounts))
+        for name in ("cap_drop", "cap_add"):
+            caps = getattr(self, name)
+            if not isinstance(caps, (list, tuple)) or not all(isinstance(c, str) and _CAP.fullmatch(c) for c in caps):
+                raise SandboxError(f"expected a list of capability names like NET_RAW, got {caps!r}", field=name)
+            set_(self, name, tuple(c.upper() for c in caps))
+        set_(self, "mounts", _mounts(self.mounts))
         if isinstance(self.sample_hz, bool) or not isinstance(self.sample_hz, (int, float)) \
                 or not (0 < self.sample_hz <= 100):
             raise SandboxError(f"expected a rate in Hz between 0 and 100, got {self.sample_hz!r}",
@@ -138,6 +170,22 @@ class SandboxSpec:
         set_(self, "sample_hz", float(self.sample_hz))
         if not PurePosixPath(self.workdir).is_absolute():
             raise SandboxError(f"expected an absolute path, got {self.workdir!r}", field="workdir")
+
+    def _check_kinds(self) -> None:
+        """The fields a backend passes on as they are: a wrong kind of value is a
+        SandboxError naming the field now, not a failure deep inside a backend later."""
+        if not isinstance(self.user, str) or not _USER.fullmatch(self.user):
+            raise SandboxError(f"expected a user like 65534:65534 or learner, got {self.user!r}", field="user")
+        for name in ("read_only_root", "no_new_privileges", "privileged"):
+            if not isinstance(getattr(self, name), bool):
+                raise SandboxError(f"expected true or false, got {getattr(self, name)!r}", field=name)
+        if not isinstance(self.network, str) or not self.network:
+            raise SandboxError(f"expected a network name ({' or '.join(NETWORKS)}), got {self.network!r}",
+                               field="network")
+        if not isinstance(self.workdir, str):
+            raise SandboxError(f"expected an absolute path, got {self.workdir!r}", field="workdir")
+        if self.scratch_dir is not None and not isinstance(self.scratch_dir, str):
+            raise SandboxError(f"expected a host directory, got {self.scratch_dir!r}", field="scratch_dir")
 
     @property
     def uid(self) -> int | None:
@@ -186,12 +234,6 @@ class SandboxSpec:
         for k in ("cap_drop", "cap_add"):
             if isinstance(vals.get(k), list):
                 vals[k] = tuple(vals[k])
-        if isinstance(vals.get("mounts"), list):
-            try:
-                vals["mounts"] = tuple(m if isinstance(m, Mount) else Mount(**m) for m in vals["mounts"])
-            except TypeError:
-                raise SandboxError("expected a list of {source, target, read_only}",
-                                   file=file, field=f"{prefix}.mounts") from None
         try:
             return replace(self, **vals)
         except SandboxError as e:
@@ -328,6 +370,8 @@ def admit(spec: SandboxSpec, unsafe: bool = False) -> list[str]:
     >>> admit(SandboxSpec(privileged=True), unsafe=True)
     ['privileged: a privileged sandbox has every capability and every device']
     """
+    if not isinstance(spec, SandboxSpec):
+        raise SandboxError(f"expected a SandboxSpec, got {type(spec).__name__}", field="spec")
     found = findings(spec)
     if found and not unsafe:
         first = found[0]

@@ -36,7 +36,7 @@ from typing import Callable, Sequence
 
 from policies.model import Event
 
-from .syscalls import TRACED, Classifier, SyscallContext
+from .syscalls import STRSIZE, TRACED, Classifier, KnownLinks, SyscallContext
 
 # Where the channel's directory is mounted inside the sandbox, and the FIFO's name.
 TRACER_DIR = "/run/runaway/tracer"
@@ -55,8 +55,18 @@ MODES = ("ptrace", "seccomp")
 DEFAULT_MODE = "ptrace"
 # In a channel's directory: the controller that made it ("<pid>:<start ticks>").
 OWNER_FILE = "owner"
-# Longest string strace prints (paths, argv entries, sent data) before "...".
-STRSIZE = 512
+
+
+def strace_argv(output: str, mode: str = DEFAULT_MODE, program: str = "strace") -> list[str]:
+    """strace with the contract's calls and the output format `Classifier` reads, to `output`."""
+    if mode not in MODES:
+        raise ValueError(f"unknown tracer mode {mode!r} (expected one of {', '.join(MODES)})")
+    strace = [program, "-f", "-q", "-ttt", "-yy", "-s", str(STRSIZE), "-e", "signal=none",
+              # "?" lets a call this kernel or strace does not know be skipped, not refused.
+              "-e", "trace=" + ",".join("?" + c for c in TRACED), "-o", output]
+    if mode == "seccomp":
+        strace.insert(1, "--seccomp-bpf")
+    return strace
 
 
 def tracer_argv(argv: Sequence[str], user: str, mode: str = DEFAULT_MODE, fifo: str = FIFO_NAME) -> list[str]:
@@ -65,14 +75,8 @@ def tracer_argv(argv: Sequence[str], user: str, mode: str = DEFAULT_MODE, fifo: 
     >>> tracer_argv(["sh", "agent.sh"], "65534:65534")[-9:]
     ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--', 'sh', 'agent.sh']
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown tracer mode {mode!r} (expected one of {', '.join(MODES)})")
     uid, _, gid = user.partition(":")
-    strace = ["strace", "-f", "-q", "-ttt", "-yy", "-s", str(STRSIZE), "-e", "signal=none",
-              # "?" lets a call this kernel or strace does not know be skipped, not refused.
-              "-e", "trace=" + ",".join("?" + c for c in TRACED), "-o", f"{TRACER_DIR}/{fifo}"]
-    if mode == "seccomp":
-        strace.insert(1, "--seccomp-bpf")
+    strace = strace_argv(f"{TRACER_DIR}/{fifo}", mode)
     launcher = ["setpriv", f"--reuid={uid}", f"--regid={gid or uid}", "--clear-groups", "--inh-caps=-all",
                 "--bounding-set=-all", "--"]
     return [*strace, "--", *launcher, *argv]
@@ -91,7 +95,7 @@ class TracerChannel:
     def __init__(self, ctx: SyscallContext, on_events: Callable[[list[Event]], None],
                  on_end: Callable[[bool, dict], None], *, mode: str = DEFAULT_MODE,
                  directory: Path | None = None, name: str = FIFO_NAME, prefix: str = "runaway-tracer-",
-                 owner: str = "") -> None:
+                 owner: str = "", links: KnownLinks | None = None) -> None:
         self.ctx = ctx
         self.mode = mode
         self.name = name
@@ -106,7 +110,10 @@ class TracerChannel:
         os.mkfifo(self.fifo, 0o600)
         self._rfd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         self._wfd: int | None = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        self.classifier = Classifier(ctx)
+        # The links the sandbox's processes made: shared with the channels of its exec
+        # commands, and kept when a restarted sandbox's new tracer is read on.
+        self.links = KnownLinks() if links is None else links
+        self.classifier = Classifier(ctx, links=self.links)
         self.ended = threading.Event()
         self.attached = False
         self._stopping = False
@@ -168,7 +175,7 @@ class TracerChannel:
                                "attached": self.attached, "mode": self.mode, "channel": self.name})
             # A restarted sandbox runs a new tracer on the same FIFO: wait for it (holding
             # a write end of our own, so that the FIFO is not endlessly at its end).
-            self.classifier = Classifier(self.ctx)
+            self.classifier = Classifier(self.ctx, links=self.links)
             self.attached = False
             self._buf = b""
             self._hold_open()

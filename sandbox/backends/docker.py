@@ -39,11 +39,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 from policies.model import Event, Sample
 
-from .. import procfs
+from .. import dockerd, procfs
 from .. import tracer as tracing
 from .. import watchdog
 from ..base import (ActionResult, ExecResult, ExecTimeout, OutputCap, SandboxError, SandboxUnavailable,
-                   exec_cwd, exec_input, exec_user)
+                   check_argv, check_exec, exec_cwd, exec_input, exec_user, in_own_thread)
 from ..monitor import LineSplitter, SandboxBase
 from ..registry import Backend, register_backend
 from ..cgroup import Cgroup, CgroupReading, forget, reading_from_stats
@@ -73,16 +73,8 @@ def _docker():
     return docker
 
 
-def docker_errors() -> tuple[type[BaseException], ...]:
-    return (_docker().errors.APIError,)
-
-
 def _client():
-    docker = _docker()
-    try:
-        return docker.from_env(timeout=60)
-    except Exception as e:  # no daemon: one line for the user
-        raise SandboxError(f"no Docker daemon answers: {e}", field="backend") from None
+    return dockerd.client(timeout=60, field="backend")
 
 
 def _owner() -> str:
@@ -283,7 +275,9 @@ class DockerSandbox(SandboxBase):
     async def prepare(self) -> str:
         """Make the run's internal network and close its host side; return the gateway IP
         (the host address the mock web binds). Call `allow_port` once the web is up."""
-        await asyncio.to_thread(self._prepare)
+        self._check_open()
+        with dockerd.answers("preparing the sandbox's network", field="network"):
+            await asyncio.to_thread(self._prepare)
         return self.gateway or "127.0.0.1"
 
     def _prepare(self) -> None:
@@ -313,6 +307,8 @@ class DockerSandbox(SandboxBase):
     def allow_port(self, port: int) -> None:
         """Open exactly gateway:port/tcp (the mock web) to the sandbox; everything else on
         the host side of its network stays closed. Call after prepare(), before start()."""
+        self._check_open()
+        self._check_port(port)
         if self.gateway is None:
             return
         firewall_allow(self.run_id, self.bridge, self.gateway, port)
@@ -321,16 +317,17 @@ class DockerSandbox(SandboxBase):
     async def start(self, argv: Sequence[str], env: Mapping[str, str], learner_dir: Path,
                     hosts: Mapping[str, str], control_file: Path,
                     clock: Callable[[], float] = time.monotonic) -> None:
+        self._check_open()
         if self.container is not None:
             raise SandboxError("this sandbox has already started", field="start")
-        if not argv:
-            raise SandboxError("expected a command to run, got an empty argv", field="argv")
+        argv = check_argv(argv)
         if self._image is None or (self.network is None and self.spec.network != NETWORK_NONE):
             await self.prepare()
         self._clock = clock
         loop = asyncio.get_running_loop()
-        await asyncio.to_thread(self._create_and_start, list(argv), dict(env), Path(learner_dir),
-                                dict(hosts), Path(control_file), loop)
+        with dockerd.answers("starting the sandbox's container", field="sandbox"):
+            await asyncio.to_thread(self._create_and_start, list(argv), dict(env), Path(learner_dir),
+                                    dict(hosts), Path(control_file), loop)
         self._obs.put_nowait(Event(
             t=self._clock(), source="observer", category="lifecycle", kind="start", outcome="allowed",
             detail={"backend": "docker", "container": self.container.id[:12], "pid": self.pid,
@@ -355,7 +352,8 @@ class DockerSandbox(SandboxBase):
         ctx = SyscallContext(scratch=(spec.workdir,), web=(self.gateway, self.allowed_ports[0])
                              if self.gateway and self.allowed_ports else None,
                              web_ports=tuple(self.allowed_ports), uid=spec.uid, gid=spec.gid,
-                             tracer_dir=tracing.TRACER_DIR)
+                             tracer_dir=tracing.TRACER_DIR,
+                             cwd=AGENT_DIR if self.agent_dir is not None else spec.workdir)  # the container's
 
         ch = tracing.TracerChannel(ctx, self._tracer_events, self._tracer_end, mode=self.tracer or tracing.DEFAULT_MODE,
                                    prefix=f"runaway-tracer-{_run_tag(self.run_id)}-",
@@ -764,7 +762,7 @@ class DockerSandbox(SandboxBase):
         restarts = 0
         while True:
             try:
-                res = await asyncio.to_thread(self.container.wait, timeout=3600 * 24)
+                res = await in_own_thread(self.container.wait, timeout=3600 * 24)
                 self.exit_code = int(res.get("StatusCode", -1))
             except Exception:
                 self.exit_code = self.exit_code if self.exit_code is not None else -1
@@ -879,7 +877,7 @@ class DockerSandbox(SandboxBase):
         t0 = time.monotonic()
         if self.container is None:
             return ActionResult(False, 0.0, {"reason": "the learner never started"})
-        files = await asyncio.to_thread(self._save_evidence, Path(evidence_dir))
+        files, note = await self._evidence(self._save_evidence, Path(evidence_dir))
         t_evidence = time.monotonic() - t0
         self._killed = True
         how = "SIGKILL to every process of the container's cgroup"
@@ -909,7 +907,7 @@ class DockerSandbox(SandboxBase):
                 await asyncio.to_thread(self.container.kill, "SIGKILL")
             except Exception as e:
                 if "is not running" not in str(e) and self._running():
-                    return ActionResult(False, time.monotonic() - t0, {"reason": str(e), "evidence": files})
+                    return ActionResult(False, time.monotonic() - t0, {"reason": str(e), "evidence": files, **note})
         # The effect is every process gone: the cgroup's member list says so first (the
         # daemon's exit notice follows as the lifecycle `exit` event).
         deadline = time.monotonic() + 5.0
@@ -922,7 +920,7 @@ class DockerSandbox(SandboxBase):
                 pass
         gone = self._exited.is_set() or (self.cgroup is not None and not self._members(True))
         return ActionResult(gone, time.monotonic() - t0,
-                            {"evidence": files, "evidence_s": round(t_evidence, 4), "how": how})
+                            {"evidence": files, "evidence_s": round(t_evidence, 4), "how": how, **note})
 
     def _save_evidence(self, evidence_dir: Path) -> list[str]:
         files = self._write_evidence(evidence_dir, self._members(True))
@@ -970,8 +968,7 @@ class DockerSandbox(SandboxBase):
         """Run a command in the container (docker exec): it joins the container's cgroups,
         namespaces and hardening (no capabilities, no-new-privileges, read-only root), so
         the caps bind it and the observers see it. See `Sandbox.exec`."""
-        if not argv:
-            raise ValueError("expected a command to run, got an empty argv")
+        argv = check_exec(argv, cwd, env, timeout, output_limit)
         why = self._unavailable()
         if why:
             raise SandboxUnavailable(why)
@@ -988,10 +985,11 @@ class DockerSandbox(SandboxBase):
             # on a FIFO of its own beside the init's.
             self._exec_count += 1
             name = f"exec-{self._exec_count}"
-            ch = tracing.TracerChannel(self._channel.ctx, lambda evs, via=name: self._tracer_events(evs, via),
+            ch = tracing.TracerChannel(dataclasses.replace(self._channel.ctx, cwd=workdir),
+                                       lambda evs, via=name: self._tracer_events(evs, via),
                                        self._tracer_end,
                                        mode=self.tracer or tracing.DEFAULT_MODE,
-                                       directory=self._channel.dir, name=name)
+                                       directory=self._channel.dir, name=name, links=self._channel.links)
             ch.start(loop)
             run_argv, run_user = tracing.tracer_argv(run_argv, who, self.tracer or tracing.DEFAULT_MODE, name), \
                 tracing.TRACER_USER
@@ -1003,7 +1001,7 @@ class DockerSandbox(SandboxBase):
                         "--inh-caps=-all", "--bounding-set=-all", "--", *run_argv]
             run_user = tracing.TRACER_USER
         state["channel"] = ch
-        job = asyncio.ensure_future(asyncio.to_thread(
+        job = asyncio.ensure_future(in_own_thread(  # as long as the command runs: not the loop's executor
             self._exec_blocking, run_argv, data, workdir, dict(env or {}), run_user, out, err, state))
         try:
             return await self._exec_wait(job, started, timeout, state, out, err)
@@ -1030,12 +1028,12 @@ class DockerSandbox(SandboxBase):
             if isinstance(e, asyncio.CancelledError):
                 raise
             raise ExecTimeout(float(timeout or 0), out.value(), err.value()) from None
-        except docker_errors() as e:
+        except dockerd.unreachable_errors() as e:  # APIError is a DockerException
             why = self._unavailable()
             text = str(getattr(e, "explanation", "") or e)
             if why or "paused" in text or "not running" in text:
                 raise SandboxUnavailable(why or text) from None
-            raise
+            raise SandboxError(f"running a command in the sandbox: {dockerd.describe(e)}", field="exec") from None
         if self._killed:
             raise SandboxUnavailable("the sandbox was killed while the command ran")
         return ExecResult(code, out.value(), err.value(), truncated=bool(out.dropped or err.dropped))
@@ -1130,17 +1128,29 @@ class DockerSandbox(SandboxBase):
         watchdog.disarm(self._watchdog)
 
 
-def clean(run_id: str | None = None, client=None, *, include_live: bool = False) -> dict[str, list[str]]:
+def clean(run_id: str | None = None, client=None, *, include_live: bool = False,
+          removed: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
     """Remove containers, networks, volumes labelled runaway.run (=run_id) and the firewall
-    rules tagged with it; returns what was removed, by kind.
+    rules tagged with it; returns what was removed, by kind (filled into `removed` as it
+    goes, so a caller still knows what went when the daemon stops answering half-way).
 
     Without a run id, only leftovers are removed: things whose controller process is gone
     (a run still going on this host is skipped, listed under "skipped (live)") unless
     `include_live`. A run id names what to remove, live or not."""
+    removed = {} if removed is None else removed
+    for kind in ("containers", "networks", "volumes", "firewall rules"):
+        removed.setdefault(kind, [])
     client = client or _client()
+    try:
+        return _clean_with(client, run_id, include_live, removed)
+    finally:
+        client.close()
+
+
+def _clean_with(client, run_id: str | None, include_live: bool,
+                removed: dict[str, list[str]]) -> dict[str, list[str]]:
     docker = _docker()
     flt = {"label": f"{LABEL}={run_id}" if run_id else LABEL}
-    removed: dict[str, list[str]] = {"containers": [], "networks": [], "volumes": [], "firewall rules": []}
     live: set[str] = set()
 
     def keep(labels: Mapping[str, str] | None) -> bool:
@@ -1186,7 +1196,6 @@ def clean(run_id: str | None = None, client=None, *, include_live: bool = False)
         removed["tracer channels"].append(d.name)
     if live:
         removed["skipped (live)"] = sorted(live)
-    client.close()
     return removed
 
 
@@ -1207,13 +1216,18 @@ def _clean(run_id: str | None = None, *, include_live: bool = False) -> dict[str
     Which runs are live cannot be asked then, so the rules of any bridge that still
     exists are kept: removing them would open a live sandbox's host side."""
     why = _unavailable()
+    removed: dict[str, list[str]] = {}
     if why is None:
         try:
-            return clean(run_id, include_live=include_live)
+            return clean(run_id, include_live=include_live, removed=removed)
         except Exception as e:  # the daemon stopped answering half-way (a timeout, a crash)
-            why = f"{type(e).__name__}: {e}".splitlines()[0][:200]
-    return {"docker unreachable": [why],
-            "firewall rules": firewall_remove(run_id, keep_live_bridges=True)}
+            why = e.message if isinstance(e, SandboxError) else dockerd.one_line(e)
+    # What went before it stopped answering, and the rules no live bridge needs.
+    removed.pop("skipped (live)", None)
+    removed["docker unreachable"] = [why]
+    removed["firewall rules"] = [*removed.get("firewall rules", []),
+                                 *firewall_remove(run_id, keep_live_bridges=True)]
+    return removed
 
 
 register_backend(Backend(

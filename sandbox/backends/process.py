@@ -45,7 +45,7 @@ from .. import procfs
 from ..proc_events import ProcEvents
 from .. import watchdog
 from ..base import (ActionResult, ExecResult, ExecTimeout, OutputCap, SandboxError, SandboxUnavailable,
-                   exec_cwd, exec_input, exec_user)
+                   check_argv, check_exec, exec_cwd, exec_input, exec_user)
 from ..monitor import SandboxBase
 from ..registry import Backend, register_backend
 from ..spec import WEB_HOSTS, SandboxSpec, format_size
@@ -294,10 +294,13 @@ class ProcessSandbox(SandboxBase):
 
     async def prepare(self) -> str:
         """No network to make: the learner shares the host's, so the web binds loopback."""
+        self._check_open()
         return "127.0.0.1"
 
     def allow_port(self, port: int) -> None:
         """Nothing to open: the learner shares this host's loopback, where the web listens."""
+        self._check_open()
+        self._check_port(port)
 
     async def start(
         self,
@@ -308,15 +311,23 @@ class ProcessSandbox(SandboxBase):
         control_file: Path,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._check_open()
         if self._proc is not None:
             raise SandboxError("this sandbox has already started", field="start")
-        if not argv:
-            raise SandboxError("expected a command to run, got an empty argv", field="argv")
+        argv = check_argv(argv)
+        if not Path(learner_dir).is_dir():
+            raise SandboxError(f"no learner code at {learner_dir}", field="learner_dir")
         self._clock = clock
         self._watchdog = watchdog.arm(self.run_id)  # the learner's workers never outlive us
-        self.root = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{self.run_id}-", dir=self._base_dir))
         try:
+            self.root = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{self.run_id}-", dir=self._base_dir))
             await asyncio.to_thread(self._lay_out, Path(learner_dir), Path(control_file))
+        except OSError as e:
+            await self.close()
+            raise SandboxError(f"cannot make the sandbox's private tree in {self._base_dir}: "
+                               f"{e.strerror or e}{f' ({e.filename})' if e.filename else ''}",
+                               field="sandbox") from None
+        try:
             full_env = self._full_env = self._env(env, hosts)
             argv = list(argv)
             if argv[0] in ("python", "python3"):
@@ -746,8 +757,7 @@ class ProcessSandbox(SandboxBase):
         """Run a command as one more member of the group: the learner's uid, limits, affinity
         and environment (whose mark makes the watchers adopt it), so the duty cycle, the
         actions and the observers reach it. Not a boundary, like the rest of this backend."""
-        if not argv:
-            raise ValueError("expected a command to run, got an empty argv")
+        argv = check_exec(argv, cwd, env, timeout, output_limit)
         if self._proc is None or self._closed:
             raise SandboxUnavailable("the sandbox is not running (not started, or closed)")
         if self._killed:
@@ -807,7 +817,7 @@ class ProcessSandbox(SandboxBase):
         if self._proc is None:
             return ActionResult(False, 0.0, {"reason": "the learner never started"})
         evidence_dir = Path(evidence_dir)
-        files = await asyncio.to_thread(self._save_evidence, evidence_dir, self._member_pids())
+        files, note = await self._evidence(self._save_evidence, evidence_dir, self._member_pids())
         t_evidence = time.monotonic() - t0
         self._killed = True
         self._paused = False
@@ -822,7 +832,7 @@ class ProcessSandbox(SandboxBase):
         left = [p for p in self._member_pids()]
         return ActionResult(not left and self._proc.returncode is not None, time.monotonic() - t0,
                             {"evidence": files, "evidence_s": round(t_evidence, 4),
-                             "how": "SIGKILL to the process group", "left": left})
+                             "how": "SIGKILL to the process group", "left": left, **note})
 
     def _save_evidence(self, evidence_dir: Path, pids: Sequence[int]) -> list[str]:
         files = self._write_evidence(evidence_dir, pids)

@@ -43,17 +43,17 @@ def _register_image(group: click.Group) -> None:
         """Print the learner image's tag and whether it is built (exit 1 if not)."""
         import docker
 
-        from sandbox import SandboxError
+        from sandbox import dockerd
         from sandbox.image import image_tag
 
         tag = image_tag()
-        try:
-            docker.from_env(timeout=10).images.get(tag)
-        except docker.errors.ImageNotFound:
-            click.echo(f"{tag}: not built (run `runaway image build`)")
-            raise click.exceptions.Exit(1)
-        except docker.errors.DockerException as e:
-            raise SandboxError(f"no Docker daemon answers: {str(e).splitlines()[0][:200]}", field="image") from None
+        client = dockerd.client(timeout=10, field="image")
+        with dockerd.answers(f"looking for {tag}", field="image"):
+            try:
+                client.images.get(tag)
+            except docker.errors.ImageNotFound:
+                click.echo(f"{tag}: not built (run `runaway image build`)")
+                raise click.exceptions.Exit(1)
         click.echo(f"{tag}: built")
 
 
@@ -72,8 +72,11 @@ def _register_clean(group: click.Group) -> None:
         skipped = removed.pop("skipped (live)", [])
         unreachable = removed.pop("docker unreachable", [])
         if unreachable:
-            click.echo(f"Docker does not answer ({unreachable[0]}): its containers and networks were not "
-                       "cleaned, only firewall rules and process-sandbox leftovers", err=True)
+            # One line whether it never answered or stopped half-way: what was removed
+            # before that is listed below; the rest waits for a daemon that answers.
+            click.echo(f"runaway: Docker does not answer ({unreachable[0]}): containers and networks of "
+                       "runs may remain, run `runaway clean` again once it does; firewall rules of bridges "
+                       "that are gone and process-sandbox leftovers were cleaned", err=True)
         if skipped:
             click.echo(f"skipped {len(skipped)} live runs: {', '.join(skipped)}")
         total = sum(len(v) for v in removed.values())

@@ -15,13 +15,14 @@ def _serve(host: str, port: int, seed: int, pages: int, faults: bool, rate_limit
                   rate_limit=rate_limit if rate_limit > 0 else None)
 
     async def main() -> None:
-        bound = await web.start(host, port)
-        click.echo(f"runaway web: seed {seed}, {pages} pages on http://{host}:{bound}/ "
-                   f"(metadata.internal and cloud.internal by Host header); Ctrl-C stops", err=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        bound = await web.start(host, port)
+        # Said only once Ctrl-C is ours to handle: whoever reads the address may stop us at once.
+        click.echo(f"runaway web: seed {seed}, {pages} pages on http://{host}:{bound}/ "
+                   f"(metadata.internal and cloud.internal by Host header); Ctrl-C stops", err=True)
         try:
             await stop.wait()
         finally:

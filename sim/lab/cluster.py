@@ -178,7 +178,12 @@ def cell_task(job: CellJob, settings: LiveSettings, files: dict[str, str]) -> It
         thread.start()
         try:
             while True:
-                kind, value = events.get()
+                try:
+                    # Not a bare get(): Ray cancels a task by raising KeyboardInterrupt in
+                    # it, which a thread blocked on a lock for good never sees.
+                    kind, value = events.get(timeout=0.25)
+                except queue.Empty:
+                    continue
                 if kind == "serving":
                     port, labels = value
                     yield {"kind": "serving", "host": reach, "port": port, "labels": labels}
@@ -270,6 +275,22 @@ def _unpack(tar_bytes: bytes, out: Path, name: str) -> Path:
     return dest
 
 
+# How long a cancelled cell may take to stop its run and remove its sandbox.
+CANCEL_GRACE_S = 90.0
+
+
+async def _until_ended(gen: Any) -> None:
+    """Until a cancelled cell task has ended on its node (its stream ends, however)."""
+
+    async def drain() -> None:
+        async for ref in gen:
+            with contextlib.suppress(Exception):
+                await ref
+
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(drain(), CANCEL_GRACE_S)
+
+
 class RayExecutor:
     """Runs a sweep's cells as Ray tasks on the cluster at `address` (see the module doc)."""
 
@@ -320,8 +341,12 @@ class RayExecutor:
                             return
                     raise SweepError("the cell task ended without a result", field=job.name)
                 except asyncio.CancelledError:
+                    # Ctrl-C: the node stops the run as a local Ctrl-C would (trace ended,
+                    # sandbox removed); the driver waits for that before it goes, or what
+                    # the cell made would outlive the sweep. A second Ctrl-C does not wait.
                     with contextlib.suppress(Exception):
                         ray.cancel(gen)
+                    await _until_ended(gen)
                     raise
                 except Exception as e:
                     if _is_system_failure(ray, e) and attempt < MAX_ATTEMPTS:

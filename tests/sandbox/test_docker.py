@@ -656,3 +656,36 @@ async def test_a_pause_racing_execs_never_wedges_the_container(make_sandbox, tmp
         assert not client.containers.list(all=True, filters={"name": name})
     finally:
         client.close()
+
+
+async def test_sandboxes_waiting_on_their_containers_leave_the_loops_executor_free(make_sandbox, tmp_path: Path) -> None:
+    """However many sandboxes one process runs, waiting for their containers holds no worker
+    of the event loop's executor, so every sandbox still closes (a sweep of eight on a
+    2-core host, whose loop has six workers, once hung at its end). Two workers, three
+    sandboxes: the same squeeze on any host."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=2)
+    asyncio.get_running_loop().set_default_executor(pool)
+    runs = []
+    for i in range(3):
+        sb = make_sandbox()
+        await sb.prepare()
+        (tmp_path / str(i) / "control").mkdir(parents=True)
+        runs.append(await Run(sb).start("import time; print('up', flush=True); time.sleep(600)", tmp_path / str(i)))
+    for run in runs:
+        await run.wait_line("up", timeout=120)
+    # Generous: a close takes about a second; stuck, it never ends.
+    await asyncio.wait_for(asyncio.gather(*(run.sb.close() for run in runs)), timeout=240)
+    for run in runs:
+        await run.finish()
+        assert run.sb.container is not None
+    import docker
+
+    client = docker.from_env()
+    try:
+        assert client.containers.list(all=True, filters={"label": f"{LABEL}={runs[0].sb.run_id}"}) == []
+        left = [c for r in runs for c in client.containers.list(all=True, filters={"label": f"{LABEL}={r.sb.run_id}"})]
+        assert left == []
+    finally:
+        client.close()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 
+from fake_dockerd import OPENING, FakeDockerd  # tests/ is on sys.path
 from sandbox import SandboxError
 from sandbox.registry import Backend, choose_backend, register_backend, unregister_backend
 
@@ -56,3 +58,33 @@ def test_clean_says_when_docker_does_not_answer():
     r = _runaway("clean", DOCKER_HOST="unix:///nonexistent/docker.sock")
     assert r.returncode == 0, r.stderr
     assert "Docker does not answer" in r.stderr and "Traceback" not in r.stderr
+
+
+def _clean_says_docker_does_not_answer(r: subprocess.CompletedProcess[str], within: str) -> None:
+    assert r.returncode == 0, r.stderr  # what could be cleaned was (docs/sandbox.md, "clean")
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("runaway: Docker does not answer"), r.stderr
+    assert within in lines[0] and "run `runaway clean` again" in lines[0]
+    assert "Traceback" not in r.stderr and "nothing to clean" not in r.stdout
+
+
+def test_clean_says_docker_does_not_answer_when_it_never_does():
+    with FakeDockerd() as d:  # accepts, never answers
+        r = _runaway("clean", "--run", f"t-{uuid.uuid4().hex[:8]}", DOCKER_HOST=d.url)
+    _clean_says_docker_does_not_answer(r, "timed out after 3 s")
+
+
+@pytest.mark.slow
+def test_clean_says_docker_does_not_answer_when_it_stops_half_way():
+    """The daemon answers the client's version and ping, then nothing: clean waits out
+    its 60 s timeout on the container list and says so, not a traceback."""
+    with FakeDockerd(answer=OPENING) as d:
+        r = _runaway("clean", "--run", f"t-{uuid.uuid4().hex[:8]}", DOCKER_HOST=d.url)
+        assert any(p.endswith("/containers/json") for p in d.requests), d.requests
+    _clean_says_docker_does_not_answer(r, "timed out after 60 s")
+
+
+def test_image_show_without_a_daemon_is_one_line_and_exit_2():
+    r = _runaway("image", "show", DOCKER_HOST="unix:///nonexistent/docker.sock")
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == "runaway: image: Docker does not answer (no such socket)\n"

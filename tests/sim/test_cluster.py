@@ -7,8 +7,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -146,6 +148,81 @@ def test_a_replay_sweep_over_50_traces_on_the_cluster_equals_the_local_one_cell_
         assert (Path(c.run_dir) / "report.html").is_file()
         assert (Path(c.run_dir) / "trace.jsonl").read_bytes() == \
             (here / Path(c.run_dir).name / "trace.jsonl").read_bytes()
+
+
+def _sandboxes_of(pids: set[int]) -> list[str]:
+    """The containers and networks labelled as made by one of `pids` (runaway.owner)."""
+    import docker
+
+    client = docker.from_env(timeout=120)
+    try:
+        flt = {"label": "runaway.run"}
+        found = [(c.name, c.labels) for c in client.containers.list(all=True, filters=flt)]
+        found += [(n.name, n.attrs.get("Labels") or {}) for n in client.networks.list(filters=flt)]
+    finally:
+        client.close()
+    return [name for name, labels in found if labels.get("runaway.owner", "").split(":")[0] in {str(p) for p in pids}]
+
+
+def test_ctrl_c_on_a_cluster_sweep_stops_the_cells_on_the_nodes_and_leaves_nothing(cluster, tmp_path):
+    """Ctrl-C on the driver of a cluster sweep exits 130 with one line, and by the time it
+    has exited the cells under way on the nodes have stopped and removed their sandboxes."""
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "sim", "sweep", *GRID, "--duration", "300",
+                             "--cluster", cluster.address, "--out", str(out)],
+                            env=ENV, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    running: list[str] = []
+    try:
+        for line in proc.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if line.startswith("start "):
+                running.append(line.split()[1])
+            if len(running) == 2:
+                break
+        assert len(running) == 2, "".join(lines)
+        # Wait until the cells' sandboxes exist (the image check and start come first).
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            cluster.remember_pids()
+            if len(_sandboxes_of(cluster.seen)) >= 2:
+                break
+            time.sleep(0.5)
+        assert _sandboxes_of(cluster.seen), "the cells never started a sandbox"
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, "".join(lines)[-2000:] + err[-3000:]
+    assert "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith("runaway: interrupted"), err[-2000:]
+    # The nodes stopped their runs before the driver returned: nothing is left to clean.
+    cluster.remember_pids()
+    assert _sandboxes_of(cluster.seen) == []
+
+
+def test_a_plugin_the_nodes_cannot_import_fails_its_cells_in_one_line_each(cluster, tmp_path):
+    """A --plugin module the driver has but the nodes do not fails every cell with a line
+    naming the module, and the sweep exits 1; nothing runs unguarded by the policy."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "rw_only_here.py").write_text(
+        "from policies import Guard, register_guard\n\n"
+        "@register_guard('only-here')\nclass OnlyHere(Guard):\n    pass\n")
+    policy = tmp_path / "p.yaml"
+    policy.write_text("guards:\n  - name: esc\n    on_event: {category: escalation}\n    action: kill\n")
+    out = tmp_path / "sweep"
+    p = runaway("sweep", "--scenario", "benign", "--seeds", "0", "--profile", "ci", "--backend", "docker", "--plain",
+                "--duration", "5", "--policy", str(policy), "--plugin", "rw_only_here", "--cluster", cluster.address,
+                "--out", str(out), env={"PYTHONPATH": f"{ROOT}{os.pathsep}{plugins}"})
+    assert p.returncode == 1, p.stdout[-2000:] + p.stderr[-2000:]
+    failed = [line for line in p.stderr.splitlines() if line.startswith("failed ")]
+    assert len(failed) == 1 and "--plugin" in failed[0] and "rw_only_here" in failed[0], p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+    cluster.remember_pids()
+    assert _sandboxes_of(cluster.seen) == []
 
 
 def test_a_cell_whose_node_is_lost_runs_again_elsewhere_and_the_table_says_so(cluster, tmp_path):

@@ -55,6 +55,24 @@ def test_serves_until_interrupted_then_exits_cleanly():
     assert "Traceback" not in err and "stopped" in err
 
 
+def test_ctrl_c_right_after_the_address_is_printed_still_stops_cleanly():
+    """Whoever reads the address may stop the web at once: by then Ctrl-C is handled (it
+    used to be installed after the line, and such a Ctrl-C exited 130 with "interrupted")."""
+    proc = subprocess.Popen([sys.executable, "-m", "sim", "web", "--port", "0", "--pages", "100"],
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        line = proc.stderr.readline()
+        assert re.search(r"http://127\.0\.0\.1:\d+/", line), line
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "stopped" in err and "interrupted" not in err
+
+
 def test_help_describes_the_command():
     p = _run("--help")
     assert p.returncode == 0 and "--pages" in p.stdout and "mock web" in p.stdout
