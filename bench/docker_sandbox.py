@@ -10,6 +10,9 @@ Each figure is printed beside a baseline measured in the same run:
 - action latency: throttle, pause, resume, disconnect, kill (with evidence) as measured
   by the actions themselves, vs. the raw SDK call for pause.
 
+Every sandbox is set up the way a run sets it up, through the one sandbox session
+(sim/lab/session.py: prepare -> web -> allow -> start -> close).
+
 Usage: PYTHONPATH=. python bench/docker_sandbox.py [--rounds 10]
 Needs root, a Docker daemon and the learner image (built if missing).
 """
@@ -35,8 +38,27 @@ import docker  # noqa: E402
 from sandbox import PROFILES, admit  # noqa: E402
 from sandbox.backends.docker import DockerSandbox  # noqa: E402
 from sandbox.image import build_image  # noqa: E402
+from sandbox.spec import SandboxSpec  # noqa: E402
 
-from sim.lab.session import LEARNER_DIR as LEARNER  # noqa: E402
+from sim.lab.session import SandboxSession  # noqa: E402
+
+WEB_PORT = 8080  # the port the start figure opens to the learner, as a run opens its web's
+
+
+class _PortOnly:
+    """A web that serves nothing and says it listens on WEB_PORT: the session opens that
+    port to the learner (the firewall rule a run adds), and the start figure stays the
+    sandbox's own, without a web server's start in it."""
+
+    async def start(self, host: str, port: int = 0) -> int:
+        return WEB_PORT
+
+    async def stop(self) -> None:
+        pass
+
+
+def session(spec: SandboxSpec = PROFILES["ci"]) -> SandboxSession:
+    return SandboxSession.open(spec, "docker", run_id=f"bench-{uuid.uuid4().hex[:8]}")
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -57,18 +79,18 @@ async def bench_start(tmp: Path, rounds: int, image: str) -> tuple[list[float], 
     ours, bare = [], []
     client = docker.from_env()
     for _ in range(rounds):
-        rid = f"bench-{uuid.uuid4().hex[:8]}"
-        sb = DockerSandbox(PROFILES["ci"], run_id=rid)
+        s = session()
+        rid = s.sandbox.run_id
         t0 = time.monotonic()
         try:
-            await sb.prepare()
-            sb.allow_port(8080)
-            await sb.start(["python3", "-c", "print('up', flush=True)"], {}, LEARNER, {},
-                           tmp / "ctl" / "control", time.monotonic)
-            await first_line(sb)
+            await s.prepare()
+            await s.serve(_PortOnly())
+            await s.start(["python3", "-c", "print('up', flush=True)"], {}, tmp / "ctl" / "control",
+                          time.monotonic)
+            await first_line(s.sandbox)
             ours.append(time.monotonic() - t0)
         finally:
-            await sb.close()
+            await s.close()
         t0 = time.monotonic()
         c = client.containers.run(image, ["python3", "-c", "print('up', flush=True)"], detach=True,
                                   network_mode="none", labels={"runaway.run": rid})
@@ -87,10 +109,11 @@ async def bench_overhead(tmp: Path, seconds: float) -> tuple[float, float]:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         return ru.ru_utime + ru.ru_stime
 
-    sb = DockerSandbox(PROFILES["ci"], run_id=f"bench-{uuid.uuid4().hex[:8]}")
+    s = session()
+    sb = s.sandbox
     try:
-        await sb.prepare()
-        await sb.start(["sleep", str(seconds * 2 + 5)], {}, LEARNER, {}, tmp / "ctl" / "control", time.monotonic)
+        await s.prepare()
+        await s.start(["sleep", str(seconds * 2 + 5)], {}, tmp / "ctl" / "control", time.monotonic)
         # Baseline: the monitor paused (its task cancelled) for `seconds`.
         monitor = sb._tasks[0]
         await asyncio.sleep(1.0)
@@ -112,7 +135,7 @@ async def bench_overhead(tmp: Path, seconds: float) -> tuple[float, float]:
         idle = (cpu() - c0) / (time.monotonic() - w0)
         drainer.cancel()
     finally:
-        await sb.close()
+        await s.close()
     return observed, idle
 
 
@@ -129,16 +152,16 @@ async def bench_escalation(tmp: Path, rounds: int) -> list[float]:
     admit(spec, unsafe=True)  # unsafe on purpose: the escape must really happen
     out = []
     for _ in range(rounds):
-        sb = DockerSandbox(spec, run_id=f"bench-{uuid.uuid4().hex[:8]}")
+        s = session(spec)
         try:
-            await sb.prepare()
-            await sb.start(["python3", "-c", code], {}, d, {}, tmp / "ctl" / "control", time.time)
-            lines = [line async for _, line in sb.output()]
-            evs = [o async for o in sb.observations() if getattr(o, "kind", "") == "uid_change"]
+            await s.prepare()
+            await s.start(["python3", "-c", code], {}, tmp / "ctl" / "control", time.time, learner_dir=d)
+            lines = [line async for _, line in s.sandbox.output()]
+            evs = [o async for o in s.sandbox.observations() if getattr(o, "kind", "") == "uid_change"]
             if evs and lines:
                 out.append(evs[0].t - float(lines[0]))
         finally:
-            await sb.close()
+            await s.close()
     return out
 
 
@@ -147,10 +170,11 @@ async def bench_actions(tmp: Path, rounds: int) -> dict[str, list[float]]:
                                                    "baseline: raw SDK pause")}
     code = "import time\nwhile True: time.sleep(0.01)\n"
     for i in range(rounds):
-        sb = DockerSandbox(PROFILES["ci"], run_id=f"bench-{uuid.uuid4().hex[:8]}")
+        s = session()
+        sb = s.sandbox
         try:
-            await sb.prepare()
-            await sb.start(["python3", "-c", code], {}, LEARNER, {}, tmp / "ctl" / "control", time.monotonic)
+            await s.prepare()
+            await s.start(["python3", "-c", code], {}, tmp / "ctl" / "control", time.monotonic)
             await asyncio.sleep(0.3)
             for name, call in (("throttle", lambda: sb.throttle(0.25)), ("pause", sb.pause),
                                ("resume", sb.resume), ("disconnect", sb.disconnect)):
@@ -165,7 +189,7 @@ async def bench_actions(tmp: Path, rounds: int) -> dict[str, list[float]]:
             assert r.ok, r
             res["kill"].append(r.latency_s)
         finally:
-            await sb.close()
+            await s.close()
     return res
 
 

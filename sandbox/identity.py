@@ -1,8 +1,8 @@
 """Escalation as seen from outside: a process whose ids or capabilities rose above its baseline.
 
-Both backends watch their learner's processes in /proc and turn any gain into observer
-events (outcome `allowed`: this is what a real escape looks like from outside). Each gain
-is reported once per process.
+Every backend watches its learner's processes in /proc (`SandboxBase._check_identity`,
+sandbox/monitor.py) and turns any gain into observer events (outcome `allowed`: this is
+what a real escape looks like from outside). Each gain is reported once per process.
 """
 
 from __future__ import annotations
@@ -15,6 +15,18 @@ from .procfs import cap_names
 
 # (uid, euid, gid, egid, cap_eff), as procfs.read_ids gives them.
 Ids = tuple[int, int, int, int, int]
+
+
+def ids_key(status: bytes) -> bytes:
+    r"""The part of a /proc/<pid>/status that an escalation changes (the Uid and Gid lines,
+    CapEff), as bytes: comparing it with the last look's is the whole cost of a process
+    whose identity has not changed.
+
+    >>> ids_key(b"Name:\tsh\nUid:\t1\t1\t1\t1\nGid:\t2\t2\t2\t2\nGroups:\t\nCapEff:\t0\nX:\t1\n")
+    b'\nUid:\t1\t1\t1\t1\nGid:\t2\t2\t2\t2\nCapEff:\t0'
+    """
+    i, j = status.find(b"\nUid:"), status.find(b"\nCapEff:")
+    return status[i:status.find(b"\n", status.find(b"\nGid:") + 1)] + status[j:status.find(b"\n", j + 1)]
 
 
 def identity_events(t: float, pid: int, name: str, base: Ids, now: Ids,

@@ -1,9 +1,10 @@
 """What every sandbox backend does alike, written once: the output pumps, the observation
-and output streams, "the learner is not running", the CPU-cap check of `throttle`, the
-identity baseline, and the evidence files every kill leaves.
+and output streams, the monitor loop, the identity checks, "the learner is not running",
+the CPU-cap check of `throttle`, and the evidence files every kill leaves.
 
-A backend subclasses `SandboxBase` and keeps only what differs: how it launches, what it
-reads its samples from, how it applies an action, what extra evidence it has.
+A backend subclasses `SandboxBase` and keeps only what differs: how it launches, how it
+lists the sandbox's processes and what it reads its samples from (the monitor loop's
+hooks below), how it applies an action, what extra evidence it has.
 """
 
 from __future__ import annotations
@@ -11,18 +12,24 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import os
+import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 
 from policies.model import Event, Sample
 
 from . import procfs
 from .base import ActionResult, SandboxError, until_none
+from .identity import Ids, identity_events, ids_key
 from .spec import SandboxSpec
 
 EVIDENCE_LINES = 200  # the learner's last output lines kept for a kill's evidence
 MAX_LINE = 1 << 20  # a line without end is handed over at this size, never held forever
 NOT_RUNNING = "the learner is not running"
+# /proc descriptors kept open for the identity checks; past this many (a fork flood) a read
+# opens and closes its file, so the controller never runs out of descriptors.
+MAX_KEPT_FDS = 512
 
 
 class LineSplitter:
@@ -50,7 +57,10 @@ class LineSplitter:
 
 
 class SandboxBase:
-    """The streams and bookkeeping shared by the backends (see the module docstring)."""
+    """The streams, the monitor loop and the bookkeeping shared by the backends (see the
+    module docstring)."""
+
+    watch_hz: float  # identity checks per second between samples (each backend's default)
 
     def __init__(self, spec: SandboxSpec, *, run_id: str, pumps: int) -> None:
         self.spec = spec
@@ -61,6 +71,8 @@ class SandboxBase:
         self._pumps = pumps  # output() ends after this many pumps have ended
         self._tail: collections.deque[str] = collections.deque(maxlen=EVIDENCE_LINES)
         self._reported: set[Any] = set()  # identity gains already reported (identity.py)
+        self._ident_raw: dict[int, bytes] = {}  # pid -> ids_key at the last look
+        self._fds: dict[str, int] = {}  # /proc files kept open (_pread)
         self._closed = False
 
     def _check_open(self) -> None:
@@ -101,6 +113,130 @@ class SandboxBase:
                 self._out.put_nowait(self._line(stream, text))
         finally:
             self._out.put_nowait(None)
+
+    # -- the monitor loop --------------------------------------------------------------
+
+    async def _monitor(self) -> None:
+        """The one monitor loop: at every tick the identity of the sandbox's processes (an
+        escalation event for any gain), every 1/sample_hz a sample, then the backend's
+        chores; once the learner has ended, its last observations and the end of the
+        stream (a None)."""
+        tick = 1.0 / self._tick_hz()
+        every = 1.0 / self.spec.sample_hz
+        next_sample = time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                full = now >= next_sample
+                for ev in self._check_identity(self._watch_pids(full)):
+                    self._obs.put_nowait(ev)
+                if full:
+                    next_sample = max(next_sample + every, now)
+                    await self._take_sample(now)
+                self._chores(now, tick)
+                if self._ended():
+                    break
+                await asyncio.sleep(tick)  # cheaper than waiting on the exit, per tick
+            await self._last_observations()
+        finally:
+            self._monitor_ended()
+            self._close_fds()
+            self._obs.put_nowait(None)
+
+    # What a backend supplies to the loop.
+
+    def _tick_hz(self) -> float:
+        """How often the loop wakes: the identity checks' rate, or the sample rate if higher."""
+        return max(self.watch_hz, self.spec.sample_hz)
+
+    def _watch_pids(self, full: bool) -> Sequence[int]:
+        """The pids whose identity this tick checks. `full`: a sample is due, so a
+        thorough listing is worth its cost; between samples, a cheap one (or none)."""
+        raise NotImplementedError
+
+    async def _take_sample(self, now: float) -> None:
+        """Put a Sample (and any OOM kill it shows) on the observation queue."""
+        raise NotImplementedError
+
+    def _chores(self, now: float, tick: float) -> None:
+        """What else the backend does at its own pace between ticks (nothing by default)."""
+
+    def _ended(self) -> bool:
+        """Whether the learner has ended (the loop stops after this tick)."""
+        raise NotImplementedError
+
+    async def _last_observations(self) -> None:
+        """What the learner's end leaves to observe: a last sample, the exit event."""
+        raise NotImplementedError
+
+    def _monitor_ended(self) -> None:
+        """Let go of what the loop held (nothing by default)."""
+
+    # -- identity ----------------------------------------------------------------------
+
+    def _check_identity(self, pids: Sequence[int]) -> list[Event]:
+        """Escalation events for any of `pids` whose uid, euid, gid, egid or effective
+        capabilities differ from its baseline (identity.py), each gain once per process.
+        Runs at watch_hz, so the common case, nothing changed since the last look, costs
+        one small read and a bytes comparison per process."""
+        statuses = {pid: self._pread(f"/proc/{pid}/status") for pid in pids}
+        out: list[Event] = []
+        seen: dict[int, bytes] = {}
+        for pid in self._judged(statuses):
+            raw = statuses[pid]
+            if not raw:  # exited between the list and the read
+                continue
+            key = seen[pid] = ids_key(raw)
+            if self._ident_raw.get(pid) == key:
+                continue
+            ids = procfs.ids_of(raw)
+            if ids is None:
+                continue
+            base = self._identity_base(pid, ids)
+            if ids == base:
+                continue
+            # Who gained is a pid and its start time: a pid number used again is a new process.
+            st = procfs.read_stat(pid)
+            out += identity_events(self._clock(), pid, st.comm if st else "?", base, ids, self._reported,
+                                   (pid, st.start_ticks if st else 0))
+        self._ident_raw = seen
+        for path in [p for p in self._fds if p.startswith("/proc/") and int(p.split("/")[2]) not in seen]:
+            os.close(self._fds.pop(path))  # that process has gone, or was not looked at
+        return out
+
+    def _judged(self, statuses: Mapping[int, bytes]) -> Iterable[int]:
+        """Which of the listed processes are the learner's, to judge (all of them, unless
+        the backend runs helpers of its own in the sandbox)."""
+        return statuses
+
+    def _identity_base(self, pid: int, ids: Ids) -> Ids:
+        """The ids a process of the learner may have: what the spec asked for, not what the
+        first process happens to show (that one may already be a setuid binary)."""
+        raise NotImplementedError
+
+    def _pread(self, path: str) -> bytes:
+        """The whole of a small /proc or cgroup file, through a descriptor kept open: at
+        watch_hz, open() and close() cost more than the read itself. A descriptor on
+        /proc/<pid>/... stays bound to that process, so a reused pid is never misread."""
+        fd = self._fds.get(path)
+        if fd is None and len(self._fds) >= MAX_KEPT_FDS:
+            return procfs.read_bytes(path) or b""
+        try:
+            if fd is None:
+                fd = self._fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            return os.pread(fd, 65536, 0)
+        except OSError:  # gone: the process exited, or the cgroup with its container
+            if fd is not None:
+                os.close(self._fds.pop(path))
+            return b""
+
+    def _close_fds(self) -> None:
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
 
     # -- actions ---------------------------------------------------------------------
 

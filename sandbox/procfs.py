@@ -146,14 +146,19 @@ _IDS = re.compile(rb"\nUid:\t(\d+)\t(\d+)\t.*?\nGid:\t(\d+)\t(\d+)\t.*?\nCapEff:
                   re.DOTALL)
 
 
-def read_ids(pid: int) -> tuple[int, int, int, int, int] | None:
-    """(uid, euid, gid, egid, cap_eff) of a process, the cheap way; None if it has gone."""
-    data = read_bytes(f"/proc/{pid}/status")
-    m = _IDS.search(data) if data else None
+def ids_of(status: bytes) -> tuple[int, int, int, int, int] | None:
+    """(uid, euid, gid, egid, cap_eff) from the bytes of a /proc/<pid>/status; None if
+    they are not there (an empty read: the process has gone)."""
+    m = _IDS.search(status) if status else None
     if m is None:
         return None
     g = m.groups()
     return int(g[0]), int(g[1]), int(g[2]), int(g[3]), int(g[4], 16)
+
+
+def read_ids(pid: int) -> tuple[int, int, int, int, int] | None:
+    """(uid, euid, gid, egid, cap_eff) of a process, the cheap way; None if it has gone."""
+    return ids_of(read_bytes(f"/proc/{pid}/status") or b"")
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,6 @@ from policies.model import Event, Sample
 
 from .. import dockerd, procfs
 from .. import tracer as tracing
-from ..identity import identity_events
 from .. import watchdog
 from ..base import (ActionResult, ExecResult, ExecTimeout, OutputCap, SandboxError, SandboxUnavailable,
                    check_argv, check_exec, exec_cwd, exec_input, exec_user, in_own_thread, to_thread_to_the_end)
@@ -248,12 +247,12 @@ class DockerSandbox(SandboxBase):
         self._demand = procfs.DemandMeter()
         self._base_seccomp = 0  # the container init's seccomp mode (2: a filter, Docker's default)
         self._layers: tuple[str, list[str]] | None = None
-        self._ident_raw: dict[int, bytes] = {}
-        self._fds: dict[str, int] = {}
         self._net_last: tuple[int, int] = (0, 0)
-        self._base_gid: int | None = None
-        self._ident: dict[int, tuple[int, int, int]] = {}
-        self._base_ids: tuple[int, int, int] | None = None
+        self._base_ids: tuple[int, int, int, int, int] | None = None  # the agent's (_identity_base)
+        self._prev: tuple[float, CgroupReading] | None = None  # the last sample's reading
+        self._ooms = 0  # OOM kills reported
+        self._next_diff: float | None = None
+        self._diff_task: asyncio.Task[None] | None = None
         self.exit_code: int | None = None
         self._watchdog = None
         # The syscall tracer (sandbox/tracer.py): its mode, or None for none.
@@ -558,20 +557,18 @@ class DockerSandbox(SandboxBase):
             self._fallback_members = [self.pid, *procfs.descendants(self.pid)]
         return self._fallback_members
 
-    def _check_identity(self, pids: Sequence[int]) -> list[Event]:
-        """An escalation event for any process whose uid, euid, gid or effective
-        capabilities rose above what the spec started it with (what a real escape looks
-        like from outside). Runs at watch_hz, so the common case, nothing changed since the
-        last look, costs one small read and a bytes comparison per process."""
-        out: list[Event] = []
-        seen: dict[int, bytes] = {}
+    def _watch_pids(self, full: bool) -> list[int]:
+        return self._members(full)
+
+    def _judged(self, statuses: Mapping[int, bytes]) -> list[int]:
+        """The agent's processes: not the tracer's launcher before it becomes the agent, not
+        the runtime setting up a `docker exec`, not a traced exec's strace or launcher."""
         ch = self._channel
-        statuses = {pid: self._pread(f"/proc/{pid}/status") for pid in pids}
         exec_tracers: set[int] = set()
         if ch is not None:
             # A traced `exec`'s strace, then its launcher (a child may have the lower pid
             # number once pids wrap around, so until nothing changes).
-            members, grew = set(pids), True
+            members, grew = set(statuses), True
             while grew:
                 grew = False
                 for pid, raw in statuses.items():
@@ -579,13 +576,11 @@ class DockerSandbox(SandboxBase):
                             _exec_tracer_part(raw, members, exec_tracers):
                         exec_tracers.add(pid)
                         grew = True
-        for pid in pids:
+        out = []
+        for pid, raw in statuses.items():
             if ch is not None and pid != self.pid and not ch.agent_started:
                 continue  # the tracer's launcher, root until it becomes the agent: ours
-            raw = statuses[pid]
-            if not raw:  # exited between the list and the read
-                continue
-            if _seccomp_mode(raw) < self._base_seccomp:
+            if raw and _seccomp_mode(raw) < self._base_seccomp:
                 # Not one of the agent's yet: a seccomp filter is inherited and can never be
                 # removed, so no process the agent makes has less of it than the container's
                 # init. One that does is the runtime setting up a `docker exec` (runc's init,
@@ -594,51 +589,20 @@ class DockerSandbox(SandboxBase):
                 continue
             if pid in exec_tracers:
                 continue  # a traced `exec`'s strace or launcher: the tracer's own
-            i, j = raw.find(b"\nUid:"), raw.find(b"\nCapEff:")
-            key = raw[i:raw.find(b"\n", raw.find(b"\nGid:") + 1)] + raw[j:raw.find(b"\n", j + 1)]
-            seen[pid] = key
-            if self._ident_raw.get(pid) == key:
-                continue
-            st = procfs.parse_status(raw.decode("utf-8", "replace"), pid)
-            if self._base_ids is None:
-                # The baseline is what the spec asked for, not what the first process we
-                # happen to see has: that one may already be a setuid binary running as root.
-                uid = self.spec.uid if self.spec.uid is not None else st.uid
-                no_caps = "ALL" in self.spec.cap_drop and not self.spec.cap_add and not self.spec.privileged
-                self._base_ids = (uid, uid, 0 if no_caps else st.cap_eff)
-                self._base_gid = self.spec.gid if self.spec.gid is not None else st.gid
-            b_uid, b_euid, b_caps = self._base_ids
-            base = (b_uid, b_euid, self._base_gid, self._base_gid, b_caps)
-            if ch is not None and pid == self.pid:
-                base = (0, 0, 0, 0, tracing.TRACER_CAP_MASK)  # the tracer: root with its own caps only
-            out += identity_events(self._clock(), pid, st.name, base,
-                                   (st.uid, st.euid, st.gid, st.egid, st.cap_eff), self._reported, pid)
-        self._ident_raw = seen
-        for path in [p for p in self._fds if p.startswith("/proc/") and int(p.split("/")[2]) not in seen]:
-            os.close(self._fds.pop(path))  # that process has gone
+            out.append(pid)
         return out
 
-    def _pread(self, path: str) -> bytes:
-        """The whole of a small /proc or cgroup file, through a descriptor kept open: at
-        watch_hz, open() and close() cost more than the read itself. A descriptor on
-        /proc/<pid>/... stays bound to that process, so a reused pid is never misread."""
-        fd = self._fds.get(path)
-        try:
-            if fd is None:
-                fd = self._fds[path] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            return os.pread(fd, 65536, 0)
-        except OSError:  # gone: the process exited, or the cgroup with its container
-            if fd is not None:
-                os.close(self._fds.pop(path))
-            return b""
-
-    def _close_fds(self) -> None:
-        for fd in self._fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._fds.clear()
+    def _identity_base(self, pid: int, ids: tuple[int, int, int, int, int]) -> tuple[int, int, int, int, int]:
+        if self._channel is not None and pid == self.pid:
+            return (0, 0, 0, 0, tracing.TRACER_CAP_MASK)  # the tracer: root with its own caps only
+        if self._base_ids is None:
+            # The spec's user with no capability when every one is dropped; what the first
+            # process shows only for what the spec leaves open.
+            uid = self.spec.uid if self.spec.uid is not None else ids[0]
+            gid = self.spec.gid if self.spec.gid is not None else ids[2]
+            no_caps = "ALL" in self.spec.cap_drop and not self.spec.cap_add and not self.spec.privileged
+            self._base_ids = (uid, uid, gid, gid, 0 if no_caps else ids[4])
+        return self._base_ids
 
     def _sample(self, r: CgroupReading, prev: tuple[float, CgroupReading] | None, now: float) -> Sample:
         ratio = 0.0
@@ -669,56 +633,49 @@ class DockerSandbox(SandboxBase):
                    "cpu_cap": r.cpu_quota_cpus if r.cpu_quota_cpus is not None else self._cpus},
         )
 
-    async def _monitor(self) -> None:
-        """Identity checks at watch_hz, a sample every 1/sample_hz, the filesystem diff every
-        diff_every_s, OOM kills as they are counted; ends after the exit event."""
-        tick = 1.0 / max(self.watch_hz, self.spec.sample_hz)
-        every = 1.0 / self.spec.sample_hz
-        next_sample = time.monotonic()
-        next_diff = time.monotonic() + self.diff_every_s
-        prev: tuple[float, CgroupReading] | None = None
-        ooms = 0
-        diff_task: asyncio.Task | None = None
-        try:
-            while True:
-                now = time.monotonic()
-                full = now >= next_sample
-                for ev in self._check_identity(self._members(full)):
-                    self._obs.put_nowait(ev)
-                if full:
-                    next_sample = max(next_sample + every, now)
-                    r = await self._read()
-                    if r is not None and prev is not None:
-                        r = _monotonic(r, prev[1])
-                    if r is not None:
-                        self._obs.put_nowait(self._sample(r, prev, now))
-                        prev = (now, r)
-                        if r.oom_kills > ooms:
-                            self._obs.put_nowait(Event(
-                                t=self._clock(), source="observer", category="lifecycle", kind="oom_kill",
-                                outcome="allowed",
-                                detail={"count": r.oom_kills - ooms, "limit_bytes": r.mem_limit_bytes,
-                                        "by": "the kernel (memory cgroup)"}))
-                            ooms = r.oom_kills
-                if now >= next_diff and (diff_task is None or diff_task.done()):
-                    next_diff = now + self.diff_every_s
-                    diff_task = asyncio.ensure_future(self._diff_events())
-                if self._exited.is_set():
-                    break
-                await asyncio.sleep(tick)
-            if diff_task is not None:
-                await asyncio.gather(diff_task, return_exceptions=True)
-            if self._channel is not None:
-                # The tracer's last lines (and the end of its output) before the exit event.
-                await asyncio.to_thread(self._channel.wait_ended, 2.0)
-                await asyncio.sleep(0)
-            await self._diff_events()
-            await self._final(ooms, prev)
-        finally:
-            self._close_fds()
-            if self.cgroup is not None:
-                forget(self.cgroup)
-            self._obs.put_nowait(None)
+    # The monitor loop (SandboxBase._monitor): identity checks at watch_hz, a sample every
+    # 1/sample_hz from the cgroup, OOM kills as it counts them, the filesystem diff every
+    # diff_every_s; after the exit, the tracer's last lines, the last diff and sample.
+
+    async def _take_sample(self, now: float) -> None:
+        prev = self._prev
+        r = await self._read()
+        if r is not None and prev is not None:
+            r = _monotonic(r, prev[1])
+        if r is not None:
+            self._obs.put_nowait(self._sample(r, prev, now))
+            self._prev = (now, r)
+            if r.oom_kills > self._ooms:
+                self._obs.put_nowait(Event(
+                    t=self._clock(), source="observer", category="lifecycle", kind="oom_kill",
+                    outcome="allowed",
+                    detail={"count": r.oom_kills - self._ooms, "limit_bytes": r.mem_limit_bytes,
+                            "by": "the kernel (memory cgroup)"}))
+                self._ooms = r.oom_kills
+
+    def _chores(self, now: float, tick: float) -> None:
+        if self._next_diff is None:
+            self._next_diff = now + self.diff_every_s
+        if now >= self._next_diff and (self._diff_task is None or self._diff_task.done()):
+            self._next_diff = now + self.diff_every_s
+            self._diff_task = asyncio.ensure_future(self._diff_events())
+
+    def _ended(self) -> bool:
+        return self._exited.is_set()
+
+    async def _last_observations(self) -> None:
+        if self._diff_task is not None:
+            await asyncio.gather(self._diff_task, return_exceptions=True)
+        if self._channel is not None:
+            # The tracer's last lines (and the end of its output) before the exit event.
+            await asyncio.to_thread(self._channel.wait_ended, 2.0)
+            await asyncio.sleep(0)
+        await self._diff_events()
+        await self._final(self._ooms, self._prev)
+
+    def _monitor_ended(self) -> None:
+        if self.cgroup is not None:
+            forget(self.cgroup)
 
     async def _final(self, ooms: int, prev: tuple[float, CgroupReading] | None) -> None:
         attrs = {}

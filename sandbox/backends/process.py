@@ -42,7 +42,6 @@ from typing import Any, Callable, Mapping, Sequence
 from policies.model import Event, Sample
 
 from .. import procfs
-from ..identity import identity_events
 from ..proc_events import ProcEvents
 from .. import watchdog
 from ..base import (ActionResult, ExecResult, ExecTimeout, OutputCap, SandboxError, SandboxUnavailable,
@@ -254,6 +253,9 @@ class ProcessSandbox(SandboxBase):
         self._control: Path | None = None
         self._pythonpath = ""
         self._rr = 0  # round-robin position for identity checks of large groups
+        self._stats: dict[int, procfs.ProcStat] = {}  # the members at the last full scan
+        self._next_reclassify: float | None = None
+        self._next_relay = 0.0
         self._mark = f"{ENV_MARK}={run_id}\0".encode()
         me = procfs.read_stat(os.getpid())
         self._owner = f"{os.getpid()}:{me.start_ticks if me else 0}"
@@ -560,27 +562,9 @@ class ProcessSandbox(SandboxBase):
         env = procfs.read_bytes(f"/proc/{pid}/environ")
         return env is not None and self._mark in env
 
-    def _check_identity(self, pids: Sequence[int], new: set[int] | None = None) -> list[Event]:
-        """Escalation events for any member whose uid, euid or capabilities went up.
-
-        With `new` given (a fast tick) a large group is checked in part: new members, the
-        leader, and a rotating slice, so a fork flood cannot make the watcher expensive."""
-        out = []
-        if new is not None and len(pids) > 32:
-            k = self._rr % len(pids)
-            self._rr += 32
-            part = set(pids[k : k + 32]) | new | ({self.pid} if self.pid else set())
-            pids = sorted(part)
-        if self._base_ids is None:
-            return out
-        for pid in pids:
-            ids = procfs.read_ids(pid)
-            if ids is None or ids == self._base_ids:
-                continue
-            st = procfs.read_stat(pid)
-            out += identity_events(self._clock(), pid, st.comm if st else "?", self._base_ids, ids,
-                                   self._reported, (pid, st.start_ticks if st else 0))
-        return out
+    def _identity_base(self, pid: int, ids: tuple[int, int, int, int, int]) -> tuple[int, int, int, int, int]:
+        assert self._base_ids is not None  # set at start, before anything is watched
+        return self._base_ids
 
     def _sample(self, stats: Mapping[int, procfs.ProcStat]) -> tuple[Sample, list[tuple[int, int]]]:
         cpu_live = 0.0
@@ -616,75 +600,81 @@ class ProcessSandbox(SandboxBase):
                           **({"pids_limit": self.spec.pids} if self.spec.pids else {})})
         return s, sizes
 
-    async def _monitor(self) -> None:
-        """One loop: identity checks at watch_hz, a sample every 1/sample_hz, memory
-        enforcement at each sample, and the exit event at the end."""
-        assert self._proc is not None
-        proc = self._proc
+    # The monitor loop (SandboxBase._monitor): every member's identity and a sample at
+    # sample_hz (a full scan of /proc each), the identity of new children and of a slice of
+    # the members between samples when no kernel process events say who changed, memory
+    # enforcement at each sample, the control relay; the exit event at the end.
+
+    def _tick_hz(self) -> float:
         # With kernel events there is nothing to poll between samples.
-        rate = self.spec.sample_hz if self._events is not None else max(self.watch_hz, self.spec.sample_hz)
-        tick = 1.0 / rate
-        every = 1.0 / self.spec.sample_hz
-        next_sample = time.monotonic()
-        next_full = next_sample + RECLASSIFY_S
-        next_relay = next_sample
-        waiter = asyncio.ensure_future(proc.wait())
-        try:
-            while True:
-                now = time.monotonic()
-                if now >= next_sample:
-                    next_sample = max(next_sample + every, now)
-                    full = now >= next_full
-                    if full:
-                        next_full = now + RECLASSIFY_S
-                    stats = self._scan(reclassify=full)
-                    for ev in self._check_identity(sorted(stats)):
-                        self._obs.put_nowait(ev)
-                    sample, sizes = self._sample(stats)
-                    self._obs.put_nowait(sample)
-                    limit = self.spec.memory
-                    if limit and sample.mem_bytes > limit and sizes:
-                        rss, victim = max(sizes)
-                        try:
-                            os.kill(victim, signal.SIGKILL)
-                        except ProcessLookupError:
-                            pass
-                        else:
-                            self._obs.put_nowait(Event(
-                                t=self._clock(), source="observer", category="lifecycle",
-                                kind="oom_kill", outcome="allowed",
-                                detail={"pid": victim, "rss_bytes": rss, "group_rss_bytes": sample.mem_bytes,
-                                        "limit_bytes": limit,
-                                        "by": "the process sandbox's sampler (not the kernel)"}))
-                elif self._events is None:
-                    new = self._follow_children()
-                    for ev in self._check_identity(sorted(self._members), new):
-                        self._obs.put_nowait(ev)
-                if now >= next_relay:
-                    next_relay = now + max(RELAY_S, tick)
-                    self._relay_control()
-                if waiter.done():
-                    break
-                await asyncio.sleep(tick)  # cheaper than asyncio.wait() on the exit, per tick
-            rc = waiter.result()
-            self.returncode = rc
-            stats = self._scan()
-            pids = sorted(stats)
-            sample, _ = self._sample(stats)
-            self._obs.put_nowait(sample)
-            detail: dict[str, Any] = {"pid": proc.pid, "returncode": rc}
-            if rc < 0:
-                detail["signal"] = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else -rc
-            if self._killed:
-                detail["by"] = "kill action"
-            if pids:
-                detail["orphans"] = len(pids)
-            self._obs.put_nowait(Event(t=self._clock(), source="observer", category="lifecycle",
-                                       kind="exit", outcome="allowed" if rc == 0 else "unknown",
-                                       detail=detail))
-        finally:
-            waiter.cancel()
-            self._obs.put_nowait(None)
+        return self.spec.sample_hz if self._events is not None else super()._tick_hz()
+
+    def _watch_pids(self, full: bool) -> list[int]:
+        if full:
+            now = time.monotonic()
+            if self._next_reclassify is None:
+                self._next_reclassify = now + RECLASSIFY_S
+            reclassify = now >= self._next_reclassify
+            if reclassify:
+                self._next_reclassify = now + RECLASSIFY_S
+            self._stats = self._scan(reclassify=reclassify)
+            return sorted(self._stats)
+        if self._events is not None:
+            return []
+        new = self._follow_children()
+        pids = sorted(self._members)
+        if len(pids) > 32:
+            # A large group is checked in part: new members, the leader, and a rotating
+            # slice, so a fork flood cannot make the watcher expensive.
+            k = self._rr % len(pids)
+            self._rr += 32
+            pids = sorted(set(pids[k : k + 32]) | new | ({self.pid} if self.pid else set()))
+        return pids
+
+    async def _take_sample(self, now: float) -> None:
+        sample, sizes = self._sample(self._stats)
+        self._obs.put_nowait(sample)
+        limit = self.spec.memory
+        if limit and sample.mem_bytes > limit and sizes:
+            rss, victim = max(sizes)
+            try:
+                os.kill(victim, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            else:
+                self._obs.put_nowait(Event(
+                    t=self._clock(), source="observer", category="lifecycle",
+                    kind="oom_kill", outcome="allowed",
+                    detail={"pid": victim, "rss_bytes": rss, "group_rss_bytes": sample.mem_bytes,
+                            "limit_bytes": limit,
+                            "by": "the process sandbox's sampler (not the kernel)"}))
+
+    def _chores(self, now: float, tick: float) -> None:
+        if now >= self._next_relay:
+            self._next_relay = now + max(RELAY_S, tick)
+            self._relay_control()
+
+    def _ended(self) -> bool:
+        return self._proc is None or self._proc.returncode is not None
+
+    async def _last_observations(self) -> None:
+        assert self._proc is not None
+        rc = await self._proc.wait()
+        self.returncode = rc
+        stats = self._scan()
+        pids = sorted(stats)
+        sample, _ = self._sample(stats)
+        self._obs.put_nowait(sample)
+        detail: dict[str, Any] = {"pid": self._proc.pid, "returncode": rc}
+        if rc < 0:
+            detail["signal"] = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else -rc
+        if self._killed:
+            detail["by"] = "kill action"
+        if pids:
+            detail["orphans"] = len(pids)
+        self._obs.put_nowait(Event(t=self._clock(), source="observer", category="lifecycle",
+                                   kind="exit", outcome="allowed" if rc == 0 else "unknown",
+                                   detail=detail))
 
     # -- CPU cap by duty cycle -----------------------------------------------------------
 
@@ -913,6 +903,7 @@ class ProcessSandbox(SandboxBase):
                 pass
             self._events.close()
             self._events = None
+        self._close_fds()  # the kernel events' identity checks may have opened some since the monitor's end
         for task in self._tasks[2:]:  # the watchers; the pipe pumps end by themselves at EOF
             task.cancel()
         if self._tasks:

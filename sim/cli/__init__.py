@@ -1,7 +1,8 @@
 """The `runaway` command line.
 
-Each area registers its commands from its own module (policy.py, web.py, scenarios.py,
-sandbox.py, report.py, run.py: run, demo and sweep). Every user mistake is a `RunawayError`: one line on stderr, exit 2.
+Each command (or group of commands) registers itself from a module named after it: run.py
+(run, demo), sweep.py, report.py, policy.py, web.py, scenarios.py, sandbox.py. The option
+types they share are here. Every user mistake is a `RunawayError`: one line on stderr, exit 2.
 """
 
 from __future__ import annotations
@@ -42,10 +43,39 @@ class BackendChoice(click.Choice):
         pass  # click sets it in __init__; the registry is the source
 
 
-def _register() -> None:
-    from . import policy, report, run, sandbox, scenarios, web  # noqa: F401  (each adds its commands)
+class Seconds(click.ParamType):
+    """A command-line duration: the policy language's (`250ms`, `60s`, `2m`, `1m30s`) or
+    bare seconds (`60`, `2.5`), as scenarios read them: one grammar everywhere."""
 
-    for mod in (policy, web, scenarios, sandbox, report, run):
+    name = "duration"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        from policies.yamlfile import parse_duration  # the one duration grammar
+
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return parse_duration(str(value), bare_seconds=True)
+        except ValueError:
+            flag = f"--{param.name.replace('_', '-')}" if param is not None and param.name else "duration"
+            raise RunawayError(f"expected seconds or a duration like 250ms, 60s, 2m or 1m30s, got {value!r}",
+                               field=flag) from None
+
+
+SECONDS = Seconds()
+
+
+def positive(name: str, value: float | None) -> None:
+    import math
+
+    if value is not None and not (math.isfinite(value) and value > 0):  # nan > 0 is False too
+        raise RunawayError(f"expected a positive number, got {value}", field=name)
+
+
+def _register() -> None:
+    from . import policy, report, run, sandbox, scenarios, sweep, web  # noqa: F401  (each adds its commands)
+
+    for mod in (policy, web, scenarios, sandbox, report, run, sweep):
         mod.register(cli)
 
 

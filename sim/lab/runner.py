@@ -94,6 +94,9 @@ class RunConfig:
     meta_extra: dict[str, Any] = field(default_factory=dict)  # more facts for the meta line
     # Modules that register Python guards, imported before the policy is read (--plugin).
     plugins: tuple[str, ...] = ()
+    # False: the run writes summary.json but not report.html (its plots are most of a short
+    # run's cost); `runaway report RUN_DIR` draws it later from the trace.
+    report: bool = True
 
 
 @dataclass
@@ -623,6 +626,6 @@ class Experiment:
                     await view_task
             if self.view is not None:
                 self.view.stop()
-        summary = build_report(self.out)
+        summary = build_report(self.out, html=self.cfg.report)
         refresh_index(self.out.parent)
         return RunResult(self.run_id, self.out, summary, self._stopped_by, self.notices, self.signal)

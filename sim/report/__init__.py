@@ -82,19 +82,23 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def build_report(run_dir: str | os.PathLike[str], *, benign: bool | None = None) -> dict:
+def build_report(run_dir: str | os.PathLike[str], *, benign: bool | None = None, html: bool = True) -> dict:
     """Read RUN_DIR/trace.jsonl (or a trace file), write summary.json and report.html beside it, and return
-    the scorecard. `benign` None: decided by `is_benign`."""
+    the scorecard. `benign` None: decided by `is_benign`. `html` False writes the scorecard
+    alone: the plots are most of the cost, and `runaway report RUN_DIR` draws them later."""
     records = load_trace(run_dir)
     if benign is None:
         benign = is_benign(records)
     card = scorecard(records, benign=benign)
-    run = Run.of(records)
     out = trace_path(run_dir).parent
-    html = render_html(run, card, render_all(run), links=run_links(out))
+    page = None
+    if html:
+        run = Run.of(records)
+        page = render_html(run, card, render_all(run), links=run_links(out))
     try:
         _write_atomic(out / SUMMARY_NAME, json.dumps(card, indent=2, ensure_ascii=False) + "\n")
-        _write_atomic(out / REPORT_NAME, html)
+        if page is not None:
+            _write_atomic(out / REPORT_NAME, page)
     except OSError as e:
         raise RunawayError(f"cannot write the report: {e.strerror}", file=str(out)) from None
     return card

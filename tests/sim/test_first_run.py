@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from policies.model import Meta, Sample
-from sim.cli.run import demo_cmd, run_cmd, sweep_cmd
+from sim.cli.run import demo_cmd, run_cmd
+from sim.cli.sweep import sweep_cmd
 from sim.report.scorecard import scorecard
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,5 +1,8 @@
 """The runner over the in-memory fake backend: the whole run (session order, protocol
-lines, guards, the action ladder, the trace) without Docker or a learner process."""
+lines, guards, the action ladder, the trace) without Docker or a learner process.
+
+These runs write the scorecard but draw no report.html (`report=False`, `--no-report`):
+its plots would be most of each test's time. The end-to-end tests draw it."""
 
 from __future__ import annotations
 
@@ -30,7 +33,7 @@ async def _run(tmp_path: Path, script, policy: str = POLICY, duration: float = 3
     out = tmp_path / "run"
     with FakeBackend(script, linger=linger) as fake:
         res = await Experiment(RunConfig(scenario="benign", backend=NAME, policy=str(pol), duration=duration,
-                                         profile="ci", out=out, metrics_port=None),
+                                         profile="ci", out=out, metrics_port=None, report=False),
                                handle_signals=False).run()
     return res, fake.opened[0], list(read_trace(str(out / "trace.jsonl")))
 
@@ -51,7 +54,7 @@ async def test_a_pegged_learner_is_throttled_then_killed_and_the_trace_says_so(t
 
 
 async def test_the_session_opens_the_web_before_the_learner_starts(tmp_path):
-    res, sb, _ = await _run(tmp_path, _hot(3, ratio=0.1), duration=0.5)
+    res, sb, _ = await _run(tmp_path, _hot(3, ratio=0.1), duration=0.2)
     assert sb.started is not None and sb.started["allowed"], "the web's port was opened before start"
     port = sb.started["allowed"][0]
     assert sb.started["env"]["RUNAWAY_WEB"] == f"http://web.internal:{port}"
@@ -113,6 +116,9 @@ def test_plugin_guards_work_live_in_run_and_in_a_sweep(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
     from sim.cli import _register, cli
+    from sim.lab import runner
+
+    monkeypatch.setattr(runner, "METRICS_LINGER_S", 0.0)  # no Prometheus scrapes this exporter
 
     (tmp_path / "plugin_guards.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -122,8 +128,8 @@ def test_plugin_guards_work_live_in_run_and_in_a_sweep(tmp_path, monkeypatch):
     _register()
     with FakeBackend(script) as fake:
         r = CliRunner().invoke(cli, ["run", "benign", "--backend", NAME, "--policy", str(pol), "--plugin",
-                                     "plugin_guards", "--duration", "1", "--plain", "--out", str(tmp_path / "run"),
-                                     "--profile", "ci", "--metrics-port", "0"], catch_exceptions=False)
+                                     "plugin_guards", "--duration", "0.5", "--plain", "--out", str(tmp_path / "run"),
+                                     "--profile", "ci", "--metrics-port", "0", "--no-report"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert [name for name, _ in fake.opened[0].applied] == ["pause"]
     r = CliRunner().invoke(cli, ["sweep", "--replay", str(tmp_path / "run"), "--policy", str(pol), "--plugin",

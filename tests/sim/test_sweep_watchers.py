@@ -28,7 +28,7 @@ EXAMPLE = ROOT / "docs" / "examples" / "novel-trace.jsonl"
 def test_progress_counts_cells_done_running_failed_and_retried(monkeypatch):
     import click
 
-    from sim.cli.run import _SweepLines
+    from sim.cli.sweep import _SweepLines
 
     lines: list[str] = []
     monkeypatch.setattr(click, "echo", lambda msg="", **kw: lines.append(str(msg)))
