@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from docker_left import labelled  # tests/ is on sys.path
 from fake_dockerd import OPENING, FakeDockerd  # tests/ is on sys.path
 from sandbox import PROFILES, SandboxError, SandboxSpec, SandboxUnavailable, open_sandbox
 from sandbox.image import build_image, ensure_image
@@ -77,9 +78,8 @@ def _process(tmp_path: Path, **kw):
     return open_sandbox(PROFILES["ci"], "process", run_id=f"t-{uuid.uuid4().hex[:8]}", **kw)
 
 
-async def test_a_closed_process_sandbox_refuses_to_start_or_run_anything(tmp_path: Path):
-    sb = _process(tmp_path)
-    await sb.close()
+async def refuses_everything(sb, tmp_path: Path) -> None:
+    """A closed sandbox refuses prepare, start and allow_port (one line each) and exec."""
     for call in (sb.prepare(), sb.start(SLEEP, {}, LEARNER_DIR, {}, tmp_path / "control", time.monotonic)):
         with pytest.raises(SandboxError, match="closed") as e:
             await call
@@ -88,6 +88,12 @@ async def test_a_closed_process_sandbox_refuses_to_start_or_run_anything(tmp_pat
         sb.allow_port(8080)
     with pytest.raises(SandboxUnavailable):
         await sb.exec(["true"])
+
+
+async def test_a_closed_process_sandbox_refuses_to_start_or_run_anything(tmp_path: Path):
+    sb = _process(tmp_path)
+    await sb.close()
+    await refuses_everything(sb, tmp_path)
     assert sb.pid is None, "nothing was started"
 
 
@@ -181,33 +187,14 @@ def docker_run_id():
     clean(rid)  # whatever a failing test left
 
 
-def _labelled(run_id: str) -> list[str]:
-    import docker
-
-    client = docker.from_env()
-    try:
-        flt = {"label": f"runaway.run={run_id}"}
-        return ([c.name for c in client.containers.list(all=True, filters=flt)]
-                + [n.name for n in client.networks.list(filters=flt)])
-    finally:
-        client.close()
-
-
 @pytest.mark.docker
 async def test_a_closed_docker_sandbox_refuses_everything_and_leaves_nothing(docker_run_id, tmp_path: Path):
     sb = open_sandbox(PROFILES["ci"], "docker", run_id=docker_run_id)
     await sb.prepare()
-    assert _labelled(docker_run_id), "prepare made the network"
+    assert labelled(docker_run_id), "prepare made the network"
     await sb.close()
-    for call in (sb.prepare(), sb.start(SLEEP, {}, LEARNER_DIR, {}, tmp_path / "control", time.monotonic)):
-        with pytest.raises(SandboxError, match="closed") as e:
-            await call
-        one_line(e)
-    with pytest.raises(SandboxError, match="closed"):
-        sb.allow_port(8080)
-    with pytest.raises(SandboxUnavailable):
-        await sb.exec(["true"])
-    assert _labelled(docker_run_id) == []
+    await refuses_everything(sb, tmp_path)
+    assert labelled(docker_run_id) == []
 
 
 @pytest.mark.docker
@@ -232,4 +219,4 @@ async def test_docker_sandbox_arguments_and_a_dead_sandbox_are_sandbox_errors(do
             await sb.exec(["true"])
     finally:
         await sb.close()
-    assert _labelled(docker_run_id) == []
+    assert labelled(docker_run_id) == []

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from docker_left import labelled as leftovers  # tests/ is on sys.path
 
 from policies.model import Action, Event, Meta, Verdict, read_trace
 
@@ -41,18 +42,6 @@ def load(out: Path) -> tuple[list, dict]:
 
 def firing(records: list) -> set[str]:
     return {r.guard for r in records if isinstance(r, Verdict) and r.state == "firing"}
-
-
-def leftovers(run_id: str) -> list[str]:
-    import docker
-
-    client = docker.from_env()
-    try:
-        flt = {"label": f"runaway.run={run_id}"}
-        return ([c.name for c in client.containers.list(all=True, filters=flt)]
-                + [n.name for n in client.networks.list(filters=flt)])
-    finally:
-        client.close()
 
 
 @pytest.mark.docker
