@@ -173,10 +173,22 @@ class StopSwitch:
 SWITCH_POLL_S = 0.5
 
 
-def _asked(ray: Any, call: Any, default: Any) -> Any:
-    """One answer from the switch; `default` when it does not answer (the driver is gone)."""
+# How long a cell waits for the switch's first answer (the actor may still be starting on
+# a loaded driver node) before it takes the switch for gone.
+SWITCH_FIRST_ANSWER_S = 300.0
+
+
+class _NoAnswerYet(Exception):
+    pass
+
+
+def _asked(ray: Any, call: Any, default: Any, timeout: float = 10.0) -> Any:
+    """The switch's answer; `default` when the switch is gone (its driver died), and
+    _NoAnswerYet when it is only slow (a loaded host is no reason to stop a run)."""
     try:
-        return ray.get(call, timeout=10)
+        return ray.get(call, timeout=timeout)
+    except ray.exceptions.GetTimeoutError:
+        raise _NoAnswerYet from None
     except Exception:
         return default
 
@@ -194,9 +206,14 @@ def cell_task(job: CellJob, settings: LiveSettings, files: dict[str, str],
     node = _node_address()
     yield {"kind": "running", "node": node}
     _ensure_image(settings.backend)
-    if switch is not None and not _asked(ray, switch.enter.remote(job.name), False):
-        yield {"kind": "stopped"}
-        return
+    if switch is not None:
+        try:
+            entered = _asked(ray, switch.enter.remote(job.name), False, timeout=SWITCH_FIRST_ANSWER_S)
+        except _NoAnswerYet:
+            entered = False
+        if not entered:
+            yield {"kind": "stopped"}
+            return
     work = Path(tempfile.mkdtemp(prefix="runaway-cell-"))
     try:
         paths = _materialize(files, work)
@@ -226,7 +243,7 @@ def cell_task(job: CellJob, settings: LiveSettings, files: dict[str, str],
 
         thread = threading.Thread(target=body, name="runaway-cell", daemon=True)
         thread.start()
-        asked = time.monotonic()
+        asked, question = time.monotonic(), None
         try:
             while True:
                 try:
@@ -235,11 +252,17 @@ def cell_task(job: CellJob, settings: LiveSettings, files: dict[str, str],
                     kind, value = events.get(timeout=0.25)
                 except queue.Empty:
                     if switch is not None and time.monotonic() - asked >= SWITCH_POLL_S:
-                        asked = time.monotonic()
-                        if _asked(ray, switch.stopped.remote(), True):
-                            _stop_run(loop, main, thread)
-                            yield {"kind": "stopped"}
-                            return
+                        # Never blocks: an answer not back yet (a loaded host) is asked
+                        # for again at the next poll, never taken for a stop.
+                        if question is None:
+                            question = switch.stopped.remote()
+                        ready, _ = ray.wait([question], timeout=0)
+                        if ready:
+                            asked, stop, question = time.monotonic(), _asked(ray, question, True), None
+                            if stop:
+                                _stop_run(loop, main, thread)
+                                yield {"kind": "stopped"}
+                                return
                     continue
                 if kind == "serving":
                     port, labels = value
@@ -257,7 +280,8 @@ def cell_task(job: CellJob, settings: LiveSettings, files: dict[str, str],
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if switch is not None:
-            _asked(ray, switch.leave.remote(job.name), None)
+            with contextlib.suppress(_NoAnswerYet):
+                _asked(ray, switch.leave.remote(job.name), None)
 
 
 def _stop_run(loop: asyncio.AbstractEventLoop, main: list[asyncio.Task[Any]], thread: threading.Thread) -> None:
@@ -343,17 +367,17 @@ def _unpack(tar_bytes: bytes, out: Path, name: str) -> Path:
 CANCEL_GRACE_S = 90.0
 
 
-def _switch(ray: Any) -> Any:
-    """The sweep's StopSwitch, owned by the driver (it dies with it), on the driver's own
-    node where there is one: a lost worker node must not take the switch with it."""
-    actor = ray.remote(num_cpus=0)(StopSwitch)
-    try:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+# The resource only the head node has (what Ray's own state actors pin themselves with).
+HEAD_NODE = "node:__internal_head__"
 
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-        return actor.options(scheduling_strategy=here).remote()
-    except Exception:  # a ray:// client has no node of its own
-        return actor.remote()
+
+def _switch(ray: Any) -> Any:
+    """The sweep's StopSwitch, owned by the driver (it dies with it), on the head node: a
+    lost worker node must not take the switch with it (the head's loss is the cluster's)."""
+    actor = ray.remote(num_cpus=0)(StopSwitch)
+    if ray.cluster_resources().get(HEAD_NODE):
+        actor = actor.options(resources={HEAD_NODE: 0.001})
+    return actor.remote()
 
 
 async def _stop_cells(ray: Any, switch: Any, gens: list[Any]) -> None:

@@ -22,6 +22,7 @@ from policies.model import Meta, TraceWriter, read_trace  # noqa: E402
 from sim.report.synthetic import benign_like, novel_like, stubborn_like  # noqa: E402
 from sim.lab.sweep import LocalExecutor, Progress  # noqa: E402
 
+from docker_left import made_by  # noqa: E402  (tests/ is on sys.path)
 from raycluster import RayCluster  # noqa: E402  (tests/sim is on sys.path)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
@@ -150,20 +151,6 @@ def test_a_replay_sweep_over_50_traces_on_the_cluster_equals_the_local_one_cell_
             (here / Path(c.run_dir).name / "trace.jsonl").read_bytes()
 
 
-def _sandboxes_of(pids: set[int]) -> list[str]:
-    """The containers and networks labelled as made by one of `pids` (runaway.owner)."""
-    import docker
-
-    client = docker.from_env(timeout=120)
-    try:
-        flt = {"label": "runaway.run"}
-        found = [(c.name, c.labels) for c in client.containers.list(all=True, filters=flt)]
-        found += [(n.name, n.attrs.get("Labels") or {}) for n in client.networks.list(filters=flt)]
-    finally:
-        client.close()
-    return [name for name, labels in found if labels.get("runaway.owner", "").split(":")[0] in {str(p) for p in pids}]
-
-
 def test_ctrl_c_on_a_cluster_sweep_stops_the_cells_on_the_nodes_and_leaves_nothing(cluster, tmp_path):
     """Ctrl-C on the driver of a cluster sweep exits 130 with one line, and by the time it
     has exited the cells under way on the nodes have stopped and removed their sandboxes."""
@@ -185,10 +172,10 @@ def test_ctrl_c_on_a_cluster_sweep_stops_the_cells_on_the_nodes_and_leaves_nothi
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             cluster.remember_pids()
-            if len(_sandboxes_of(cluster.seen)) >= 2:
+            if len(made_by(cluster.seen)) >= 2:
                 break
             time.sleep(0.5)
-        assert _sandboxes_of(cluster.seen), "the cells never started a sandbox"
+        assert made_by(cluster.seen), "the cells never started a sandbox"
         proc.send_signal(signal.SIGINT)
         rest, err = proc.communicate(timeout=300)
     finally:
@@ -200,7 +187,7 @@ def test_ctrl_c_on_a_cluster_sweep_stops_the_cells_on_the_nodes_and_leaves_nothi
     assert err.strip().splitlines()[-1].startswith("runaway: interrupted"), err[-2000:]
     # The nodes stopped their runs before the driver returned: nothing is left to clean.
     cluster.remember_pids()
-    assert _sandboxes_of(cluster.seen) == []
+    assert made_by(cluster.seen) == []
 
 
 def test_a_plugin_the_nodes_cannot_import_fails_its_cells_in_one_line_each(cluster, tmp_path):
@@ -222,7 +209,7 @@ def test_a_plugin_the_nodes_cannot_import_fails_its_cells_in_one_line_each(clust
     assert len(failed) == 1 and "--plugin" in failed[0] and "rw_only_here" in failed[0], p.stderr[-2000:]
     assert "Traceback" not in p.stderr
     cluster.remember_pids()
-    assert _sandboxes_of(cluster.seen) == []
+    assert made_by(cluster.seen) == []
 
 
 def test_a_cell_whose_node_is_lost_runs_again_elsewhere_and_the_table_says_so(cluster, tmp_path):
