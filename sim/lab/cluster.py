@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import os
 import queue
 import shutil
 import tarfile
@@ -169,26 +168,19 @@ class StopSwitch:
         return sorted(self._inside)
 
 
-# How often a running cell asks the switch.
+# How often a running cell asks the switch (without blocking: an answer not back yet is
+# never taken for a stop).
 SWITCH_POLL_S = 0.5
-
-
 # How long a cell waits for the switch's first answer (the actor may still be starting on
-# a loaded driver node) before it takes the switch for gone.
+# a loaded head node) before it takes the switch for gone.
 SWITCH_FIRST_ANSWER_S = 300.0
 
 
-class _NoAnswerYet(Exception):
-    pass
-
-
 def _asked(ray: Any, call: Any, default: Any, timeout: float = 10.0) -> Any:
-    """The switch's answer; `default` when the switch is gone (its driver died), and
-    _NoAnswerYet when it is only slow (a loaded host is no reason to stop a run)."""
+    """The switch's answer, or `default` when it gives none within `timeout` (it is gone:
+    its driver died)."""
     try:
         return ray.get(call, timeout=timeout)
-    except ray.exceptions.GetTimeoutError:
-        raise _NoAnswerYet from None
     except Exception:
         return default
 
@@ -206,14 +198,9 @@ def cell_task(job: CellJob, settings: LiveSettings, files: dict[str, str],
     node = _node_address()
     yield {"kind": "running", "node": node}
     _ensure_image(settings.backend)
-    if switch is not None:
-        try:
-            entered = _asked(ray, switch.enter.remote(job.name), False, timeout=SWITCH_FIRST_ANSWER_S)
-        except _NoAnswerYet:
-            entered = False
-        if not entered:
-            yield {"kind": "stopped"}
-            return
+    if switch is not None and not _asked(ray, switch.enter.remote(job.name), False, timeout=SWITCH_FIRST_ANSWER_S):
+        yield {"kind": "stopped"}
+        return
     work = Path(tempfile.mkdtemp(prefix="runaway-cell-"))
     try:
         paths = _materialize(files, work)
@@ -252,8 +239,6 @@ def cell_task(job: CellJob, settings: LiveSettings, files: dict[str, str],
                     kind, value = events.get(timeout=0.25)
                 except queue.Empty:
                     if switch is not None and time.monotonic() - asked >= SWITCH_POLL_S:
-                        # Never blocks: an answer not back yet (a loaded host) is asked
-                        # for again at the next poll, never taken for a stop.
                         if question is None:
                             question = switch.stopped.remote()
                         ready, _ = ray.wait([question], timeout=0)
@@ -280,8 +265,7 @@ def cell_task(job: CellJob, settings: LiveSettings, files: dict[str, str],
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if switch is not None:
-            with contextlib.suppress(_NoAnswerYet):
-                _asked(ray, switch.leave.remote(job.name), None)
+            _asked(ray, switch.leave.remote(job.name), None)
 
 
 def _stop_run(loop: asyncio.AbstractEventLoop, main: list[asyncio.Task[Any]], thread: threading.Thread) -> None:
@@ -450,9 +434,7 @@ class RayExecutor:
                             progress.finished(job.name, cell)
                             return
                     raise SweepError("the cell task ended without a result", field=job.name)
-                except asyncio.CancelledError:
-                    raise  # live() stops every cell at once
-                except Exception as e:
+                except Exception as e:  # a Ctrl-C's CancelledError goes on: live() stops every cell
                     if _is_system_failure(ray, e) and attempt < MAX_ATTEMPTS:
                         lost.append(f"{node or 'a node'}: {type(e).__name__}")
                         progress.retrying(job.name, lost[-1])
