@@ -136,13 +136,7 @@ class RayCluster:
 
     @staticmethod
     def _kill(procs: list[psutil.Process]) -> None:
-        tree: dict[int, psutil.Process] = {}
-        for p in procs:
-            try:
-                tree.update({c.pid: c for c in [p, *p.children(recursive=True)]})
-            except psutil.Error:
-                pass
-        tree.pop(os.getpid(), None)
+        tree = _with_children(procs)
         for p in tree.values():
             try:
                 p.kill()
@@ -152,16 +146,7 @@ class RayCluster:
 
     def stop(self) -> None:
         """Kill every process of this cluster (and only those), then remove its temp dir."""
-        procs: dict[int, psutil.Process] = {}
-        for n in self.nodes:
-            procs.update({p.pid: p for p in n.tree()})
-        for p in self._ours():
-            procs[p.pid] = p
-            try:
-                procs.update({c.pid: c for c in p.children(recursive=True)})
-            except psutil.Error:
-                pass
-        procs.pop(os.getpid(), None)
+        procs = _with_children([p for n in self.nodes for p in n.tree()] + self._ours())
         for p in procs.values():
             try:
                 p.terminate()
@@ -189,6 +174,19 @@ class RayCluster:
         for n in self.nodes:
             out |= {p.pid for p in n.tree() if _exists(p) and p.status() != psutil.STATUS_ZOMBIE}
         return sorted(out)
+
+
+def _with_children(procs: list[psutil.Process]) -> dict[int, psutil.Process]:
+    """`procs` and all their descendants, by pid; never this process."""
+    tree: dict[int, psutil.Process] = {}
+    for p in procs:
+        tree[p.pid] = p
+        try:
+            tree.update({c.pid: c for c in p.children(recursive=True)})
+        except psutil.Error:
+            pass
+    tree.pop(os.getpid(), None)
+    return tree
 
 
 def _exists(p: psutil.Process) -> bool:
