@@ -42,7 +42,9 @@ FILE_CALLS = (
     "rmdir", "rename", "renameat", "renameat2", "truncate", "mkdir", "mkdirat", "symlink",
     "symlinkat", "link", "linkat",
 )
-NET_CALLS = ("socket", "connect", "sendto", "sendmsg")
+# sendto with an address is refused by SIGSYS in `seccomp` mode (sandbox/seccomp.py); the
+# 64-bit call is then left to the profile, and the signal is what the tracer sees.
+NET_CALLS = ("socket", "connect", "sendto", "sendmsg", "sendmmsg")
 PROCESS_CALLS = ("execve", "execveat", "memfd_create", "fork", "vfork", "clone", "clone3")
 # No event of their own: they move a process's working directory, against which its
 # relative paths are resolved (see `Classifier`, "Where a path is").
@@ -91,6 +93,7 @@ _CALL = re.compile(r"^([a-z_0-9]+)\((.*)$", re.S)
 _RESUMED = re.compile(r"^<\.\.\. ([a-z_0-9]+) resumed>(.*)$", re.S)
 _EXIT = re.compile(r"^\+\+\+ (exited with (\d+)|killed by (\w+)(?: \(core dumped\))?) \+\+\+$")
 _ERR = re.compile(r"^-1 (E[A-Z0-9]+)")
+_SIGSYS = re.compile(r"^--- SIGSYS \{.*\bsi_code=SYS_SECCOMP\b.*\bsi_syscall=__NR_([a-z0-9_]+)\b")
 _STR = r'"((?:[^"\\]|\\.)*)"'
 _FD = r"(-?\w+)(?:<((?:[^>\\]|\\.)*)>)?"
 _FD_ONLY = re.compile(_FD + r"(?:, (.*))?$", re.S)
@@ -391,6 +394,8 @@ class Classifier:
                 return []
             name, head = self._pending.pop(pid, (r.group(1), ""))
             rest = f"{name}({head}{r.group(2)}"
+        if rest.startswith("--- SIGSYS "):
+            return self._sigsys(pid, wall, rest) if self.agent_started else []
         c = _CALL.match(rest)
         if c is None:
             return []
@@ -617,7 +622,7 @@ class Classifier:
             self._fds.setdefault(sc.pid, {})[fd] = None
         if name == "socket":
             return self._socket(sc)
-        if name in ("connect", "sendto", "sendmsg"):
+        if name in ("connect", "sendto", "sendmsg", "sendmmsg"):
             return self._net(sc)
         if name in ("kill", "tkill", "tgkill"):
             return self._kill(sc)
@@ -863,21 +868,22 @@ class Classifier:
         return []
 
     def _net(self, sc: Syscall) -> list[Event]:
-        u = _UNIX.search(sc.args)
-        if u is not None:
+        for u in _UNIX.finditer(sc.args):
             path = unescape(u.group(2))
             if not u.group(1) and path.endswith(SOCKETS):
                 return [self._event(sc, "escalation", "docker_socket", {"path": path, "op": sc.name})]
-            return []  # local IPC (the resolver's nscd socket, ...) is not egress
-        m = _INET.search(sc.args)
-        if m is None:
-            return []
-        port, host = int(m.group(1)), m.group(2) or m.group(3) or ""
-        if _loopback(host):
-            return []  # the sandbox's own loopback (and Docker's resolver) stays inside
+        # Other local IPC (the resolver's nscd socket, ...) is not egress.
         web = self.ctx.web
-        if web is not None and host == web[0] and (port == web[1] or port in self.ctx.web_ports):
-            return []  # the mock web: the one place the learner may go
+        # sendmmsg names one address per message: the first that leaves is the attempt.
+        for m in _INET.finditer(sc.args):
+            port, host = int(m.group(1)), m.group(2) or m.group(3) or ""
+            if _loopback(host):
+                continue  # the sandbox's own loopback (and Docker's resolver) stays inside
+            if web is not None and host == web[0] and (port == web[1] or port in self.ctx.web_ports):
+                continue  # the mock web: the one place the learner may go
+            break
+        else:
+            return []
         fd_m = _FD_ONLY.match(sc.args)
         fd = int(fd_m.group(1)) if fd_m and fd_m.group(1).isdigit() else -1
         deco = (fd_m.group(2) or "") if fd_m else ""
@@ -888,6 +894,18 @@ class Classifier:
         kind = "connect" if sc.name == "connect" else "sendto"
         return [self._event(sc, "egress", kind, {"host": host, "port": port, "op": sc.name,
                                                  "protocol": "udp" if dgram else "tcp"}, outcome)]
+
+    def _sigsys(self, pid: int, wall: float, rest: str) -> list[Event]:
+        """A call the sandbox's seccomp profile refused with SIGSYS: in `seccomp` mode, a
+        `sendto` that names an address (sandbox/seccomp.py). The call never ran, so its
+        address was never read: the attempt is egress, blocked, to an unknown place. (The
+        agent can send itself a SIGSYS that reads the same; it can only accuse itself.)"""
+        m = _SIGSYS.search(rest)
+        if m is None or m.group(1) not in ("sendto", "sendmsg", "sendmmsg"):
+            return []
+        sc = Syscall(pid, wall, m.group(1), "", "-1 SIGSYS")
+        return [self._event(sc, "egress", "sendto", {
+            "op": sc.name, "host": "", "refused": "a send that names its address (seccomp trap)"}, "blocked")]
 
     def _kill(self, sc: Syscall) -> list[Event]:
         nums = [int(x) for x in _NUM.findall(sc.args.split(",", 2)[0] if sc.name != "tgkill" else sc.args)]

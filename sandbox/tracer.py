@@ -36,6 +36,7 @@ from typing import Callable, Sequence
 
 from policies.model import Event
 
+from .seccomp import SEND_WITH_ADDRESS, TracedProfile
 from .syscalls import STRSIZE, TRACED, Classifier, KnownLinks, SyscallContext
 
 # Where the channel's directory is mounted inside the sandbox, and the FIFO's name.
@@ -47,36 +48,55 @@ FIFO_NAME = "syscalls"
 TRACER_CAPS = ("SYS_PTRACE", "SETUID", "SETGID", "SETPCAP")
 TRACER_CAP_MASK = (1 << 19) | (1 << 8) | (1 << 7) | (1 << 6)
 TRACER_USER = "0:0"
-# `ptrace`: strace stops on every call and keeps the ones in TRACED; it sees the calls
-# Docker's seccomp profile refuses (mount, unshare, bpf, keyctl, module loading), because
-# the ptrace stop comes before seccomp. `seccomp`: strace's BPF filter stops only on TRACED
-# (cheaper), but a call refused by Docker's profile never reaches it, so those are unseen.
+# `seccomp` (the default): strace's BPF filter stops only on TRACED, and the sandbox runs
+# Docker's own seccomp profile with the traced calls it refuses handed to the tracer, which
+# refuses them itself, and with address-naming sends refused by SIGSYS (sandbox/seccomp.py).
+# `ptrace`: strace stops on every call (slower) and needs no profile of ours: it sees every
+# call before seccomp, including those Docker refuses by an explicit rule (clone with
+# namespace flags). The sandbox falls back to it where the engine's profile cannot be read.
 MODES = ("ptrace", "seccomp")
-DEFAULT_MODE = "ptrace"
+DEFAULT_MODE = "seccomp"
 # In a channel's directory: the controller that made it ("<pid>:<start ticks>").
 OWNER_FILE = "owner"
 
 
-def strace_argv(output: str, mode: str = DEFAULT_MODE, program: str = "strace") -> list[str]:
-    """strace with the contract's calls and the output format `Classifier` reads, to `output`."""
+def strace_argv(output: str, mode: str = DEFAULT_MODE, program: str = "strace",
+                profile: TracedProfile | None = None) -> list[str]:
+    """strace with the contract's calls and the output format `Classifier` reads, to `output`.
+
+    In `seccomp` mode, `profile` is the sandbox's (sandbox/seccomp.py): strace refuses the
+    calls it hands over, and leaves the 64-bit `sendto` to it when sends are split.
+
+    >>> from sandbox.seccomp import TracedProfile
+    >>> a = strace_argv("out", "seccomp", profile=TracedProfile({}, ("mount", "bpf"), "EPERM", True))
+    >>> a[a.index("-e", a.index("-o") - 2):a.index("-o")][-2:], "?sendto@32" in a[a.index("-o") - 3]
+    (['-e', 'inject=mount,bpf:error=EPERM'], True)
+    """
     if mode not in MODES:
         raise ValueError(f"unknown tracer mode {mode!r} (expected one of {', '.join(MODES)})")
-    strace = [program, "-f", "-q", "-ttt", "-yy", "-s", str(STRSIZE), "-e", "signal=none",
-              # "?" lets a call this kernel or strace does not know be skipped, not refused.
-              "-e", "trace=" + ",".join("?" + c for c in TRACED), "-o", output]
+    split = mode == "seccomp" and profile is not None and profile.sends_split
+    # "?" lets a call this kernel or strace does not know be skipped, not refused.
+    calls = ["?" + (f"{c}@32" if split and c == SEND_WITH_ADDRESS else c) for c in TRACED]
+    # SIGSYS: what a send refused by the profile's trap leaves (the tracer sees it first).
+    strace = [program, "-f", "-q", "-ttt", "-yy", "-s", str(STRSIZE), "-e", "signal=SIGSYS",
+              "-e", "trace=" + ",".join(calls)]
     if mode == "seccomp":
         strace.insert(1, "--seccomp-bpf")
-    return strace
+        if profile is not None and profile.handed:
+            # No "?": a handed call strace did not know would run, so it must refuse to start.
+            strace += ["-e", f"inject={','.join(profile.handed)}:error={profile.errno}"]
+    return [*strace, "-o", output]
 
 
-def tracer_argv(argv: Sequence[str], user: str, mode: str = DEFAULT_MODE, fifo: str = FIFO_NAME) -> list[str]:
+def tracer_argv(argv: Sequence[str], user: str, mode: str = DEFAULT_MODE, fifo: str = FIFO_NAME,
+                profile: TracedProfile | None = None) -> list[str]:
     """The sandbox's command: strace (root) -> setpriv (to `user`, no caps) -> argv.
 
     >>> tracer_argv(["sh", "agent.sh"], "65534:65534")[-9:]
     ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all', '--', 'sh', 'agent.sh']
     """
     uid, _, gid = user.partition(":")
-    strace = strace_argv(f"{TRACER_DIR}/{fifo}", mode)
+    strace = strace_argv(f"{TRACER_DIR}/{fifo}", mode, profile=profile)
     launcher = ["setpriv", f"--reuid={uid}", f"--regid={gid or uid}", "--clear-groups", "--inh-caps=-all",
                 "--bounding-set=-all", "--"]
     return [*strace, "--", *launcher, *argv]

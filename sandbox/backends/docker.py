@@ -39,16 +39,15 @@ from typing import Any, Callable, Mapping, Sequence
 
 from policies.model import Event, Sample
 
-from .. import dockerd, procfs
+from .. import dockerd, procfs, seccomp, watchdog
 from .. import tracer as tracing
-from .. import watchdog
 from ..base import (ActionResult, ExecResult, ExecTimeout, OutputCap, SandboxError, SandboxUnavailable,
                    check_argv, check_exec, exec_cwd, exec_input, exec_user, in_own_thread, to_thread_to_the_end)
 from ..monitor import LineSplitter, SandboxBase
 from ..registry import Backend, register_backend
 from ..cgroup import Cgroup, CgroupReading, forget, reading_from_stats
 from ..image import LEARNER_DIR, ensure_image
-from ..syscalls import SyscallContext
+from ..syscalls import TRACED, SyscallContext
 from ..spec import NETWORK_NONE, WEB_HOSTS, SandboxSpec
 
 LABEL = "runaway.run"
@@ -258,6 +257,7 @@ class DockerSandbox(SandboxBase):
         # The syscall tracer (sandbox/tracer.py): its mode, or None for none.
         self.tracer = tracer
         self._channel: tracing.TracerChannel | None = None
+        self._profile: seccomp.TracedProfile | None = None  # `seccomp` mode's (prepare)
         self._exec_count = 0
         self._exec_starting: set[str] = set()  # exec ids whose process may not be in the cgroup yet
         # Commands run through exec traced like the agent (docs/sandbox.md); False runs them
@@ -280,11 +280,33 @@ class DockerSandbox(SandboxBase):
             await to_thread_to_the_end(self._prepare)
         return self.gateway or "127.0.0.1"
 
+    def _caps(self) -> list[str]:
+        """The container's added capabilities: the spec's, and the tracer's if traced."""
+        cap_add = list(self.spec.cap_add)
+        if self.tracer:
+            cap_add += [c for c in tracing.TRACER_CAPS if c not in cap_add]
+        return cap_add
+
+    def _seccomp_profile(self) -> None:
+        """The `seccomp` mode's profile (sandbox/seccomp.py), from the engine's own for a
+        container like ours; where that cannot be read, `ptrace` mode, with a notice."""
+        try:
+            engine = seccomp.engine_profile(
+                self.client, self._image, cap_drop=self.spec.cap_drop, cap_add=self._caps(),
+                privileged=self.spec.privileged, labels=self.labels, name=f"{self.name}-seccomp-probe")
+            self._profile = seccomp.traced_profile(engine, TRACED)
+        except seccomp.ProfileUnavailable as e:
+            self.tracer = "ptrace"
+            self.notice = (f"the syscall tracer runs in ptrace mode (every call stops in it, which slows "
+                           f"the agent's system calls): {e}")
+
     def _prepare(self) -> None:
         docker = _docker()
         if self._watchdog is None:  # before anything is made: nothing of it outlives us
             self._watchdog = watchdog.arm(self.run_id)
         self._image = self._image or ensure_image(self.client)
+        if self.tracer == "seccomp" and self._profile is None:
+            self._seccomp_profile()
         if self.spec.network == NETWORK_NONE:
             return
         if self.network is not None:
@@ -343,8 +365,13 @@ class DockerSandbox(SandboxBase):
     def _tracer_detail(self) -> dict[str, Any] | None:
         if not self.tracer:
             return None
-        return {"program": "strace", "mode": self.tracer, "pid": 1, "user": tracing.TRACER_USER,
-                "caps": list(tracing.TRACER_CAPS), "agent_user": self.spec.user, "agent_caps": []}
+        out = {"program": "strace", "mode": self.tracer, "pid": 1, "user": tracing.TRACER_USER,
+               "caps": list(tracing.TRACER_CAPS), "agent_user": self.spec.user, "agent_caps": []}
+        if self.tracer == "seccomp" and self._profile is not None:
+            out["seccomp"] = {"profile": "the engine's own", "handed_to_tracer": list(self._profile.handed),
+                              "refused_with": self._profile.errno,
+                              "sends_with_address": "refused (SIGSYS)" if self._profile.sends_split else "traced"}
+        return out
 
     def _open_tracer(self, loop: asyncio.AbstractEventLoop) -> tracing.TracerChannel:
         """The tracer's channel, read from now on; its events join the observations."""
@@ -395,6 +422,8 @@ class DockerSandbox(SandboxBase):
         spec = self.spec
         if not learner_dir.is_dir():
             raise SandboxError(f"no learner code at {learner_dir}", field="learner_dir")
+        if self.tracer == "seccomp" and self._profile is None:
+            self._seccomp_profile()  # prepare() made it, unless it was skipped
         control_file = control_file.resolve()
         control_file.parent.mkdir(parents=True, exist_ok=True)
         control_file.touch(exist_ok=True)
@@ -429,14 +458,17 @@ class DockerSandbox(SandboxBase):
             # agent as spec.user with no capability (sandbox/tracer.py says why).
             self._channel = self._open_tracer(loop)
             binds[str(self._channel.dir)] = {"bind": tracing.TRACER_DIR, "mode": "ro"}
-            user, command = tracing.TRACER_USER, tracing.tracer_argv(argv, spec.user, self.tracer)
-            cap_add = [*cap_add, *(c for c in tracing.TRACER_CAPS if c not in cap_add)]
+            user, command = tracing.TRACER_USER, tracing.tracer_argv(argv, spec.user, self.tracer,
+                                                                     profile=self._profile)
+            cap_add = self._caps()
         kw: dict[str, Any] = dict(
             image=self._image, command=command, name=self.name, labels=self.labels, detach=True,
             user=user, environment=full_env, working_dir=workdir, hostname="learner",
             read_only=spec.read_only_root, privileged=spec.privileged,
             cap_drop=list(spec.cap_drop), cap_add=cap_add or None,
-            security_opt=["no-new-privileges:true"] if spec.no_new_privileges else None,
+            security_opt=[*(["no-new-privileges:true"] if spec.no_new_privileges else []),
+                          *([f"seccomp={self._profile.to_json()}"] if self.tracer == "seccomp" and self._profile
+                            else [])] or None,
             tmpfs={spec.workdir: f"rw,nosuid,nodev,size={spec.scratch_size},mode=1777"},
             volumes=binds, stdin_open=False, tty=False, init=False, ipc_mode="private",
             extra_hosts=extra_hosts or None,
@@ -991,8 +1023,8 @@ class DockerSandbox(SandboxBase):
                                        mode=self.tracer or tracing.DEFAULT_MODE,
                                        directory=self._channel.dir, name=name, links=self._channel.links)
             ch.start(loop)
-            run_argv, run_user = tracing.tracer_argv(run_argv, who, self.tracer or tracing.DEFAULT_MODE, name), \
-                tracing.TRACER_USER
+            run_argv, run_user = tracing.tracer_argv(run_argv, who, self.tracer or tracing.DEFAULT_MODE, name,
+                                                     profile=self._profile), tracing.TRACER_USER
         elif self._channel is not None:
             # Untraced, but never with the tracer's capabilities (a `docker exec` gets the
             # container's): setpriv drops every one before the command runs.

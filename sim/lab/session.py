@@ -40,6 +40,7 @@ class SandboxSession:
         self.web: Web | None = None
         self.web_port: int | None = None
         self._closed = False
+        self._notices: list[str] | None = None
 
     @classmethod
     def open(cls, spec: SandboxSpec, backend: str = "auto", *, run_id: str,
@@ -49,11 +50,16 @@ class SandboxSession:
         sb = open_sandbox(spec, backend, run_id=run_id, notices=notices, **backend_options)
         if notices is not None and sb.notice:
             notices.append(sb.notice)
-        return cls(sb)
+        session = cls(sb)
+        session._notices = notices
+        return session
 
     async def prepare(self) -> str:
         """The backend's network; the host address the web must bind."""
+        before = self.sandbox.notice
         self.host = await self.sandbox.prepare()
+        if self._notices is not None and self.sandbox.notice and self.sandbox.notice != before:
+            self._notices.append(self.sandbox.notice)  # what preparing found (a tracer's fallback)
         return self.host
 
     async def serve(self, web: Web) -> int:

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from sandbox.syscalls import Classifier, SyscallContext
+from sandbox.seccomp import TracedProfile
 from sandbox.tracer import tracer_argv
 
 WEB = ("10.9.0.1", 8080)
@@ -163,13 +164,49 @@ def test_no_line_whatever_the_agent_made_strace_print_raises(text):
 
 def test_the_tracer_command_runs_the_agent_unprivileged_under_strace():
     argv = tracer_argv(["./agent", "--x"], "65534:65534")
-    assert argv[0] == "strace" and "-f" in argv and "--seccomp-bpf" not in argv
+    assert argv[0] == "strace" and "-f" in argv and "--seccomp-bpf" in argv  # the default mode
     i = argv.index("--")
     assert argv[i + 1:] == ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
                             "--bounding-set=-all", "--", "./agent", "--x"]
-    assert "--seccomp-bpf" in tracer_argv(["x"], "10001", "seccomp")
+    assert "--seccomp-bpf" not in tracer_argv(["x"], "10001", "ptrace")
     with pytest.raises(ValueError, match="unknown tracer mode"):
         tracer_argv(["x"], "1", "ebpf")
+
+
+def test_in_seccomp_mode_strace_refuses_what_the_profile_hands_it_and_leaves_64_bit_sends_alone():
+    profile = TracedProfile({}, ("mount", "unshare"), "EPERM", sends_split=True)
+    argv = tracer_argv(["x"], "1", "seccomp", profile=profile)
+    traced = argv[argv.index("-e", argv.index("signal=SIGSYS")) + 1].removeprefix("trace=").split(",")
+    assert "?sendto@32" in traced and "?sendto" not in traced and "?sendmmsg" in traced
+    # No "?" on what it must refuse: a name strace did not know would make it refuse to start.
+    assert "inject=mount,unshare:error=EPERM" in argv
+    # ptrace mode sees every call before seccomp: it refuses nothing and traces every send.
+    plain = tracer_argv(["x"], "1", "ptrace", profile=profile)
+    assert not any(a.startswith("inject=") for a in plain) and "?sendto" in ",".join(plain).split(",")
+
+
+def test_a_send_refused_by_the_profiles_trap_is_blocked_egress_and_a_forged_signal_is_not_another_call():
+    c = agent()
+    evs = c.feed("11 2.0 --- SIGSYS {si_signo=SIGSYS, si_code=SYS_SECCOMP, si_call_addr=0x7fcb3c5aacb3, "
+                 "si_syscall=__NR_sendto, si_arch=AUDIT_ARCH_X86_64} ---")
+    assert [(e.category, e.kind, e.outcome) for e in evs] == [("egress", "sendto", "blocked")]
+    assert evs[0].t == 2.0 and evs[0].detail["pid"] == 11
+    # A SIGSYS sent by a process (si_code SI_USER) names no refused call.
+    assert c.feed("11 2.1 --- SIGSYS {si_signo=SIGSYS, si_code=SI_USER, si_pid=11, si_uid=65534} ---") == []
+    # One the agent forged for another call is not turned into that call's event.
+    assert c.feed("11 2.2 --- SIGSYS {si_signo=SIGSYS, si_code=SYS_SECCOMP, si_call_addr=0x1, "
+                  "si_syscall=__NR_mount, si_arch=AUDIT_ARCH_X86_64} ---") == []
+
+
+def test_a_batch_of_datagrams_is_judged_by_every_address_it_names_not_the_first():
+    c = agent()
+    line = ('9 3.0 sendmmsg(5<UDP:[10.0.0.2:4000]>, [{msg_hdr={msg_name={sa_family=AF_INET, sin_port=htons(53), '
+            'sin_addr=inet_addr("127.0.0.11")}, msg_namelen=16, msg_iov=[{iov_base="a", iov_len=1}], msg_iovlen=1, '
+            'msg_controllen=0, msg_flags=0}, msg_len=1}, {msg_hdr={msg_name={sa_family=AF_INET, sin_port=htons(9), '
+            'sin_addr=inet_addr("10.9.9.9")}, msg_namelen=16, msg_iov=[{iov_base="b", iov_len=1}], msg_iovlen=1, '
+            'msg_controllen=0, msg_flags=0}, msg_len=1}], 2, 0) = 2')
+    evs = c.feed(line)
+    assert [(e.category, e.kind, e.detail["host"], e.detail["port"]) for e in evs] == [("egress", "sendto", "10.9.9.9", 9)]
 
 
 # -- where a path is: working directories, links, what cannot be placed ------------------

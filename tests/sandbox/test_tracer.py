@@ -5,6 +5,7 @@ tracer that goes anyway is an escalation event, never silence."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import time
@@ -21,12 +22,12 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 LEARNER_DIR = Path(__file__).resolve().parents[2] / "sim" / "learner"
 
 
-async def run_agent(tmp_path: Path, script: str, during=None, timeout: float = 60.0):
+async def run_agent(tmp_path: Path, script: str, during=None, timeout: float = 60.0, **options):
     """Runs `sh -c script` in a fresh ci sandbox; (output lines, events, the sandbox)."""
     from sandbox.image import build_image
 
     build_image()
-    sb = open_sandbox(PROFILES["ci"], "docker", run_id=f"t-tr-{uuid.uuid4().hex[:8]}")
+    sb = open_sandbox(PROFILES["ci"], "docker", run_id=f"t-tr-{uuid.uuid4().hex[:8]}", **options)
     lines: list[str] = []
     events: list[Event] = []
     try:
@@ -101,6 +102,58 @@ async def test_a_shell_agents_calls_are_events_with_their_results(tmp_path):
     assert not [e for e in events if e.category == "filesystem"], "the scratch dir is its own"
     execs = [e.detail["path"] for e in events if e.kind == "exec"]
     assert "/usr/bin/cat" in execs and "/usr/bin/python3" in execs
+
+
+# unshare(CLONE_NEWUSER) and mount() through libc, then a datagram: connected (its address
+# given once, to connect) and then named in the send itself (sendto), in a child.
+REFUSED = r"""
+import ctypes, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+print("unshare", libc.unshare(0x10000000), os.strerror(ctypes.get_errno()), flush=True)
+print("mount", libc.mount(b"none", b"/mnt", b"tmpfs", 0, None), os.strerror(ctypes.get_errno()), flush=True)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.connect(("127.0.0.1", 9))
+print("send", s.send(b"x"), flush=True)
+pid = os.fork()
+if pid == 0:
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"y", ("127.0.0.1", 9))
+    print("sendto returned", flush=True)
+    os._exit(0)
+print("child", os.waitpid(pid, 0)[1] & 0x7f, flush=True)
+"""
+
+
+async def test_calls_the_engine_refuses_reach_the_tracer_and_still_fail_and_a_send_naming_its_address_is_trapped(
+        tmp_path):
+    lines, events, sb = await run_agent(tmp_path, f"python3 -c '{REFUSED}'")
+    assert sb.tracer == "seccomp" and sb.notice == ""
+    assert "unshare -1 Operation not permitted" in lines and "mount -1 Operation not permitted" in lines, lines
+    assert "send 1" in lines, "a connected datagram socket sends, untraced"
+    assert "sendto returned" not in lines and f"child {int(signal.SIGSYS)}" in lines, lines
+    got = [(e.category, e.kind, e.outcome, e.detail.get("errno_name")) for e in events if e.source == "observer"
+           and e.category in ("escalation", "egress")]
+    assert ("escalation", "unshare", "blocked", "EPERM") in got and ("escalation", "mount", "blocked", "EPERM") in got
+    assert ("egress", "sendto", "blocked", None) in got, got
+    info = sb.tracer_info["seccomp"]
+    assert {"mount", "unshare", "bpf", "keyctl", "setns", "init_module"} <= set(info["handed_to_tracer"])
+    assert info["sends_with_address"] == "refused (SIGSYS)"
+
+
+async def test_where_the_engines_profile_cannot_be_read_the_tracer_stops_on_every_call_and_says_so(
+        tmp_path, monkeypatch):
+    from sandbox import seccomp
+
+    monkeypatch.setattr(seccomp, "BUNDLE_ROOTS", (str(tmp_path / "nowhere"),))
+    monkeypatch.setattr(seccomp, "engine_profile", functools.partial(
+        seccomp.engine_profile, roots=seccomp.BUNDLE_ROOTS, timeout_s=1.0))
+    lines, events, sb = await run_agent(tmp_path, f"python3 -c '{REFUSED}'")
+    assert sb.tracer == "ptrace" and "ptrace mode" in sb.notice and "no OCI bundle" in sb.notice
+    got = {(e.category, e.kind, e.outcome) for e in events if e.source == "observer"}
+    # Seen before Docker's own profile refuses them; the send with an address runs (to the
+    # sandbox's own loopback, which is no egress).
+    assert ("escalation", "unshare", "blocked") in got and ("escalation", "mount", "blocked") in got
+    assert "sendto returned" in lines
+    assert "tracer_lost" not in {e.kind for e in events}
 
 
 def test_clean_removes_a_crashed_runs_tracer_channel_and_spares_a_live_ones():

@@ -1,0 +1,194 @@
+"""The sandbox's seccomp profile in the tracer's `seccomp` mode: Docker's own, with two changes.
+
+strace's `--seccomp-bpf` stops only on the calls it traces, so an untraced call costs
+nothing. Two things stand in the way of using it alone:
+
+1. **Calls Docker's profile refuses never reach the tracer.** seccomp's ERRNO outranks
+   strace's TRACE, so mount, unshare, setns, bpf, keyctl or a module load would be refused
+   unseen. Here every traced call that the engine's profile refuses by its default action
+   (no rule names it) is handed to the tracer instead (`SCMP_ACT_TRACE`), and strace
+   refuses it itself with the same error the engine would have returned (`-e inject=...:
+   error=EPERM`), so the line reads `mount(...) = -1 EPERM (...) (INJECTED)`. It fails
+   closed without the tracer: a TRACE call made by a process no tracer is attached to
+   fails with ENOSYS (seccomp(2)), and the tracer is the sandbox's init, whose end ends
+   every process in it. Calls the engine refuses by an explicit rule (clone3's ENOSYS,
+   clone with namespace flags, personality values) keep the engine's rule; only `ptrace`
+   mode sees those.
+2. **A stop on every send.** The contract watches sends that name their destination
+   (`sendto` with an address: a datagram, or TCP Fast Open), but strace can only choose
+   calls by number, and an HTTP client makes one `sendto` with no address per request:
+   that stop alone cost the learner's crawl 15-20% of its pages (docs/benchmarks.md).
+   Here `sendto` runs untraced when its address argument is NULL (a connected socket
+   sends only to the peer its traced `connect` named), and is refused with SIGSYS
+   (`SCMP_ACT_TRAP`) when it names an address. The kernel forces that signal (it cannot
+   be blocked or ignored) and the tracer sees every signal before its handler, so the
+   attempt is recorded as a blocked egress attempt: an unconnected send is refused, and
+   connect-then-send is the way to a datagram peer. (The 32-bit `socketcall` route stays
+   traced by strace, which decodes it as `sendto` for that personality.)
+
+The engine's profile is the one Docker itself writes for a container with the sandbox's
+capabilities: `engine_profile` starts a short-lived probe container (labelled with the
+run, removed at once) and reads the seccomp section of the OCI bundle the engine wrote
+for it. Where that cannot be read (another engine layout, seccomp off), the sandbox uses
+`ptrace` mode, which needs no profile, and says so in its notice.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+# Where engines keep the OCI bundle of a running container: <root>/moby/<id>/config.json
+# (Docker's own containerd, then a system containerd; the v1 runtime for older engines).
+BUNDLE_ROOTS = (
+    "/run/docker/containerd/daemon/io.containerd.runtime.v2.task",
+    "/run/containerd/io.containerd.runtime.v2.task",
+    "/run/docker/containerd/daemon/io.containerd.runtime.v1.linux",
+    "/var/run/docker/containerd/daemon/io.containerd.runtime.v2.task",
+)
+# The error a refused call returns without a rule of its own: seccomp's ERRNO with no
+# errnoRet is EPERM in Docker's profile (and in the OCI runtime's default).
+DEFAULT_ERRNO = "EPERM"
+_ERRNO_NAMES = {1: "EPERM", 13: "EACCES", 38: "ENOSYS"}
+_REFUSING = ("SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
+             "SCMP_ACT_TRAP")
+SEND_WITH_ADDRESS = "sendto"
+_ADDR_ARG = 4  # sendto(fd, buf, len, flags, dest_addr, addrlen)
+
+
+class ProfileUnavailable(Exception):
+    """The engine's own profile could not be read (one line: why)."""
+
+
+@dataclass(frozen=True)
+class TracedProfile:
+    """What `seccomp` mode runs with: the profile for Docker, and what strace must do.
+
+    - `profile`: Docker's security_opt seccomp JSON;
+    - `handed`: the traced calls the profile hands to the tracer, which strace must refuse
+      (`-e inject=<handed>:error=<errno>`);
+    - `errno`: the error they fail with, as the engine would have failed them;
+    - `sends_split`: whether `sendto` is split by its address (then strace leaves the
+      64-bit `sendto` alone, and SIGSYS marks a refused send).
+    """
+
+    profile: dict[str, Any]
+    handed: tuple[str, ...]
+    errno: str
+    sends_split: bool
+
+    def to_json(self) -> str:
+        return json.dumps(self.profile, separators=(",", ":"), sort_keys=True)
+
+
+def traced_profile(engine: dict[str, Any], traced: Iterable[str]) -> TracedProfile:
+    """The engine's profile with the two changes of the module docstring.
+
+    >>> eng = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
+    ...        "syscalls": [{"names": ["read", "sendto"], "action": "SCMP_ACT_ALLOW"}]}
+    >>> tp = traced_profile(eng, ["read", "mount", "sendto"])
+    >>> tp.handed, tp.errno, tp.sends_split
+    (('mount',), 'EPERM', True)
+    >>> [(r["names"], r["action"], r.get("args")) for r in tp.profile["syscalls"]][1:]
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [(['mount'], 'SCMP_ACT_TRACE', None),
+     (['sendto'], 'SCMP_ACT_ALLOW', [{'index': 4, 'value': 0, 'op': 'SCMP_CMP_EQ'}]),
+     (['sendto'], 'SCMP_ACT_TRAP', [{'index': 4, 'value': 0, 'op': 'SCMP_CMP_NE'}])]
+    """
+    if not isinstance(engine, dict) or not isinstance(engine.get("syscalls"), list):
+        raise ProfileUnavailable("the engine's seccomp profile has no syscall rules")
+    default = str(engine.get("defaultAction", ""))
+    rules: list[dict[str, Any]] = copy.deepcopy(engine["syscalls"])
+    named = {n for r in rules for n in r.get("names", ())}
+    handed: tuple[str, ...] = ()
+    errno = DEFAULT_ERRNO
+    if default in _REFUSING:
+        # Only calls the default action refuses: a call with a rule of its own (allowed on
+        # a condition, or refused with its own errno) keeps it.
+        handed = tuple(dict.fromkeys(n for n in traced if n not in named))
+        ret = engine.get("defaultErrnoRet")
+        if default == "SCMP_ACT_ERRNO" and ret is not None:
+            errno = _ERRNO_NAMES.get(int(ret), "")
+            if not errno:
+                raise ProfileUnavailable(f"the engine's profile refuses with errno {ret}, which strace is not told")
+    out = [r for r in rules]
+    if handed:
+        out.append({"names": list(handed), "action": "SCMP_ACT_TRACE"})
+    # sendto: split only where the engine allows it outright (one unconditional ALLOW).
+    owners = [r for r in rules if SEND_WITH_ADDRESS in r.get("names", ())]
+    split = (len(owners) == 1 and owners[0].get("action") == "SCMP_ACT_ALLOW" and not owners[0].get("args")
+             and not owners[0].get("includes") and not owners[0].get("excludes"))
+    if split:
+        r = owners[0]
+        r["names"] = [n for n in r["names"] if n != SEND_WITH_ADDRESS]
+        if not r["names"]:
+            out.remove(r)
+        out.append({"names": [SEND_WITH_ADDRESS], "action": "SCMP_ACT_ALLOW",
+                    "args": [{"index": _ADDR_ARG, "value": 0, "op": "SCMP_CMP_EQ"}]})
+        out.append({"names": [SEND_WITH_ADDRESS], "action": "SCMP_ACT_TRAP",
+                    "args": [{"index": _ADDR_ARG, "value": 0, "op": "SCMP_CMP_NE"}]})
+    profile = {k: v for k, v in engine.items() if k in ("defaultAction", "defaultErrnoRet", "architectures")}
+    profile["syscalls"] = out
+    return TracedProfile(profile, handed, errno, split)
+
+
+def read_bundle_profile(container_id: str, roots: Sequence[str] = BUNDLE_ROOTS) -> dict[str, Any] | None:
+    """The seccomp section the engine wrote into a running container's OCI bundle, or None
+    if no bundle of it is found; ProfileUnavailable if the bundle has none (seccomp off)."""
+    for root in roots:
+        p = Path(root) / "moby" / container_id / "config.json"
+        try:
+            cfg = json.loads(p.read_text())
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as e:
+            raise ProfileUnavailable(f"cannot read {p}: {e}") from None
+        sec = (cfg.get("linux") or {}).get("seccomp")
+        if not sec:
+            raise ProfileUnavailable("the engine runs containers without a seccomp profile")
+        return sec
+    return None
+
+
+_cache: dict[tuple[Any, ...], dict[str, Any]] = {}
+_cache_lock = threading.Lock()
+
+
+def engine_profile(client: Any, image: str, *, cap_drop: Sequence[str], cap_add: Sequence[str],
+                   labels: dict[str, str], name: str, privileged: bool = False,
+                   roots: Sequence[str] = BUNDLE_ROOTS,
+                   timeout_s: float = 10.0) -> dict[str, Any]:
+    """The profile Docker applies to a container with these capabilities (see the module
+    docstring), from a probe container; cached per engine and capability set. Raises
+    ProfileUnavailable (one line) if it cannot be read. Blocking: call it in a thread."""
+    engine = str(client.version().get("Version", "?"))
+    key = (engine, tuple(sorted(cap_drop)), tuple(sorted(cap_add)), privileged, tuple(roots))
+    with _cache_lock:
+        if key in _cache:
+            return copy.deepcopy(_cache[key])
+    probe = client.containers.create(
+        image, ["sleep", "60"], name=name, labels=labels, detach=True, network_mode="none",
+        cap_drop=list(cap_drop) or None, cap_add=list(cap_add) or None, user="65534:65534",
+        privileged=privileged,
+        security_opt=["no-new-privileges:true"])
+    try:
+        probe.start()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            sec = read_bundle_profile(probe.id, roots)
+            if sec is not None:
+                break
+            if time.monotonic() > deadline:
+                raise ProfileUnavailable("no OCI bundle of the probe container was found under "
+                                         + ", ".join(roots))
+            time.sleep(0.05)
+    finally:
+        probe.remove(force=True)
+    with _cache_lock:
+        _cache[key] = sec
+    return copy.deepcopy(sec)

@@ -1,0 +1,92 @@
+"""The `seccomp` mode's profile: the engine's own, with the traced calls it refuses handed to
+the tracer and address-naming sends refused by SIGSYS (sandbox/seccomp.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, strategies as st
+
+from sandbox.seccomp import ProfileUnavailable, read_bundle_profile, traced_profile
+
+NAMES = ["read", "write", "sendto", "mount", "unshare", "clone", "clone3", "bpf", "openat", "keyctl", "ptrace"]
+ARGS = [{"index": 0, "value": 2114060288, "op": "SCMP_CMP_MASKED_EQ"}]
+
+
+@st.composite
+def engine_profiles(draw):
+    """Profiles shaped like Docker's: a refusing default, rules allowing names outright or on
+    a condition, and explicit refusals with their own errno."""
+    rules = []
+    for name in draw(st.lists(st.sampled_from(NAMES), unique=True)):
+        kind = draw(st.sampled_from(["allow", "allow_if", "errno"]))
+        if kind == "allow":
+            rules.append({"names": [name], "action": "SCMP_ACT_ALLOW"})
+        elif kind == "allow_if":
+            rules.append({"names": [name], "action": "SCMP_ACT_ALLOW", "args": ARGS})
+        else:
+            rules.append({"names": [name], "action": "SCMP_ACT_ERRNO", "errnoRet": 38})
+    return {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"], "syscalls": rules}
+
+
+def verdict(profile: dict, name: str, addr_null: bool = True) -> str:
+    """What a profile does to a call (this test's own reading: the first matching rule's action,
+    where a rule's one condition here is sendto's address or clone's flags, which we take as met)."""
+    for r in profile["syscalls"]:
+        if name not in r["names"]:
+            continue
+        args = r.get("args") or []
+        if any(a["index"] == 4 for a in args):
+            want_null = args[0]["op"] == "SCMP_CMP_EQ"
+            if want_null != addr_null:
+                continue
+        return r["action"] + ("(cond)" if args and args[0]["index"] != 4 else "")
+    return profile["defaultAction"]
+
+
+@given(engine_profiles(), st.lists(st.sampled_from(NAMES), unique=True))
+def test_only_traced_calls_the_default_refuses_change_and_sends_split_by_their_address(engine, traced):
+    """Every traced call the engine refuses by its default action goes to the tracer (TRACE) and
+    is in the tracer's refusal list; every other call keeps the engine's verdict, except a
+    sendto the engine allows outright, which stays allowed without an address and is trapped
+    with one."""
+    tp = traced_profile(engine, traced)
+    named = {n for r in engine["syscalls"] for n in r["names"]}
+    assert set(tp.handed) == {n for n in traced if n not in named}
+    for name in NAMES:
+        before, after = verdict(engine, name), verdict(tp.profile, name)
+        if name in tp.handed:
+            assert (before, after) == ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE")
+        elif name == "sendto" and before == "SCMP_ACT_ALLOW":
+            assert tp.sends_split
+            assert after == "SCMP_ACT_ALLOW"
+            assert verdict(tp.profile, name, addr_null=False) == "SCMP_ACT_TRAP"
+        else:
+            assert after == before
+    assert tp.profile["defaultAction"] == engine["defaultAction"]
+    json.loads(tp.to_json())  # Docker takes it as JSON
+
+
+def test_a_profile_that_allows_by_default_hands_nothing_over():
+    tp = traced_profile({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": []}, ["mount"])
+    assert tp.handed == () and not tp.sends_split
+
+
+def test_an_errno_strace_cannot_be_told_is_refused_not_guessed():
+    with pytest.raises(ProfileUnavailable, match="errno 99"):
+        traced_profile({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 99, "syscalls": []}, ["mount"])
+    assert traced_profile({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38, "syscalls": []},
+                          ["mount"]).errno == "ENOSYS"
+
+
+def test_a_bundle_is_read_where_the_engine_keeps_it_and_seccomp_off_is_said(tmp_path):
+    root = tmp_path / "v2"
+    (root / "moby" / "abc").mkdir(parents=True)
+    (root / "moby" / "abc" / "config.json").write_text(json.dumps({"linux": {"seccomp": {"defaultAction": "X"}}}))
+    assert read_bundle_profile("abc", [str(tmp_path / "none"), str(root)]) == {"defaultAction": "X"}
+    assert read_bundle_profile("other", [str(root)]) is None
+    (root / "moby" / "off").mkdir()
+    (root / "moby" / "off" / "config.json").write_text(json.dumps({"linux": {}}))
+    with pytest.raises(ProfileUnavailable, match="without a seccomp profile"):
+        read_bundle_profile("off", [str(root)])
