@@ -19,8 +19,9 @@ nothing. Two things stand in the way of using it alone:
    calls by number, and an HTTP client makes one `sendto` with no address per request:
    that stop alone cost the learner's crawl 15-20% of its pages (docs/benchmarks.md).
    Here `sendto` runs untraced when its address argument is NULL (a connected socket
-   sends only to the peer its traced `connect` named), and is refused with SIGSYS
-   (`SCMP_ACT_TRAP`) when it names an address. The kernel forces that signal (it cannot
+   sends only to the peer its traced `connect` named) or shorter than any internet
+   address (`INET_ADDRLEN_MIN`: the kernel's own netlink, which getaddrinfo asks), and is
+   refused with SIGSYS (`SCMP_ACT_TRAP`) when it names an address that could be one. The kernel forces that signal (it cannot
    be blocked or ignored) and the tracer sees every signal before its handler, so the
    attempt is recorded as a blocked egress attempt: an unconnected send is refused, and
    connect-then-send is the way to a datagram peer. (The 32-bit `socketcall` route stays
@@ -58,7 +59,11 @@ _ERRNO_NAMES = {1: "EPERM", 13: "EACCES", 38: "ENOSYS"}
 _REFUSING = ("SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
              "SCMP_ACT_TRAP")
 SEND_WITH_ADDRESS = "sendto"
-_ADDR_ARG = 4  # sendto(fd, buf, len, flags, dest_addr, addrlen)
+_ADDR_ARG, _ADDRLEN_ARG = 4, 5  # sendto(fd, buf, len, flags, dest_addr, addrlen)
+# The shortest address that can name an internet peer: sizeof(struct sockaddr_in). The
+# kernel refuses a shorter one for AF_INET (and under 24 bytes for AF_INET6); shorter
+# ones are the kernel's own (AF_NETLINK, 12: glibc's getaddrinfo asks it for addresses).
+INET_ADDRLEN_MIN = 16
 
 
 class ProfileUnavailable(Exception):
@@ -94,11 +99,12 @@ def traced_profile(engine: dict[str, Any], traced: Iterable[str]) -> TracedProfi
     >>> tp = traced_profile(eng, ["read", "mount", "sendto"])
     >>> tp.handed, tp.errno, tp.sends_split
     (('mount',), 'EPERM', True)
-    >>> [(r["names"], r["action"], r.get("args")) for r in tp.profile["syscalls"]][1:]
-    ... # doctest: +NORMALIZE_WHITESPACE
-    [(['mount'], 'SCMP_ACT_TRACE', None),
-     (['sendto'], 'SCMP_ACT_ALLOW', [{'index': 4, 'value': 0, 'op': 'SCMP_CMP_EQ'}]),
-     (['sendto'], 'SCMP_ACT_TRAP', [{'index': 4, 'value': 0, 'op': 'SCMP_CMP_NE'}])]
+    >>> [(r["names"], r["action"], [(a["index"], a["op"][9:], a["value"]) for a in r.get("args", [])])
+    ...  for r in tp.profile["syscalls"]][1:]  # doctest: +NORMALIZE_WHITESPACE
+    [(['mount'], 'SCMP_ACT_TRACE', []),
+     (['sendto'], 'SCMP_ACT_ALLOW', [(4, 'EQ', 0)]),
+     (['sendto'], 'SCMP_ACT_ALLOW', [(5, 'LT', 16)]),
+     (['sendto'], 'SCMP_ACT_TRAP', [(4, 'NE', 0), (5, 'GE', 16)])]
     """
     if not isinstance(engine, dict) or not isinstance(engine.get("syscalls"), list):
         raise ProfileUnavailable("the engine's seccomp profile has no syscall rules")
@@ -130,8 +136,11 @@ def traced_profile(engine: dict[str, Any], traced: Iterable[str]) -> TracedProfi
             out.remove(r)
         out.append({"names": [SEND_WITH_ADDRESS], "action": "SCMP_ACT_ALLOW",
                     "args": [{"index": _ADDR_ARG, "value": 0, "op": "SCMP_CMP_EQ"}]})
+        out.append({"names": [SEND_WITH_ADDRESS], "action": "SCMP_ACT_ALLOW",
+                    "args": [{"index": _ADDRLEN_ARG, "value": INET_ADDRLEN_MIN, "op": "SCMP_CMP_LT"}]})
         out.append({"names": [SEND_WITH_ADDRESS], "action": "SCMP_ACT_TRAP",
-                    "args": [{"index": _ADDR_ARG, "value": 0, "op": "SCMP_CMP_NE"}]})
+                    "args": [{"index": _ADDR_ARG, "value": 0, "op": "SCMP_CMP_NE"},
+                             {"index": _ADDRLEN_ARG, "value": INET_ADDRLEN_MIN, "op": "SCMP_CMP_GE"}]})
     profile = {k: v for k, v in engine.items() if k in ("defaultAction", "defaultErrnoRet", "architectures")}
     profile["syscalls"] = out
     return TracedProfile(profile, handed, errno, split)

@@ -2,8 +2,11 @@
 
 Every process of the sandbox, whatever its language, is traced by Debian's strace:
 
-    strace -f -q -ttt -yy -e trace=<sandbox.syscalls.TRACED> -o /run/runaway/tracer/syscalls \
+    strace --seccomp-bpf -f -q -ttt -yy -e signal=SIGSYS -e trace=<sandbox.syscalls.TRACED> \
+        -e inject=<what the profile hands over>:error=EPERM -o /run/runaway/tracer/syscalls \
         -- setpriv --reuid=U --regid=G --clear-groups --inh-caps=-all --bounding-set=-all -- <agent argv>
+
+  (in the default `seccomp` mode, under the sandbox's own seccomp profile: sandbox/seccomp.py)
 
 - strace runs as root with only the capabilities it needs (`TRACER_CAPS`), as the
   container's PID 1. The agent runs as the spec's unprivileged user with no capability

@@ -30,18 +30,17 @@ def engine_profiles(draw):
     return {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"], "syscalls": rules}
 
 
-def verdict(profile: dict, name: str, addr_null: bool = True) -> str:
-    """What a profile does to a call (this test's own reading: the first matching rule's action,
-    where a rule's one condition here is sendto's address or clone's flags, which we take as met)."""
+def verdict(profile: dict, name: str, addr: int = 0, addrlen: int = 0) -> str:
+    """What a profile does to a call (this test's own reading: the first rule whose conditions
+    all hold; sendto's address and its length are given, clone's flags are taken as met)."""
+    ops = {"SCMP_CMP_EQ": lambda a, v: a == v, "SCMP_CMP_NE": lambda a, v: a != v,
+           "SCMP_CMP_LT": lambda a, v: a < v, "SCMP_CMP_GE": lambda a, v: a >= v}
     for r in profile["syscalls"]:
         if name not in r["names"]:
             continue
         args = r.get("args") or []
-        if any(a["index"] == 4 for a in args):
-            want_null = args[0]["op"] == "SCMP_CMP_EQ"
-            if want_null != addr_null:
-                continue
-        return r["action"] + ("(cond)" if args and args[0]["index"] != 4 else "")
+        if all(ops[a["op"]]({4: addr, 5: addrlen}[a["index"]], a["value"]) for a in args if a["index"] in (4, 5)):
+            return r["action"] + ("(cond)" if any(a["index"] not in (4, 5) for a in args) else "")
     return profile["defaultAction"]
 
 
@@ -49,8 +48,8 @@ def verdict(profile: dict, name: str, addr_null: bool = True) -> str:
 def test_only_traced_calls_the_default_refuses_change_and_sends_split_by_their_address(engine, traced):
     """Every traced call the engine refuses by its default action goes to the tracer (TRACE) and
     is in the tracer's refusal list; every other call keeps the engine's verdict, except a
-    sendto the engine allows outright, which stays allowed without an address and is trapped
-    with one."""
+    sendto the engine allows outright, which stays allowed without an address or with one
+    too short for an internet peer, and is trapped with any other."""
     tp = traced_profile(engine, traced)
     named = {n for r in engine["syscalls"] for n in r["names"]}
     assert set(tp.handed) == {n for n in traced if n not in named}
@@ -60,8 +59,10 @@ def test_only_traced_calls_the_default_refuses_change_and_sends_split_by_their_a
             assert (before, after) == ("SCMP_ACT_ERRNO", "SCMP_ACT_TRACE")
         elif name == "sendto" and before == "SCMP_ACT_ALLOW":
             assert tp.sends_split
-            assert after == "SCMP_ACT_ALLOW"
-            assert verdict(tp.profile, name, addr_null=False) == "SCMP_ACT_TRAP"
+            assert after == "SCMP_ACT_ALLOW"  # no address: a connected socket's peer
+            assert verdict(tp.profile, name, 0x7F00, 12) == "SCMP_ACT_ALLOW"  # netlink's 12 bytes
+            for addrlen in (16, 28, 110, 2**32 + 12):
+                assert verdict(tp.profile, name, 0x7F00, addrlen) == "SCMP_ACT_TRAP", addrlen
         else:
             assert after == before
     assert tp.profile["defaultAction"] == engine["defaultAction"]
