@@ -1,12 +1,14 @@
 """Benchmark of the syscall tracer's cost, each figure beside the untraced sandbox in the same run.
 
 - crawl: the learner's pages per second crawling the mock web (no rate limit, no crawl
-  delay, 4 connections, learning on) in the Docker sandbox, untraced vs strace in `ptrace`
-  mode (the default) vs `seccomp` mode; rounds alternate so that the host's load falls on
-  all three alike;
+  delay, 4 connections, learning on) in the Docker sandbox, untraced (Docker's default
+  profile, no tracer) vs strace in `ptrace` mode vs `seccomp` mode (the default: the
+  sandbox's own profile, sandbox/seccomp.py); rounds alternate so that the host's load
+  falls on all three alike;
 - syscalls: a syscall-heavy loop in the sandbox (open+close of a scratch file: traced calls;
-  getppid: a call the tracer does not keep, which ptrace mode still stops on), in
-  microseconds per call;
+  getppid: a call the tracer does not keep, which ptrace mode still stops on; send on a
+  connected datagram socket to the sandbox's loopback: a sendto with no address, which
+  `seccomp` mode's profile leaves untraced), in microseconds per call;
 - latency: from a blocked call in the sandbox (open /etc/shadow, every 100 ms) to the
   default policy's firing verdict, through the real channel (strace's wall time of the
   call -> the observer event -> Engine.step); the untraced baseline is the same attempt
@@ -69,7 +71,17 @@ t = time.perf_counter()
 for _ in range(20000):
     os.getppid()
 b = (time.perf_counter() - t) / 20000
-print("MICRO", a, b, flush=True)
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.connect(("127.0.0.1", 9))  # the sandbox's own loopback; nothing listens, nothing leaves
+t = time.perf_counter()
+for _ in range(20000):
+    try:
+        u.send(b"x")
+    except OSError:  # ECONNREFUSED from an earlier datagram's ICMP
+        pass
+c = (time.perf_counter() - t) / 20000
+print("MICRO", a, b, c, flush=True)
 """
 PROBE = """
 import time
@@ -154,16 +166,16 @@ async def crawl(mode: str | None, seconds: float) -> float:
     return (warm[-1][1] - warm[0][1]) / (warm[-1][0] - warm[0][0])
 
 
-async def micro(mode: str | None) -> tuple[float, float]:
+async def micro(mode: str | None) -> tuple[float, float, float]:
     got: list[tuple[float, float]] = []
 
     def on_line(line: str, clock) -> None:
         if line.startswith("MICRO"):
-            _, a, b = line.split()
-            got.append((float(a), float(b)))
+            _, a, b, c = line.split()
+            got.append((float(a), float(b), float(c)))
 
     await in_sandbox(mode, ["python3", "-c", MICRO], {}, on_line)
-    return got[0] if got else (float("nan"), float("nan"))
+    return got[0] if got else (float("nan"),) * 3
 
 
 async def latency(mode: str | None, n: int) -> list[float]:
@@ -224,13 +236,16 @@ async def main() -> None:
         print(f"crawl ({args.rounds} x {args.seconds:g} s, {SPEC.cpus:g} cpu, no rate limit, 4 connections):")
         for m in MODES:
             p = statistics.median(pages[m])
-            print(f"  {name(m):9} {p:7.1f} pages/s  ({p / base:5.1%} of untraced)  rounds: "
-                  + ", ".join(f"{x:.1f}" for x in pages[m]))
+            # Each round runs the modes back to back: its own ratio is the least noisy figure.
+            paired = statistics.median(x / u for x, u in zip(pages[m], pages[None]) if u)
+            print(f"  {name(m):9} {p:7.1f} pages/s  ({p / base:5.1%} of untraced; round by round "
+                  f"{paired:5.1%})  rounds: " + ", ".join(f"{x:.1f}" for x in pages[m]))
     if "micro" in parts:
         print("syscalls in the sandbox (us per call):")
         for m in MODES:
-            a, b = await micro(m)
-            print(f"  {name(m):9} open+close (traced calls) {a * 1e6:7.1f}   getppid (not kept) {b * 1e6:6.2f}")
+            a, b, c = await micro(m)
+            print(f"  {name(m):9} open+close (traced calls) {a * 1e6:7.1f}   getppid (not kept) {b * 1e6:6.2f}"
+                  f"   send on a connected socket {c * 1e6:6.2f}")
     if "latency" in parts:
         print(f"syscall to verdict (default policy, {args.probes} blocked opens of /etc/shadow, one per 100 ms):")
         for m in MODES:
