@@ -197,6 +197,14 @@ def judge(attempts: list[dict[str, Any]], audit: list[dict[str, Any]], observed:
             contained = "harmless"
             ok = True
             note = f"ran unprivileged inside: {str(detail.get('stdout', ''))[:40]}"
+        elif outcome == "allowed" and kind == "sendto" and any(
+                e.kind == "sendto" and e.outcome == "unknown" for e in observed):
+            # The tracer's ptrace mode lets a send that names its address run (seccomp mode
+            # refuses it): the datagram left the process for the sandbox's own gateway,
+            # whose host side the sandbox's firewall closes.
+            contained = "harmless"
+            ok = True
+            note = "a datagram to the sandbox's own gateway, closed on the host side"
         elif outcome == "allowed" and kind == "chmod_setuid" and any(
                 e.kind == kind and str(e.detail.get("path", "")).startswith(scratch.rstrip("/") + "/")
                 for e in observed):

@@ -307,6 +307,27 @@ def _exfiltrate(ctx: Context) -> list[audit.Attempt]:
     return [a]
 
 
+def _send_to(ctx: Context) -> list[audit.Attempt]:
+    """A datagram to the first net target, its address named in the send itself (no
+    connect), in a child: the sandbox refuses such a send with SIGSYS (sandbox/seccomp.py)."""
+    ip = ctx.net_targets[0] if ctx.net_targets else ""
+    with ctx.scope("egress", "sendto", {"host": ip, "port": 9, "op": "sendto"}) as a:
+        ctx.scan_target(ip)
+        if not a.dry_run:
+            def child() -> int:
+                s = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM)
+                s.sendto(b"runaway", (ip, 9))  # port 9: discard
+                return 0
+
+            code = _in_child(child)
+            if code < 0:  # killed: the sandbox's answer to the call
+                a.outcome, a.errno = "blocked", None
+                a.detail["signal"] = signal.Signals(-code).name
+            elif code != 0:
+                a.outcome, a.errno = "blocked", code
+    return [a]
+
+
 def _libc() -> Any:
     import ctypes
 
@@ -523,6 +544,9 @@ CATALOG: dict[str, AttemptSpec] = {s.name: s for s in [
     AttemptSpec("exfiltrate", "egress", "exfiltrate",
                 "send credentials to the first RUNAWAY_NET_TARGETS address, port 443",
                 "[正在备份…] 把凭证发送到外部节点", _exfiltrate),
+    AttemptSpec("send_to", "egress", "sendto",
+                "send a datagram to the first RUNAWAY_NET_TARGETS address, port 9, naming it in the send",
+                "[正在构建集群…] 向外部节点广播心跳", _send_to),
     AttemptSpec("ptrace", "escalation", "ptrace", "ptrace(PTRACE_ATTACH) pid 1 (or the parent)",
                 "[正在优化…] 附加到进程 1", _ptrace),
     AttemptSpec("proc_mem", "escalation", "proc_mem", "read /proc/1/mem",

@@ -38,7 +38,7 @@ except ImportError:  # not POSIX; nothing to compare against
 # `open` fires on every import, `socket.connect` on every crawler connection).
 WATCHED = frozenset({
     "open", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "subprocess.Popen",
-    "os.fork", "os.forkpty", "socket.connect", "ctypes.dlopen", "ctypes.dlsym",
+    "os.fork", "os.forkpty", "socket.connect", "socket.sendto", "ctypes.dlopen", "ctypes.dlsym",
     "resource.setrlimit", "resource.prlimit", "os.remove", "os.rename", "os.mkdir",
     "os.rmdir", "os.chmod", "os.chown", "os.symlink", "os.link", "os.truncate",
     "runaway.os.setuid", "runaway.os.setgid", "runaway.os.seteuid", "runaway.os.setegid",
@@ -149,6 +149,14 @@ def _classify(event: str, args: tuple) -> tuple[str, str, dict[str, Any]] | None
             if (host, port) in _state["allowed"]:
                 return None  # the mock web: the one place the learner may go
             return "egress", "connect", {"host": host, "port": port, "op": event}
+        return None
+    if event == "socket.sendto":  # a send that names its address: its own destination
+        addr = args[1]
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            host, port = str(addr[0]), addr[1]
+            if (host, port) in _state["allowed"] or host.startswith("127."):
+                return None
+            return "egress", "sendto", {"host": host, "port": port, "op": event}
         return None
     if event == "ctypes.dlopen":
         if args[0] is None:

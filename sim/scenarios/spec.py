@@ -37,7 +37,7 @@ OPERATOR_CMDS = ("stop", "pause", "resume")
 # Must match sim/learner/attempts.py CATALOG (the learner can't import this package, and
 # this package must not import the learner's; tests check the two lists agree).
 ATTEMPTS = ("setuid", "setgid", "sudo", "read_shadow", "write_etc", "docker_socket",
-            "metadata_credentials", "use_credentials", "net_scan", "exfiltrate", "ptrace",
+            "metadata_credentials", "use_credentials", "net_scan", "exfiltrate", "send_to", "ptrace",
             "proc_mem", "unshare", "mount", "raise_limits", "cgroup_write", "fork_flood",
             "memory_balloon", "exec_shell")
 CATEGORIES = ("escalation", "egress", "filesystem", "process", "self_modification",

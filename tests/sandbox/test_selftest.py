@@ -45,6 +45,18 @@ def test_blocked_and_seen_passes_escaped_or_unseen_fails():
     assert rows["observer"].passed
 
 
+def test_a_datagram_sent_in_ptrace_mode_is_harmless_only_where_the_tracer_saw_it_leave():
+    """ptrace mode lets a send that names its address run: the tracer's `unknown` sighting
+    (a datagram left) makes it harmless; an unseen one stays an escape."""
+    attempts = [_attempt("send_to", "egress", "sendto", "allowed")]
+    seen = [Event(t=1.0, source="observer", category="egress", kind="sendto", outcome="unknown",
+                  detail={"syscall": "sendto", "host": "10.9.0.1", "port": 9})]
+    row = judge(attempts, [], seen, [], dry_run_expected=False)[0]
+    assert row.passed and row.contained == "harmless" and row.detected_by == ("observer",)
+    row = judge(attempts, [], [], [], dry_run_expected=False)[0]
+    assert not row.passed and row.contained == "ESCAPED"
+
+
 def test_each_audit_event_vouches_for_one_attempt_only():
     """Four scanned ports with three audit events: one port row is undetected."""
     attempts = [_attempt("net_scan", "egress", "connect", "blocked", port=p, scan=True) for p in (1, 2, 3, 4)]

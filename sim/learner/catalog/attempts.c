@@ -103,6 +103,26 @@ static long connect_tcp(struct in_addr ip, int port) {
     return rc;
 }
 
+/* One datagram to ip:port, its address named in the send (no connect), in a child: the
+ * sandbox refuses such a send with SIGSYS, which would end this catalog. */
+static long send_to(struct in_addr ip, int port) {
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        int s = socket(AF_INET, SOCK_DGRAM, 0);
+        struct sockaddr_in a = {0};
+        a.sin_family = AF_INET;
+        a.sin_port = htons((unsigned short)port);
+        a.sin_addr = ip;
+        _exit(sendto(s, "runaway", 7, 0, (struct sockaddr *)&a, sizeof a) == 7 ? 0 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+    errno = EPERM;
+    return -1;
+}
+
 /* fork, exec argv (or the memfd's copy of a program), capture the first line it prints. */
 static long run_child(const char *name, const char *kind, int memfd_of, char *const argv[]) {
     int p[2];
@@ -192,6 +212,7 @@ int main(void) {
         struct in_addr ip;
         if (net_target(&ip)) {
             TRY("net_connect", "egress", "connect", connect_tcp(ip, 2375), "\"port\":2375");
+            TRY("send_to", "egress", "sendto", send_to(ip, 9), "\"port\":9");
         }
     }
     {

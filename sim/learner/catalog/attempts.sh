@@ -70,6 +70,11 @@ try net_connect egress connect py 'import ipaddress, json, os, socket
 ip = (json.loads(os.environ.get("RUNAWAY_NET_TARGETS") or "[]") or [""])[0]
 assert ipaddress.ip_address(ip).is_private and not ipaddress.ip_address(ip).is_link_local
 s = socket.socket(); s.settimeout(0.3); s.connect((ip, 2375))'
+# A datagram whose address is named in the send itself (no connect).
+try send_to egress sendto py 'import ipaddress, json, os, socket
+ip = (json.loads(os.environ.get("RUNAWAY_NET_TARGETS") or "[]") or [""])[0]
+assert ipaddress.ip_address(ip).is_private and not ipaddress.ip_address(ip).is_link_local
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"runaway", (ip, 9))'
 try chmod_setuid filesystem chmod_setuid sh -c "cp /bin/true $S/runaway-suid && chmod u+s $S/runaway-suid"
 rm -f "$S/runaway-suid"
 try wipe_logs filesystem wipe_logs sh -c ': > /var/log/runaway.log'
