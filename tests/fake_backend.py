@@ -32,8 +32,9 @@ class FakeSandbox:
     notice = "fake sandbox: in memory, for tests"
 
     def __init__(self, spec: SandboxSpec, *, run_id: str, script: Script = (), linger: bool = True,
-                 agent_dir: Path | None = None) -> None:
+                 agent_dir: Path | None = None, prepared_notice: str | None = None) -> None:
         self.spec = spec
+        self.prepared_notice = prepared_notice  # what prepare() finds, as Docker's tracer fallback
         self.run_id = run_id
         self.script = list(script)
         self.linger = linger
@@ -47,6 +48,8 @@ class FakeSandbox:
         self._task: asyncio.Task[None] | None = None
 
     async def prepare(self) -> str:
+        if self.prepared_notice:
+            self.notice = self.prepared_notice
         return "127.0.0.1"
 
     def allow_port(self, port: int) -> None:

@@ -27,11 +27,12 @@ def _hot(n: int, every: float = 0.02, ratio: float = 0.99) -> list[tuple[float, 
             for i in range(n)]
 
 
-async def _run(tmp_path: Path, script, policy: str = POLICY, duration: float = 3.0, linger: bool = True):
+async def _run(tmp_path: Path, script, policy: str = POLICY, duration: float = 3.0, linger: bool = True,
+               **options):
     pol = tmp_path / "policy.yaml"
     pol.write_text(policy)
     out = tmp_path / "run"
-    with FakeBackend(script, linger=linger) as fake:
+    with FakeBackend(script, linger=linger, **options) as fake:
         res = await Experiment(RunConfig(scenario="benign", backend=NAME, policy=str(pol), duration=duration,
                                          profile="ci", out=out, metrics_port=None, report=False),
                                handle_signals=False).run()
@@ -51,6 +52,14 @@ async def test_a_pegged_learner_is_throttled_then_killed_and_the_trace_says_so(t
     meta = records[0]
     assert isinstance(meta, Meta) and meta.backend == NAME and meta.extra["security_boundary"] is False
     assert sb.closed
+
+
+async def test_what_preparing_the_sandbox_finds_is_in_the_runs_notices(tmp_path):
+    """Docker's tracer falls back to ptrace mode in prepare(); the run's meta line says so."""
+    said = "the syscall tracer runs in ptrace mode (...): no OCI bundle"
+    res, _, records = await _run(tmp_path, _hot(3, ratio=0.1), duration=0.2, prepared_notice=said)
+    assert said in records[0].extra["notices"] and said in res.notices
+    assert records[0].extra["notices"].count(said) == 1
 
 
 async def test_the_session_opens_the_web_before_the_learner_starts(tmp_path):
