@@ -291,6 +291,11 @@ class DockerSandbox(SandboxBase):
         """The `seccomp` mode's profile (sandbox/seccomp.py), from the engine's own for a
         container like ours; where that cannot be read, `ptrace` mode, with a notice."""
         try:
+            if not self.spec.no_new_privileges:
+                # strace installs its filter under no-new-privileges (it has no CAP_SYS_ADMIN),
+                # which would quietly undo what the (unsafe) spec asked for.
+                raise seccomp.ProfileUnavailable("the spec turns no-new-privileges off, and strace's "
+                                                 "seccomp filter would turn it back on")
             engine = seccomp.engine_profile(
                 self.client, self._image, cap_drop=self.spec.cap_drop, cap_add=self._caps(),
                 privileged=self.spec.privileged, labels=self.labels, name=f"{self.name}-seccomp-probe")
