@@ -190,6 +190,7 @@ _DIRFD = re.compile(r"^(-?\w+)(?:<(.*)>)?$", re.S)
 _DEVNO = re.compile(r"<(?:char|block) \d+:\d+>$")
 _FD_RESULT = re.compile(r"^\d+<(.*)>$", re.S)
 _CLONE_FS = re.compile(r"\bCLONE_FS\b")
+_CLONE_NEW = re.compile(r"\bCLONE_NEW(?:USER|NS|PID|NET|UTS|IPC|CGROUP|TIME)\b")
 _CLONE_FILES = re.compile(r"\bCLONE_FILES\b")
 # Links the kernel makes up as it walks: /proc/PID/root, /proc/PID/cwd, and a file
 # descriptor's own /proc/PID/fd/N (/dev/fd is /proc/self/fd).
@@ -617,7 +618,12 @@ class Classifier:
             return self._exec(sc)
         if name in FORKS:
             self._fork_cwd(sc)
-            return self._fork(sc)
+            out = self._fork(sc)
+            if name in ("clone", "clone3") and (ns := _CLONE_NEW.findall(sc.args)):
+                # A child in new namespaces is the same attempt as unshare. (Docker's profile
+                # refuses it by a rule of its own: only `ptrace` mode sees the call.)
+                out.append(self._event(sc, "escalation", "unshare", {"call": f"{name}({'|'.join(ns)})"}))
+            return out
         if name in ("socket", "memfd_create") and sc.ok and (fd := sc.value()) is not None:
             self._fds.setdefault(sc.pid, {})[fd] = None
         if name == "socket":

@@ -198,6 +198,16 @@ def test_a_send_refused_by_the_profiles_trap_is_blocked_egress_and_a_forged_sign
                   "si_syscall=__NR_mount, si_arch=AUDIT_ARCH_X86_64} ---") == []
 
 
+def test_a_clone_into_new_namespaces_is_an_unshare_attempt_and_a_plain_one_is_not():
+    c = agent()
+    evs = c.feed("9 4.0 clone(child_stack=NULL, flags=CLONE_NEWUSER|CLONE_NEWNS|SIGCHLD) = -1 EPERM "
+                 "(Operation not permitted)")
+    assert [(e.category, e.kind, e.outcome, e.detail["call"]) for e in evs] == [
+        ("escalation", "unshare", "blocked", "clone(CLONE_NEWUSER|CLONE_NEWNS)")]
+    assert c.feed("9 4.1 clone(child_stack=NULL, flags=CLONE_CHILD_CLEARTID|CLONE_CHILD_SETTID|SIGCHLD, "
+                  "child_tidptr=0x7f) = 12") == []
+
+
 def test_a_batch_of_datagrams_is_judged_by_every_address_it_names_not_the_first():
     c = agent()
     line = ('9 3.0 sendmmsg(5<UDP:[10.0.0.2:4000]>, [{msg_hdr={msg_name={sa_family=AF_INET, sin_port=htons(53), '
