@@ -52,7 +52,13 @@ CWD_CALLS = ("chdir", "fchdir")
 # No event either: they change which directory a file descriptor number names, for the
 # calls that take a directory fd (strace cannot name the agent's fds in the sandbox).
 FD_CALLS = ("close", "close_range", "dup", "dup2", "dup3", "fcntl")
-TRACED = ESCALATION_CALLS + FILE_CALLS + NET_CALLS + PROCESS_CALLS + CWD_CALLS + FD_CALLS
+# Refused by the tracer itself in every mode (`-e inject=...:error=EPERM`), and an event:
+# an io_uring ring runs reads, writes, opens and connects as ring operations, without a
+# system call of their own, so no syscall tracer would see them. Docker refuses it from
+# engine 25 on; with the ring refused at setup, io_uring_enter and _register have nothing
+# to work on. (libuv and liburing users fall back to plain calls on EPERM.)
+TRACER_REFUSES = ("io_uring_setup",)
+TRACED = ESCALATION_CALLS + FILE_CALLS + NET_CALLS + PROCESS_CALLS + CWD_CALLS + FD_CALLS + TRACER_REFUSES
 
 # Longest string strace prints (paths, argv entries, sent data) before "...".
 STRSIZE = 512
@@ -632,6 +638,9 @@ class Classifier:
             return self._net(sc)
         if name in ("kill", "tkill", "tgkill"):
             return self._kill(sc)
+        if name in TRACER_REFUSES:
+            return [self._event(sc, "process", "io_uring", {"call": f"{name}({sc.args[:120]})",
+                                                            "refused": "its operations run unseen by any syscall tracer"})]
         if name in ("prlimit64", "setrlimit"):
             if sc.errno == "EPERM":
                 return [self._event(sc, "escalation", "raise_limits", {"call": f"{name}({sc.args[:120]})"})]

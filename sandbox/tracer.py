@@ -40,7 +40,7 @@ from typing import Callable, Sequence
 from policies.model import Event
 
 from .seccomp import SEND_WITH_ADDRESS, TracedProfile
-from .syscalls import STRSIZE, TRACED, Classifier, KnownLinks, SyscallContext
+from .syscalls import STRSIZE, TRACED, TRACER_REFUSES, Classifier, KnownLinks, SyscallContext
 
 # Where the channel's directory is mounted inside the sandbox, and the FIFO's name.
 TRACER_DIR = "/run/runaway/tracer"
@@ -70,10 +70,12 @@ def strace_argv(output: str, mode: str = DEFAULT_MODE, program: str = "strace",
     In `seccomp` mode, `profile` is the sandbox's (sandbox/seccomp.py): strace refuses the
     calls it hands over, and leaves the 64-bit `sendto` to it when sends are split.
 
+    In both modes strace refuses `TRACER_REFUSES` itself (sandbox/syscalls.py says why).
+
     >>> from sandbox.seccomp import TracedProfile
     >>> a = strace_argv("out", "seccomp", profile=TracedProfile({}, ("mount", "bpf"), "EPERM", True))
-    >>> a[a.index("-e", a.index("-o") - 2):a.index("-o")][-2:], "?sendto@32" in a[a.index("-o") - 3]
-    (['-e', 'inject=mount,bpf:error=EPERM'], True)
+    >>> [x for x in a if x.startswith("inject=")], "?sendto@32" in a[a.index("-o") - 5]
+    (['inject=mount,bpf:error=EPERM', 'inject=io_uring_setup:error=EPERM'], True)
     """
     if mode not in MODES:
         raise ValueError(f"unknown tracer mode {mode!r} (expected one of {', '.join(MODES)})")
@@ -83,11 +85,15 @@ def strace_argv(output: str, mode: str = DEFAULT_MODE, program: str = "strace",
     # SIGSYS: what a send refused by the profile's trap leaves (the tracer sees it first).
     strace = [program, "-f", "-q", "-ttt", "-yy", "-s", str(STRSIZE), "-e", "signal=SIGSYS",
               "-e", "trace=" + ",".join(calls)]
+    handed: tuple[str, ...] = ()
     if mode == "seccomp":
         strace.insert(1, "--seccomp-bpf")
         if profile is not None and profile.handed:
+            handed = profile.handed
             # No "?": a handed call strace did not know would run, so it must refuse to start.
-            strace += ["-e", f"inject={','.join(profile.handed)}:error={profile.errno}"]
+            strace += ["-e", f"inject={','.join(handed)}:error={profile.errno}"]
+    if own := [c for c in TRACER_REFUSES if c not in handed]:
+        strace += ["-e", f"inject={','.join(own)}:error=EPERM"]
     return [*strace, "-o", output]
 
 

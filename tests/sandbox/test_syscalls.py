@@ -180,9 +180,21 @@ def test_in_seccomp_mode_strace_refuses_what_the_profile_hands_it_and_leaves_64_
     assert "?sendto@32" in traced and "?sendto" not in traced and "?sendmmsg" in traced
     # No "?" on what it must refuse: a name strace did not know would make it refuse to start.
     assert "inject=mount,unshare:error=EPERM" in argv
-    # ptrace mode sees every call before seccomp: it refuses nothing and traces every send.
+    assert "inject=io_uring_setup:error=EPERM" in argv  # in every mode
+    # ptrace mode sees every call before seccomp: it refuses only io_uring and traces every send.
     plain = tracer_argv(["x"], "1", "ptrace", profile=profile)
-    assert not any(a.startswith("inject=") for a in plain) and "?sendto" in ",".join(plain).split(",")
+    assert [a for a in plain if a.startswith("inject=")] == ["inject=io_uring_setup:error=EPERM"]
+    assert "?sendto" in ",".join(plain).split(",")
+    # An engine that refuses io_uring itself hands it over: strace is told once, its errno.
+    both = tracer_argv(["x"], "1", "seccomp", profile=TracedProfile({}, ("io_uring_setup",), "ENOSYS", True))
+    assert [a for a in both if a.startswith("inject=")] == ["inject=io_uring_setup:error=ENOSYS"]
+
+
+def test_an_io_uring_ring_is_refused_and_said():
+    c = agent()
+    evs = c.feed("9 5.0 io_uring_setup(8, 0x7ffc) = -1 EPERM (Operation not permitted) (INJECTED)")
+    assert [(e.category, e.kind, e.outcome, e.detail["errno_name"]) for e in evs] == [
+        ("process", "io_uring", "blocked", "EPERM")]
 
 
 def test_a_send_refused_by_the_profiles_trap_is_blocked_egress_and_a_forged_signal_is_not_another_call():

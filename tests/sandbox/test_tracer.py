@@ -104,13 +104,14 @@ async def test_a_shell_agents_calls_are_events_with_their_results(tmp_path):
     assert "/usr/bin/cat" in execs and "/usr/bin/python3" in execs
 
 
-# unshare(CLONE_NEWUSER) and mount() through libc, then a datagram: connected (its address
+# unshare(CLONE_NEWUSER), mount() and io_uring_setup (425) through libc, then a datagram: connected (its address
 # given once, to connect) and then named in the send itself (sendto), in a child.
 REFUSED = r"""
 import ctypes, os, socket
 libc = ctypes.CDLL(None, use_errno=True)
 print("unshare", libc.unshare(0x10000000), os.strerror(ctypes.get_errno()), flush=True)
 print("mount", libc.mount(b"none", b"/mnt", b"tmpfs", 0, None), os.strerror(ctypes.get_errno()), flush=True)
+print("io_uring", libc.syscall(425, 8, ctypes.create_string_buffer(120)), os.strerror(ctypes.get_errno()), flush=True)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.connect(("127.0.0.1", 9))
 print("send", s.send(b"x"), flush=True)
@@ -128,12 +129,14 @@ async def test_calls_the_engine_refuses_reach_the_tracer_and_still_fail_and_a_se
     lines, events, sb = await run_agent(tmp_path, f"python3 -c '{REFUSED}'")
     assert sb.tracer == "seccomp" and sb.notice == ""
     assert "unshare -1 Operation not permitted" in lines and "mount -1 Operation not permitted" in lines, lines
+    assert "io_uring -1 Operation not permitted" in lines, "refused by the tracer: no ring runs unseen"
     assert "send 1" in lines, "a connected datagram socket sends, untraced"
     assert "sendto returned" not in lines and f"child {int(signal.SIGSYS)}" in lines, lines
     got = [(e.category, e.kind, e.outcome, e.detail.get("errno_name")) for e in events if e.source == "observer"
            and e.category in ("escalation", "egress")]
     assert ("escalation", "unshare", "blocked", "EPERM") in got and ("escalation", "mount", "blocked", "EPERM") in got
     assert ("egress", "sendto", "blocked", None) in got, got
+    assert ("process", "io_uring", "blocked") in {(e.category, e.kind, e.outcome) for e in events}
     info = sb.tracer_info["seccomp"]
     assert {"mount", "unshare", "bpf", "keyctl", "setns", "init_module"} <= set(info["handed_to_tracer"])
     assert info["sends_with_address"] == "refused (SIGSYS)"
@@ -152,6 +155,7 @@ async def test_where_the_engines_profile_cannot_be_read_the_tracer_stops_on_ever
     # Seen before Docker's own profile refuses them; the send with an address runs (to the
     # sandbox's own loopback, which is no egress).
     assert ("escalation", "unshare", "blocked") in got and ("escalation", "mount", "blocked") in got
+    assert ("process", "io_uring", "blocked") in got and "io_uring -1 Operation not permitted" in lines
     assert "sendto returned" in lines
     assert "tracer_lost" not in {e.kind for e in events}
 
