@@ -1,7 +1,7 @@
-"""The sandbox's seccomp profile in the tracer's `seccomp` mode: Docker's own, with two changes.
+"""The sandbox's seccomp profile in the tracer's `seccomp` mode: Docker's own, with four changes.
 
 strace's `--seccomp-bpf` stops only on the calls it traces, so an untraced call costs
-nothing. Two things stand in the way of using it alone:
+nothing. Two things stand in the way of using it alone, and two more guard the result:
 
 1. **Calls Docker's profile refuses never reach the tracer.** seccomp's ERRNO outranks
    strace's TRACE, so mount, unshare, setns, bpf, keyctl or a module load would be refused
@@ -24,8 +24,13 @@ nothing. Two things stand in the way of using it alone:
    refused with SIGSYS (`SCMP_ACT_TRAP`) when it names an address that could be one. The kernel forces that signal (it cannot
    be blocked or ignored) and the tracer sees every signal before its handler, so the
    attempt is recorded as a blocked egress attempt: an unconnected send is refused, and
-   connect-then-send is the way to a datagram peer. (The 32-bit `socketcall` route stays
-   traced by strace, which decodes it as `sendto` for that personality.)
+   connect-then-send is the way to a datagram peer.
+3. **A filter of the agent's own could outrank the tracer.** seccomp obeys the highest
+   action of all filters, and USER_NOTIF outranks TRACE: a listener answering "continue"
+   would let a handed call run unstopped. seccomp(2) asking for a listener
+   (SECCOMP_FILTER_FLAG_NEW_LISTENER) is refused by SIGSYS; a filter without one is not.
+4. **Only the native architecture.** The rules read arguments as the native ABI passes
+   them; a 32-bit or x32 call ends its process (runc's answer to an unlisted arch).
 
 The engine's profile is the one Docker itself writes for a container with the sandbox's
 capabilities: `engine_profile` starts a short-lived probe container (labelled with the
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import copy
 import json
+import platform
 import threading
 import time
 from dataclasses import dataclass
@@ -59,6 +65,11 @@ _ERRNO_NAMES = {1: "EPERM", 13: "EACCES", 38: "ENOSYS"}
 _REFUSING = ("SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
              "SCMP_ACT_TRAP")
 SEND_WITH_ADDRESS = "sendto"
+# seccomp(2) with SECCOMP_FILTER_FLAG_NEW_LISTENER (flags, its second argument): a filter
+# whose USER_NOTIF answers would outrank the tracer (prctl cannot ask for a listener).
+LISTENER_CALL, _FLAGS_ARG, NEW_LISTENER = "seccomp", 1, 1 << 3
+_ARCHES = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64", "ppc64le": "SCMP_ARCH_PPC64LE",
+           "s390x": "SCMP_ARCH_S390X", "riscv64": "SCMP_ARCH_RISCV64"}
 _ADDR_ARG, _ADDRLEN_ARG = 4, 5  # sendto(fd, buf, len, flags, dest_addr, addrlen)
 # The shortest address that can name an internet peer: sizeof(struct sockaddr_in). The
 # kernel refuses a shorter one for AF_INET (and under 24 bytes for AF_INET6); shorter
@@ -91,23 +102,57 @@ class TracedProfile:
         return json.dumps(self.profile, separators=(",", ":"), sort_keys=True)
 
 
-def traced_profile(engine: dict[str, Any], traced: Iterable[str]) -> TracedProfile:
-    """The engine's profile with the two changes of the module docstring.
+def _outright(rules: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """The one rule that allows `name` with no condition, if that is the only rule naming it."""
+    owners = [r for r in rules if name in r.get("names", ())]
+    if len(owners) == 1 and owners[0].get("action") == "SCMP_ACT_ALLOW" and not owners[0].get("args") \
+            and not owners[0].get("includes") and not owners[0].get("excludes"):
+        return owners[0]
+    return None
 
-    >>> eng = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64"],
-    ...        "syscalls": [{"names": ["read", "sendto"], "action": "SCMP_ACT_ALLOW"}]}
-    >>> tp = traced_profile(eng, ["read", "mount", "sendto"])
-    >>> tp.handed, tp.errno, tp.sends_split
-    (('mount',), 'EPERM', True)
-    >>> [(r["names"], r["action"], [(a["index"], a["op"][9:], a["value"]) for a in r.get("args", [])])
+
+def _masked(index: int, mask: int, value: int) -> dict[str, Any]:
+    return {"index": index, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}
+
+
+def _narrow(out: list[dict[str, Any]], rules: list[dict[str, Any]], name: str,
+            allow: list[list[dict[str, Any]]], trap: list[dict[str, Any]]) -> None:
+    """Replaces the outright ALLOW of `name` by ALLOW on each of `allow`'s conditions and
+    TRAP (SIGSYS) on `trap`'s (the complement of all of them)."""
+    r = _outright(rules, name)
+    assert r is not None
+    r["names"] = [n for n in r["names"] if n != name]
+    if not r["names"]:
+        out.remove(r)
+    out.extend({"names": [name], "action": "SCMP_ACT_ALLOW", "args": a} for a in allow)
+    out.append({"names": [name], "action": "SCMP_ACT_TRAP", "args": trap})
+
+
+def native_arch() -> str:
+    """This machine's seccomp architecture token (Docker's profile names)."""
+    return _ARCHES.get(platform.machine(), f"SCMP_ARCH_{platform.machine().upper()}")
+
+
+def traced_profile(engine: dict[str, Any], traced: Iterable[str], arch: str | None = None) -> TracedProfile:
+    """The engine's profile with the four changes of the module docstring.
+
+    >>> eng = {"defaultAction": "SCMP_ACT_ERRNO", "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+    ...        "syscalls": [{"names": ["read", "sendto", "seccomp"], "action": "SCMP_ACT_ALLOW"}]}
+    >>> tp = traced_profile(eng, ["read", "mount", "sendto"], arch="SCMP_ARCH_X86_64")
+    >>> tp.handed, tp.errno, tp.sends_split, tp.profile["architectures"]
+    (('mount',), 'EPERM', True, ['SCMP_ARCH_X86_64'])
+    >>> [(r["names"], r["action"], [(a["index"], a["op"][9:], a["value"], a.get("valueTwo")) for a in r.get("args", [])])
     ...  for r in tp.profile["syscalls"]][1:]  # doctest: +NORMALIZE_WHITESPACE
     [(['mount'], 'SCMP_ACT_TRACE', []),
-     (['sendto'], 'SCMP_ACT_ALLOW', [(4, 'EQ', 0)]),
-     (['sendto'], 'SCMP_ACT_ALLOW', [(5, 'LT', 16)]),
-     (['sendto'], 'SCMP_ACT_TRAP', [(4, 'NE', 0), (5, 'GE', 16)])]
+     (['seccomp'], 'SCMP_ACT_ALLOW', [(1, 'MASKED_EQ', 8, 0)]),
+     (['seccomp'], 'SCMP_ACT_TRAP', [(1, 'MASKED_EQ', 8, 8)]),
+     (['sendto'], 'SCMP_ACT_ALLOW', [(4, 'EQ', 0, None)]),
+     (['sendto'], 'SCMP_ACT_ALLOW', [(5, 'LT', 16, None)]),
+     (['sendto'], 'SCMP_ACT_TRAP', [(4, 'NE', 0, None), (5, 'GE', 16, None)])]
     """
     if not isinstance(engine, dict) or not isinstance(engine.get("syscalls"), list):
         raise ProfileUnavailable("the engine's seccomp profile has no syscall rules")
+    arch = arch or native_arch()
     default = str(engine.get("defaultAction", ""))
     rules: list[dict[str, Any]] = copy.deepcopy(engine["syscalls"])
     named = {n for r in rules for n in r.get("names", ())}
@@ -125,23 +170,31 @@ def traced_profile(engine: dict[str, Any], traced: Iterable[str]) -> TracedProfi
     out = [r for r in rules]
     if handed:
         out.append({"names": list(handed), "action": "SCMP_ACT_TRACE"})
-    # sendto: split only where the engine allows it outright (one unconditional ALLOW).
-    owners = [r for r in rules if SEND_WITH_ADDRESS in r.get("names", ())]
-    split = (len(owners) == 1 and owners[0].get("action") == "SCMP_ACT_ALLOW" and not owners[0].get("args")
-             and not owners[0].get("includes") and not owners[0].get("excludes"))
+    # seccomp(2): a filter of the agent's own that returns USER_NOTIF outranks the tracer's
+    # TRACE, and its listener could let a handed call run unseen. Refused by SIGSYS.
+    if _outright(rules, LISTENER_CALL) is not None:
+        _narrow(out, rules, LISTENER_CALL, allow=[[_masked(_FLAGS_ARG, NEW_LISTENER, 0)]],
+                trap=[_masked(_FLAGS_ARG, NEW_LISTENER, NEW_LISTENER)])
+    elif any(LISTENER_CALL in r.get("names", ()) and r.get("action") == "SCMP_ACT_ALLOW" for r in rules):
+        raise ProfileUnavailable("the engine's profile allows seccomp(2) on conditions of its own, "
+                                 "which cannot be narrowed to refuse a notification listener")
+    # sendto: split only where the engine allows it outright.
+    split = _outright(rules, SEND_WITH_ADDRESS) is not None
     if split:
-        r = owners[0]
-        r["names"] = [n for n in r["names"] if n != SEND_WITH_ADDRESS]
-        if not r["names"]:
-            out.remove(r)
-        out.append({"names": [SEND_WITH_ADDRESS], "action": "SCMP_ACT_ALLOW",
-                    "args": [{"index": _ADDR_ARG, "value": 0, "op": "SCMP_CMP_EQ"}]})
-        out.append({"names": [SEND_WITH_ADDRESS], "action": "SCMP_ACT_ALLOW",
-                    "args": [{"index": _ADDRLEN_ARG, "value": INET_ADDRLEN_MIN, "op": "SCMP_CMP_LT"}]})
-        out.append({"names": [SEND_WITH_ADDRESS], "action": "SCMP_ACT_TRAP",
-                    "args": [{"index": _ADDR_ARG, "value": 0, "op": "SCMP_CMP_NE"},
-                             {"index": _ADDRLEN_ARG, "value": INET_ADDRLEN_MIN, "op": "SCMP_CMP_GE"}]})
-    profile = {k: v for k, v in engine.items() if k in ("defaultAction", "defaultErrnoRet", "architectures")}
+        _narrow(out, rules, SEND_WITH_ADDRESS,
+                allow=[[{"index": _ADDR_ARG, "value": 0, "op": "SCMP_CMP_EQ"}],
+                       [{"index": _ADDRLEN_ARG, "value": INET_ADDRLEN_MIN, "op": "SCMP_CMP_LT"}]],
+                trap=[{"index": _ADDR_ARG, "value": 0, "op": "SCMP_CMP_NE"},
+                      {"index": _ADDRLEN_ARG, "value": INET_ADDRLEN_MIN, "op": "SCMP_CMP_GE"}])
+    profile = {k: v for k, v in engine.items() if k in ("defaultAction", "defaultErrnoRet")}
+    # The native architecture's calls only: the rules above read arguments as this ABI
+    # passes them (a 32-bit or x32 call would slip past them), and runc ends a process
+    # that makes a call of an architecture not listed (SIGSYS).
+    archs = engine.get("architectures")
+    if archs:
+        if arch not in archs:
+            raise ProfileUnavailable(f"the engine's profile does not list this machine's architecture ({arch})")
+        profile["architectures"] = [arch]
     profile["syscalls"] = out
     return TracedProfile(profile, handed, errno, split)
 

@@ -43,7 +43,7 @@ FILE_CALLS = (
     "symlinkat", "link", "linkat",
 )
 # sendto with an address is refused by SIGSYS in `seccomp` mode (sandbox/seccomp.py); the
-# 64-bit call is then left to the profile, and the signal is what the tracer sees.
+# call is then left to the profile, and the signal is what the tracer sees.
 NET_CALLS = ("socket", "connect", "sendto", "sendmsg", "sendmmsg")
 PROCESS_CALLS = ("execve", "execveat", "memfd_create", "fork", "vfork", "clone", "clone3")
 # No event of their own: they move a process's working directory, against which its
@@ -911,14 +911,21 @@ class Classifier:
                                                  "protocol": "udp" if dgram else "tcp"}, outcome)]
 
     def _sigsys(self, pid: int, wall: float, rest: str) -> list[Event]:
-        """A call the sandbox's seccomp profile refused with SIGSYS: in `seccomp` mode, a
-        `sendto` that names an address (sandbox/seccomp.py). The call never ran, so its
-        address was never read: the attempt is egress, blocked, to an unknown place. (The
-        agent can send itself a SIGSYS that reads the same; it can only accuse itself.)"""
+        """A call the sandbox's seccomp profile refused with SIGSYS (`seccomp` mode,
+        sandbox/seccomp.py): a `sendto` that names an address (egress, blocked, to an
+        unknown place: the call never ran, so its address was never read), or a seccomp(2)
+        asking for a notification listener (tracer tampering). (The agent can send itself
+        a SIGSYS that reads the same; it can only accuse itself.)"""
         m = _SIGSYS.search(rest)
-        if m is None or m.group(1) not in ("sendto", "sendmsg", "sendmmsg"):
+        if m is None:
             return []
         sc = Syscall(pid, wall, m.group(1), "", "-1 SIGSYS")
+        if sc.name == "seccomp":  # a filter with a notification listener, which outranks the tracer
+            return [self._event(sc, "escalation", "tracer_tamper", {
+                "call": "seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER)",
+                "refused": "a notification listener would outrank the tracer (seccomp trap)"}, "blocked")]
+        if sc.name not in ("sendto", "sendmsg", "sendmmsg"):
+            return []
         return [self._event(sc, "egress", "sendto", {
             "op": sc.name, "host": "", "refused": "a send that names its address (seccomp trap)"}, "blocked")]
 

@@ -173,11 +173,11 @@ def test_the_tracer_command_runs_the_agent_unprivileged_under_strace():
         tracer_argv(["x"], "1", "ebpf")
 
 
-def test_in_seccomp_mode_strace_refuses_what_the_profile_hands_it_and_leaves_64_bit_sends_alone():
+def test_in_seccomp_mode_strace_refuses_what_the_profile_hands_it_and_leaves_sendto_to_the_profile():
     profile = TracedProfile({}, ("mount", "unshare"), "EPERM", sends_split=True)
     argv = tracer_argv(["x"], "1", "seccomp", profile=profile)
     traced = argv[argv.index("-e", argv.index("signal=SIGSYS")) + 1].removeprefix("trace=").split(",")
-    assert "?sendto@32" in traced and "?sendto" not in traced and "?sendmmsg" in traced
+    assert "?sendto" not in traced and "?sendmmsg" in traced and "?sendmsg" in traced
     # No "?" on what it must refuse: a name strace did not know would make it refuse to start.
     assert "inject=mount,unshare:error=EPERM" in argv
     assert "inject=io_uring_setup:error=EPERM" in argv  # in every mode
@@ -205,6 +205,10 @@ def test_a_send_refused_by_the_profiles_trap_is_blocked_egress_and_a_forged_sign
     assert evs[0].t == 2.0 and evs[0].detail["pid"] == 11
     # A SIGSYS sent by a process (si_code SI_USER) names no refused call.
     assert c.feed("11 2.1 --- SIGSYS {si_signo=SIGSYS, si_code=SI_USER, si_pid=11, si_uid=65534} ---") == []
+    # A filter asking for a notification listener (it would outrank the tracer) is tampering.
+    evs = c.feed("11 2.05 --- SIGSYS {si_signo=SIGSYS, si_code=SYS_SECCOMP, si_call_addr=0x7f, "
+                 "si_syscall=__NR_seccomp, si_arch=AUDIT_ARCH_X86_64} ---")
+    assert [(e.category, e.kind, e.outcome) for e in evs] == [("escalation", "tracer_tamper", "blocked")]
     # One the agent forged for another call is not turned into that call's event.
     assert c.feed("11 2.2 --- SIGSYS {si_signo=SIGSYS, si_code=SYS_SECCOMP, si_call_addr=0x1, "
                   "si_syscall=__NR_mount, si_arch=AUDIT_ARCH_X86_64} ---") == []

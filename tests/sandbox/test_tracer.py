@@ -142,6 +142,72 @@ async def test_calls_the_engine_refuses_reach_the_tracer_and_still_fail_and_a_se
     assert info["sends_with_address"] == "refused (SIGSYS)"
 
 
+# A seccomp filter of the agent's own whose USER_NOTIF answers would outrank the tracer's
+# TRACE (its listener could let unshare run unseen), then a 32-bit call (int 0x80: getpid),
+# each in a child. Compiled with the host's cc; the flags are SECCOMP_SET_MODE_FILTER (1)
+# and SECCOMP_FILTER_FLAG_NEW_LISTENER (8).
+OUTRANK = r"""
+#include <stdio.h>
+#include <stddef.h>
+#include <unistd.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+static int child(int which) {
+    pid_t p = fork();
+    if (p == 0) {
+        if (which == 0) {
+            struct sock_filter f[] = {
+                BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+                BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_unshare, 0, 1),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_USER_NOTIF),
+                BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
+            struct sock_fprog prog = {sizeof f / sizeof f[0], f};
+            prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+            long fd = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+            printf("listener %ld\n", fd);
+        } else {
+            long r;
+            __asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory");
+            printf("int80 %ld\n", r);
+        }
+        fflush(stdout);
+        _exit(0);
+    }
+    int st = 0;
+    waitpid(p, &st, 0);
+    return WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+}
+int main(void) {
+    printf("listener child %d\n", child(0));
+    printf("int80 child %d\n", child(1));
+    return 0;
+}
+"""
+
+
+async def test_a_filter_that_would_outrank_the_tracer_and_a_32_bit_call_each_end_their_process(tmp_path):
+    import shutil
+    import subprocess
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.fail("no C compiler on this host (CI installs one)")
+    agent = tmp_path / "agent"
+    agent.mkdir()
+    (agent / "outrank.c").write_text(OUTRANK)
+    subprocess.run([cc, "-static", "-O1", "-o", str(agent / "outrank"), str(agent / "outrank.c")], check=True)
+    agent.chmod(0o755)
+    lines, events, sb = await run_agent(tmp_path, "/opt/runaway/agent/outrank", agent_dir=agent)
+    sys_ = int(signal.SIGSYS)
+    assert f"listener child {sys_}" in lines and f"int80 child {sys_}" in lines, lines
+    assert not any(line.startswith(("listener ", "int80 ")) and "child" not in line for line in lines), lines
+    tamper = [e for e in events if e.kind == "tracer_tamper"]
+    assert [(e.outcome, e.detail["syscall"]) for e in tamper] == [("blocked", "seccomp")], tamper
+
+
 async def test_where_the_engines_profile_cannot_be_read_the_tracer_stops_on_every_call_and_says_so(
         tmp_path, monkeypatch):
     from sandbox import seccomp
