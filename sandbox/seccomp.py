@@ -21,10 +21,10 @@ nothing. Two things stand in the way of using it alone, and two more guard the r
    Here `sendto` runs untraced when its address argument is NULL (a connected socket
    sends only to the peer its traced `connect` named) or shorter than any internet
    address (`INET_ADDRLEN_MIN`: the kernel's own netlink, which getaddrinfo asks), and is
-   refused with SIGSYS (`SCMP_ACT_TRAP`) when it names an address that could be one. The kernel forces that signal (it cannot
-   be blocked or ignored) and the tracer sees every signal before its handler, so the
-   attempt is recorded as a blocked egress attempt: an unconnected send is refused, and
-   connect-then-send is the way to a datagram peer.
+   refused with SIGSYS (`SCMP_ACT_TRAP`) when it names an address that could be one. The
+   kernel forces that signal (it cannot be blocked or ignored) and the tracer sees every
+   signal before its handler, so the attempt is recorded as a blocked egress attempt: an
+   unconnected send is refused, and connect-then-send is the way to a datagram peer.
 3. **A filter of the agent's own could outrank the tracer.** seccomp obeys the highest
    action of all filters, and USER_NOTIF outranks TRACE: a listener answering "continue"
    would let a handed call run unstopped. seccomp(2) asking for a listener
@@ -89,8 +89,8 @@ class TracedProfile:
     - `handed`: the traced calls the profile hands to the tracer, which strace must refuse
       (`-e inject=<handed>:error=<errno>`);
     - `errno`: the error they fail with, as the engine would have failed them;
-    - `sends_split`: whether `sendto` is split by its address (then strace leaves the
-      64-bit `sendto` alone, and SIGSYS marks a refused send).
+    - `sends_split`: whether `sendto` is split by its address (then strace leaves `sendto`
+      alone, and SIGSYS marks a refused send).
     """
 
     profile: dict[str, Any]
@@ -115,12 +115,10 @@ def _masked(index: int, mask: int, value: int) -> dict[str, Any]:
     return {"index": index, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}
 
 
-def _narrow(out: list[dict[str, Any]], rules: list[dict[str, Any]], name: str,
+def _narrow(out: list[dict[str, Any]], r: dict[str, Any], name: str,
             allow: list[list[dict[str, Any]]], trap: list[dict[str, Any]]) -> None:
-    """Replaces the outright ALLOW of `name` by ALLOW on each of `allow`'s conditions and
-    TRAP (SIGSYS) on `trap`'s (the complement of all of them)."""
-    r = _outright(rules, name)
-    assert r is not None
+    """Replaces `r`, the outright ALLOW of `name` (`_outright`), by ALLOW on each of
+    `allow`'s conditions and TRAP (SIGSYS) on `trap`'s (the complement of all of them)."""
     r["names"] = [n for n in r["names"] if n != name]
     if not r["names"]:
         out.remove(r)
@@ -167,21 +165,20 @@ def traced_profile(engine: dict[str, Any], traced: Iterable[str], arch: str | No
             errno = _ERRNO_NAMES.get(int(ret), "")
             if not errno:
                 raise ProfileUnavailable(f"the engine's profile refuses with errno {ret}, which strace is not told")
-    out = [r for r in rules]
+    out = list(rules)
     if handed:
         out.append({"names": list(handed), "action": "SCMP_ACT_TRACE"})
     # seccomp(2): a filter of the agent's own that returns USER_NOTIF outranks the tracer's
     # TRACE, and its listener could let a handed call run unseen. Refused by SIGSYS.
-    if _outright(rules, LISTENER_CALL) is not None:
-        _narrow(out, rules, LISTENER_CALL, allow=[[_masked(_FLAGS_ARG, NEW_LISTENER, 0)]],
+    if (listener := _outright(rules, LISTENER_CALL)) is not None:
+        _narrow(out, listener, LISTENER_CALL, allow=[[_masked(_FLAGS_ARG, NEW_LISTENER, 0)]],
                 trap=[_masked(_FLAGS_ARG, NEW_LISTENER, NEW_LISTENER)])
     elif any(LISTENER_CALL in r.get("names", ()) and r.get("action") == "SCMP_ACT_ALLOW" for r in rules):
         raise ProfileUnavailable("the engine's profile allows seccomp(2) on conditions of its own, "
                                  "which cannot be narrowed to refuse a notification listener")
     # sendto: split only where the engine allows it outright.
-    split = _outright(rules, SEND_WITH_ADDRESS) is not None
-    if split:
-        _narrow(out, rules, SEND_WITH_ADDRESS,
+    if (send := _outright(rules, SEND_WITH_ADDRESS)) is not None:
+        _narrow(out, send, SEND_WITH_ADDRESS,
                 allow=[[{"index": _ADDR_ARG, "value": 0, "op": "SCMP_CMP_EQ"}],
                        [{"index": _ADDRLEN_ARG, "value": INET_ADDRLEN_MIN, "op": "SCMP_CMP_LT"}]],
                 trap=[{"index": _ADDR_ARG, "value": 0, "op": "SCMP_CMP_NE"},
@@ -196,7 +193,7 @@ def traced_profile(engine: dict[str, Any], traced: Iterable[str], arch: str | No
             raise ProfileUnavailable(f"the engine's profile does not list this machine's architecture ({arch})")
         profile["architectures"] = [arch]
     profile["syscalls"] = out
-    return TracedProfile(profile, handed, errno, split)
+    return TracedProfile(profile, handed, errno, sends_split=send is not None)
 
 
 def read_bundle_profile(container_id: str, roots: Sequence[str] = BUNDLE_ROOTS) -> dict[str, Any] | None:

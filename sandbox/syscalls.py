@@ -29,6 +29,8 @@ from typing import Any, Iterable
 
 from policies.model import Event
 
+from .seccomp import LISTENER_CALL, SEND_WITH_ADDRESS
+
 # The calls the tracer stops on. Grouped as in the contract; everything else runs untraced.
 ESCALATION_CALLS = (
     "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid", "setfsgid",
@@ -920,11 +922,11 @@ class Classifier:
         if m is None:
             return []
         sc = Syscall(pid, wall, m.group(1), "", "-1 SIGSYS")
-        if sc.name == "seccomp":  # a filter with a notification listener, which outranks the tracer
+        if sc.name == LISTENER_CALL:  # a filter with a notification listener, which outranks the tracer
             return [self._event(sc, "escalation", "tracer_tamper", {
                 "call": "seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER)",
                 "refused": "a notification listener would outrank the tracer (seccomp trap)"}, "blocked")]
-        if sc.name not in ("sendto", "sendmsg", "sendmmsg"):
+        if sc.name not in (SEND_WITH_ADDRESS, "sendmsg", "sendmmsg"):
             return []
         return [self._event(sc, "egress", "sendto", {
             "op": sc.name, "host": "", "refused": "a send that names its address (seccomp trap)"}, "blocked")]

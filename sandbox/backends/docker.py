@@ -289,7 +289,9 @@ class DockerSandbox(SandboxBase):
 
     def _seccomp_profile(self) -> None:
         """The `seccomp` mode's profile (sandbox/seccomp.py), from the engine's own for a
-        container like ours; where that cannot be read, `ptrace` mode, with a notice."""
+        container like ours, once; where that cannot be read, `ptrace` mode, with a notice."""
+        if self.tracer != "seccomp" or self._profile is not None:
+            return
         try:
             if not self.spec.no_new_privileges:
                 # strace installs its filter under no-new-privileges (it has no CAP_SYS_ADMIN),
@@ -310,8 +312,7 @@ class DockerSandbox(SandboxBase):
         if self._watchdog is None:  # before anything is made: nothing of it outlives us
             self._watchdog = watchdog.arm(self.run_id)
         self._image = self._image or ensure_image(self.client)
-        if self.tracer == "seccomp" and self._profile is None:
-            self._seccomp_profile()
+        self._seccomp_profile()
         if self.spec.network == NETWORK_NONE:
             return
         if self.network is not None:
@@ -372,7 +373,7 @@ class DockerSandbox(SandboxBase):
             return None
         out = {"program": "strace", "mode": self.tracer, "pid": 1, "user": tracing.TRACER_USER,
                "caps": list(tracing.TRACER_CAPS), "agent_user": self.spec.user, "agent_caps": []}
-        if self.tracer == "seccomp" and self._profile is not None:
+        if self._profile is not None:
             out["seccomp"] = {"profile": "the engine's own", "handed_to_tracer": list(self._profile.handed),
                               "refused_with": self._profile.errno,
                               "sends_with_address": "refused (SIGSYS)" if self._profile.sends_split else "traced"}
@@ -427,8 +428,7 @@ class DockerSandbox(SandboxBase):
         spec = self.spec
         if not learner_dir.is_dir():
             raise SandboxError(f"no learner code at {learner_dir}", field="learner_dir")
-        if self.tracer == "seccomp" and self._profile is None:
-            self._seccomp_profile()  # prepare() made it, unless it was skipped
+        self._seccomp_profile()  # prepare() made it, unless it was skipped
         control_file = control_file.resolve()
         control_file.parent.mkdir(parents=True, exist_ok=True)
         control_file.touch(exist_ok=True)
@@ -458,6 +458,9 @@ class DockerSandbox(SandboxBase):
             binds[str(self.agent_dir)] = {"bind": AGENT_DIR, "mode": "ro"}
             workdir = AGENT_DIR
         user, cap_add, command = spec.user, list(spec.cap_add), argv
+        security_opt = ["no-new-privileges:true"] if spec.no_new_privileges else []
+        if self._profile is not None:  # seccomp mode (a fallback to ptrace mode leaves it None)
+            security_opt.append(f"seccomp={self._profile.to_json()}")
         if self.tracer:
             # strace is the container's init, as root with only TRACER_CAPS; it starts the
             # agent as spec.user with no capability (sandbox/tracer.py says why).
@@ -471,9 +474,7 @@ class DockerSandbox(SandboxBase):
             user=user, environment=full_env, working_dir=workdir, hostname="learner",
             read_only=spec.read_only_root, privileged=spec.privileged,
             cap_drop=list(spec.cap_drop), cap_add=cap_add or None,
-            security_opt=[*(["no-new-privileges:true"] if spec.no_new_privileges else []),
-                          *([f"seccomp={self._profile.to_json()}"] if self.tracer == "seccomp" and self._profile
-                            else [])] or None,
+            security_opt=security_opt or None,
             tmpfs={spec.workdir: f"rw,nosuid,nodev,size={spec.scratch_size},mode=1777"},
             volumes=binds, stdin_open=False, tty=False, init=False, ipc_mode="private",
             extra_hosts=extra_hosts or None,

@@ -34,13 +34,13 @@ class Web(Protocol):
 class SandboxSession:
     """A sandbox and the web it may reach, set up and taken down in the contract's order."""
 
-    def __init__(self, sandbox: Sandbox) -> None:
+    def __init__(self, sandbox: Sandbox, notices: list[str] | None = None) -> None:
         self.sandbox = sandbox
         self.host: str | None = None
         self.web: Web | None = None
         self.web_port: int | None = None
         self._closed = False
-        self._notices: list[str] | None = None
+        self._notices = notices  # the run's; prepare() adds what it finds
 
     @classmethod
     def open(cls, spec: SandboxSpec, backend: str = "auto", *, run_id: str,
@@ -50,9 +50,7 @@ class SandboxSession:
         sb = open_sandbox(spec, backend, run_id=run_id, notices=notices, **backend_options)
         if notices is not None and sb.notice:
             notices.append(sb.notice)
-        session = cls(sb)
-        session._notices = notices
-        return session
+        return cls(sb, notices)
 
     async def prepare(self) -> str:
         """The backend's network; the host address the web must bind."""

@@ -212,9 +212,8 @@ async def test_where_the_engines_profile_cannot_be_read_the_tracer_stops_on_ever
         tmp_path, monkeypatch):
     from sandbox import seccomp
 
-    monkeypatch.setattr(seccomp, "BUNDLE_ROOTS", (str(tmp_path / "nowhere"),))
     monkeypatch.setattr(seccomp, "engine_profile", functools.partial(
-        seccomp.engine_profile, roots=seccomp.BUNDLE_ROOTS, timeout_s=1.0))
+        seccomp.engine_profile, roots=(str(tmp_path / "nowhere"),), timeout_s=1.0))
     lines, events, sb = await run_agent(tmp_path, f"python3 -c '{REFUSED}'")
     assert sb.tracer == "ptrace" and "ptrace mode" in sb.notice and "no OCI bundle" in sb.notice
     got = {(e.category, e.kind, e.outcome) for e in events if e.source == "observer"}
